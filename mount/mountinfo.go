@@ -1,0 +1,107 @@
+package mount
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/moby/sys/mountinfo"
+)
+
+// Entry is one line of the mount table (/proc/thread-self/mountinfo).
+// Major and Minor identify the mounted filesystem's device; for bind mounts
+// Root is the directory of that filesystem that appears at Mountpoint.
+type Entry = mountinfo.Info
+
+// table is a source of mountinfo text. The zero value reads the calling
+// process's own table; tests and benchmarks point open at a file so they can
+// feed synthetic tables or simulate a read that hangs.
+type table struct {
+	open func() (io.ReadCloser, error)
+}
+
+// processTable is the table every exported function reads.
+var processTable table
+
+// fileTable reads mountinfo text from path (a test and benchmark seam).
+func fileTable(path string) table {
+	return table{open: func() (io.ReadCloser, error) { return os.Open(path) }}
+}
+
+// read parses the table under the context's deadline. Any failure,
+// including a read that does not finish in time, is an error: callers
+// must never take an unreadable table for "not mounted".
+func (t table) read(ctx context.Context, filter mountinfo.FilterFunc) ([]*Entry, error) {
+	entries, err := bounded(ctx, "reading the mount table", func() ([]*Entry, error) {
+		if t.open == nil {
+			return mountinfo.GetMounts(filter)
+		}
+		r, err := t.open()
+		if err != nil {
+			return nil, err
+		}
+		defer r.Close()
+		return mountinfo.GetMountsFromReader(r, filter)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the mount table, so mount state is unknown: %w", err)
+	}
+	return entries, nil
+}
+
+func (t table) byMountPoint(ctx context.Context, path string) ([]*Entry, error) {
+	mp, err := cleanMountPoint(path)
+	if err != nil {
+		return nil, err
+	}
+	return t.read(ctx, func(e *Entry) (skip, stop bool) {
+		return e.Mountpoint != mp, false
+	})
+}
+
+func (t table) bySource(ctx context.Context, major, minor uint32) ([]*Entry, error) {
+	return t.read(ctx, func(e *Entry) (skip, stop bool) {
+		return uint32(e.Major) != major || uint32(e.Minor) != minor, false
+	})
+}
+
+// cleanMountPoint accepts only absolute paths and cleans them, because
+// mountinfo shows absolute, clean paths and a relative one would silently
+// match nothing, which reads as "not mounted".
+func cleanMountPoint(path string) (string, error) {
+	if !filepath.IsAbs(path) {
+		return "", fmt.Errorf("mount point %q is not an absolute path", path)
+	}
+	return filepath.Clean(path), nil
+}
+
+// List returns every entry of the process's mount table.
+func List(ctx context.Context) ([]*Entry, error) {
+	return processTable.read(ctx, nil)
+}
+
+// ByMountPoint returns every entry mounted at path, in mount order: more
+// than one means mounts are stacked there, and the last is usually the
+// visible one. path must be absolute and free of symlinks (the kernel
+// records resolved paths; kubelet passes resolved paths).
+func ByMountPoint(ctx context.Context, path string) ([]*Entry, error) {
+	return processTable.byMountPoint(ctx, path)
+}
+
+// BySource returns every entry whose filesystem lives on the device
+// major:minor: the filesystem mount itself and every bind mount of it.
+func BySource(ctx context.Context, major, minor uint32) ([]*Entry, error) {
+	return processTable.bySource(ctx, major, minor)
+}
+
+// IsMounted reports whether anything is mounted at path. An unreadable
+// mount table is an error, never false.
+func IsMounted(ctx context.Context, path string) (bool, error) {
+	entries, err := processTable.byMountPoint(ctx, path)
+	if err != nil {
+		return false, err
+	}
+	return len(entries) > 0, nil
+}
