@@ -1,0 +1,220 @@
+// Package loopdev attaches files as loop block devices through
+// /dev/loop-control and loop ioctls (no losetup). Tests use it for real
+// mounts, and a loop-backed stand-in for NVMe namespaces uses it to give
+// the node plugin real block devices.
+package loopdev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	controlPath = "/dev/loop-control"
+	sysBlock    = "/sys/block"
+	// maxAttempts bounds the race with other processes that grab the same
+	// free device between LOOP_CTL_GET_FREE and our configure call.
+	maxAttempts = 50
+	retryDelay  = 20 * time.Millisecond
+)
+
+// Device is an attached loop device.
+type Device struct {
+	Path         string // /dev/loopN
+	Major, Minor uint32
+}
+
+// Available says why loop devices cannot be used here (not root, no
+// /dev/loop-control), or nil when they can.
+func Available() error {
+	if os.Geteuid() != 0 {
+		return errors.New("loop devices need root")
+	}
+	f, err := os.OpenFile(controlPath, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("loop devices unavailable (load the loop module): %w", err)
+	}
+	return f.Close()
+}
+
+// Attach binds file to a free loop device, read-only when asked. Autoclear
+// is off: the device stays attached until Detach, whoever closes it.
+func Attach(ctx context.Context, file string, readOnly bool) (Device, error) {
+	file, err := filepath.Abs(file)
+	if err != nil {
+		return Device{}, fmt.Errorf("attach %s to a loop device: %w", file, err)
+	}
+	mode := os.O_RDWR
+	if readOnly {
+		mode = os.O_RDONLY
+	}
+	backing, err := os.OpenFile(file, mode|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return Device{}, fmt.Errorf("attach %s to a loop device: %w", file, err)
+	}
+	defer backing.Close()
+	control, err := os.OpenFile(controlPath, os.O_RDWR|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return Device{}, fmt.Errorf("attach %s to a loop device (is the loop module loaded?): %w", file, err)
+	}
+	defer control.Close()
+
+	var lastErr error
+	for range maxAttempts {
+		if err := ctx.Err(); err != nil {
+			return Device{}, fmt.Errorf("attach %s to a loop device: %w (last error: %v)", file, err, lastErr)
+		}
+		dev, err := tryAttach(control, backing, mode, readOnly)
+		if err == nil {
+			return dev, nil
+		}
+		// EBUSY: another process bound the device we were offered.
+		// ENOENT/ENXIO: the device node is not there yet or went away.
+		if !errors.Is(err, unix.EBUSY) && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENXIO) {
+			return Device{}, fmt.Errorf("attach %s to a loop device: %w", file, err)
+		}
+		lastErr = err
+		time.Sleep(retryDelay)
+	}
+	return Device{}, fmt.Errorf("attach %s to a loop device: gave up after %d attempts: %w", file, maxAttempts, lastErr)
+}
+
+func tryAttach(control, backing *os.File, mode int, readOnly bool) (Device, error) {
+	n, err := unix.IoctlRetInt(int(control.Fd()), unix.LOOP_CTL_GET_FREE)
+	if err != nil {
+		return Device{}, fmt.Errorf("LOOP_CTL_GET_FREE: %w", err)
+	}
+	path := fmt.Sprintf("/dev/loop%d", n)
+	loop, err := os.OpenFile(path, mode|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return Device{}, err
+	}
+	defer loop.Close()
+	if err := configure(loop, backing, readOnly); err != nil {
+		return Device{}, fmt.Errorf("%s: %w", path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(loop.Fd()), &st); err != nil {
+		_ = unix.IoctlSetInt(int(loop.Fd()), unix.LOOP_CLR_FD, 0)
+		return Device{}, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return Device{Path: path, Major: unix.Major(st.Rdev), Minor: unix.Minor(st.Rdev)}, nil
+}
+
+// configure binds backing to loop in one step with LOOP_CONFIGURE (Linux
+// 5.8+), falling back to LOOP_SET_FD + LOOP_SET_STATUS64 on older kernels.
+func configure(loop, backing *os.File, readOnly bool) error {
+	var info unix.LoopInfo64
+	if readOnly {
+		info.Flags = unix.LO_FLAGS_READ_ONLY
+	}
+	copy(info.File_name[:unix.LO_NAME_SIZE-1], backing.Name())
+	cfg := unix.LoopConfig{Fd: uint32(backing.Fd()), Info: info}
+	err := unix.IoctlLoopConfigure(int(loop.Fd()), &cfg)
+	if !errors.Is(err, unix.ENOTTY) && !errors.Is(err, unix.EINVAL) {
+		if err != nil {
+			return fmt.Errorf("LOOP_CONFIGURE: %w", err)
+		}
+		return nil
+	}
+	if err := unix.IoctlSetInt(int(loop.Fd()), unix.LOOP_SET_FD, int(backing.Fd())); err != nil {
+		return fmt.Errorf("LOOP_SET_FD: %w", err)
+	}
+	if err := unix.IoctlLoopSetStatus64(int(loop.Fd()), &info); err != nil {
+		_ = unix.IoctlSetInt(int(loop.Fd()), unix.LOOP_CLR_FD, 0)
+		return fmt.Errorf("LOOP_SET_STATUS64: %w", err)
+	}
+	return nil
+}
+
+// Detach unbinds the loop device at path. A device that is not attached is
+// success. While something still holds the device open (a mount), the
+// kernel defers the detach to the last close.
+func Detach(path string) error {
+	loop, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("detach %s: %w", path, err)
+	}
+	defer loop.Close()
+	for range maxAttempts {
+		err = unix.IoctlSetInt(int(loop.Fd()), unix.LOOP_CLR_FD, 0)
+		// Kernels before 5.x refuse with EBUSY while a prober holds the
+		// device open for a moment.
+		if !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(retryDelay)
+	}
+	if err != nil && !errors.Is(err, unix.ENXIO) {
+		return fmt.Errorf("detach %s: %w", path, err)
+	}
+	return nil
+}
+
+// SetCapacity makes the loop device at path take the new size of its
+// backing file, after the file grew.
+func SetCapacity(path string) error {
+	loop, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("set capacity of %s: %w", path, err)
+	}
+	defer loop.Close()
+	if err := unix.IoctlSetInt(int(loop.Fd()), unix.LOOP_SET_CAPACITY, 0); err != nil {
+		return fmt.Errorf("set capacity of %s: %w", path, err)
+	}
+	return nil
+}
+
+// Find returns the loop devices whose backing file is file.
+func Find(file string) ([]Device, error) {
+	want, err := filepath.Abs(file)
+	if err != nil {
+		return nil, fmt.Errorf("find loop devices of %s: %w", file, err)
+	}
+	if resolved, err := filepath.EvalSymlinks(want); err == nil {
+		want = resolved
+	}
+	names, err := filepath.Glob(filepath.Join(sysBlock, "loop*", "loop", "backing_file"))
+	if err != nil {
+		return nil, fmt.Errorf("find loop devices of %s: %w", file, err)
+	}
+	var found []Device
+	for _, backingFile := range names {
+		got, err := os.ReadFile(backingFile)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // detached while we looked
+		}
+		if err != nil {
+			return nil, fmt.Errorf("find loop devices of %s: %w", file, err)
+		}
+		if strings.TrimSuffix(string(got), "\n") != want {
+			continue
+		}
+		name := filepath.Base(filepath.Dir(filepath.Dir(backingFile)))
+		dev, err := sysDevice(name)
+		if err != nil {
+			return nil, fmt.Errorf("find loop devices of %s: %w", file, err)
+		}
+		found = append(found, dev)
+	}
+	return found, nil
+}
+
+func sysDevice(name string) (Device, error) {
+	raw, err := os.ReadFile(filepath.Join(sysBlock, name, "dev"))
+	if err != nil {
+		return Device{}, err
+	}
+	var major, minor uint32
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(raw)), "%d:%d", &major, &minor); err != nil {
+		return Device{}, fmt.Errorf("%s/dev: %q: %w", name, raw, err)
+	}
+	return Device{Path: "/dev/" + name, Major: major, Minor: minor}, nil
+}

@@ -1,0 +1,209 @@
+package loopdev
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// requireLoop skips where loop devices cannot work, except in CI, where a
+// skipped test would hide a broken runner.
+func requireLoop(t *testing.T) {
+	t.Helper()
+	if err := Available(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("CI=true but %v", err)
+		}
+		t.Skip(err)
+	}
+}
+
+func newFile(t *testing.T, size int64) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "backing.img")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(path, size); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func attach(t *testing.T, file string, readOnly bool) Device {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	dev, err := Attach(ctx, file, readOnly)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := Detach(dev.Path); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+	})
+	return dev
+}
+
+func deviceSize(t *testing.T, path string) uint64 {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var size uint64
+	if _, _, errno := unix.Syscall(unix.SYS_IOCTL, f.Fd(), unix.BLKGETSIZE64, uintptrOf(&size)); errno != 0 {
+		t.Fatal(errno)
+	}
+	return size
+}
+
+func TestAttachWriteFindDetach(t *testing.T) {
+	requireLoop(t)
+	file := newFile(t, 4<<20)
+	dev := attach(t, file, false)
+
+	var st unix.Stat_t
+	if err := unix.Stat(dev.Path, &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK || unix.Major(st.Rdev) != dev.Major || unix.Minor(st.Rdev) != dev.Minor {
+		t.Fatalf("%s: mode %o rdev %d:%d, want a block device %d:%d", dev.Path, st.Mode, unix.Major(st.Rdev), unix.Minor(st.Rdev), dev.Major, dev.Minor)
+	}
+
+	want := bytes.Repeat([]byte("rds-csi!"), 512)
+	f, err := os.OpenFile(dev.Path, os.O_RDWR|unix.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	buf := alignedBuffer(len(want))
+	copy(buf, want)
+	if _, err := f.WriteAt(buf, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	got := make([]byte, len(want))
+	backing, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer backing.Close()
+	if _, err := backing.ReadAt(got, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("data written through the loop device is not in the backing file")
+	}
+
+	found, err := Find(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(found) != 1 || found[0] != dev {
+		t.Fatalf("Find = %+v, want [%+v]", found, dev)
+	}
+
+	if err := Detach(dev.Path); err != nil {
+		t.Fatal(err)
+	}
+	if err := Detach(dev.Path); err != nil {
+		t.Fatalf("second Detach: %v, want nil (idempotent)", err)
+	}
+	if found, err := Find(file); err != nil || len(found) != 0 {
+		t.Fatalf("Find after Detach = %+v, %v; want none", found, err)
+	}
+}
+
+func TestAttachReadOnly(t *testing.T) {
+	requireLoop(t)
+	dev := attach(t, newFile(t, 1<<20), true)
+	f, err := os.OpenFile(dev.Path, os.O_WRONLY, 0)
+	if err == nil {
+		_, err = f.WriteAt(make([]byte, 512), 0)
+		f.Close()
+	}
+	if !errors.Is(err, unix.EROFS) && !errors.Is(err, unix.EACCES) && !errors.Is(err, unix.EPERM) {
+		t.Fatalf("writing to a read-only loop device: %v, want EROFS/EACCES/EPERM", err)
+	}
+}
+
+func TestAttachErrors(t *testing.T) {
+	requireLoop(t)
+	cases := []struct {
+		name string
+		file string
+		ctx  func() context.Context
+	}{
+		{"missing file", filepath.Join(t.TempDir(), "missing.img"), context.Background},
+		{"cancelled context", newFile(t, 1<<20), func() context.Context {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dev, err := Attach(tc.ctx(), tc.file, false)
+			if err == nil {
+				_ = Detach(dev.Path)
+				t.Fatalf("Attach succeeded with %+v, want an error", dev)
+			}
+		})
+	}
+}
+
+func TestSetCapacity(t *testing.T) {
+	requireLoop(t)
+	file := newFile(t, 1<<20)
+	dev := attach(t, file, false)
+	if got := deviceSize(t, dev.Path); got != 1<<20 {
+		t.Fatalf("size before = %d", got)
+	}
+	if err := os.Truncate(file, 3<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := SetCapacity(dev.Path); err != nil {
+		t.Fatal(err)
+	}
+	if got := deviceSize(t, dev.Path); got != 3<<20 {
+		t.Fatalf("size after SetCapacity = %d, want %d", got, 3<<20)
+	}
+}
+
+// TestAttachConcurrent races several attaches against each other, as
+// parallel test packages do; each must end up with its own device.
+func TestAttachConcurrent(t *testing.T) {
+	requireLoop(t)
+	const n = 6
+	devs := make([]Device, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		file := newFile(t, 1<<20)
+		wg.Go(func() {
+			devs[i], errs[i] = Attach(context.Background(), file, false)
+		})
+	}
+	wg.Wait()
+	seen := map[string]bool{}
+	for i := range n {
+		if errs[i] != nil {
+			t.Errorf("attach %d: %v", i, errs[i])
+			continue
+		}
+		t.Cleanup(func() { _ = Detach(devs[i].Path) })
+		if seen[devs[i].Path] {
+			t.Errorf("%s handed out twice", devs[i].Path)
+		}
+		seen[devs[i].Path] = true
+	}
+}
