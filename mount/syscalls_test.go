@@ -1,0 +1,278 @@
+package mount
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+func TestMountUnmount(t *testing.T) {
+	requireLoop(t)
+	for _, fstype := range []string{"ext4", "xfs"} {
+		t.Run(fstype, func(t *testing.T) {
+			ctx := testCtx(t)
+			dev := formattedLoop(t, fstype)
+			target := mountPoint(t)
+			o := mustOptions(t, fstype, "noatime", "nodev", "nosuid", "discard")
+			if err := Mount(ctx, dev.Path, target, fstype, o); err != nil {
+				t.Fatal(err)
+			}
+			entries := mountedAt(t, target)
+			if len(entries) != 1 {
+				t.Fatalf("%d entries at %s after Mount, want 1", len(entries), target)
+			}
+			e := entries[0]
+			if e.FSType != fstype || uint32(e.Major) != dev.Major || uint32(e.Minor) != dev.Minor {
+				t.Errorf("entry %+v, want %s on %d:%d", e, fstype, dev.Major, dev.Minor)
+			}
+			for _, opt := range []string{"rw", "noatime", "nodev", "nosuid"} {
+				if !hasOption(e.Options, opt) {
+					t.Errorf("mount options %q lack %q", e.Options, opt)
+				}
+			}
+			if !hasOption(e.VFSOptions, "discard") {
+				t.Errorf("superblock options %q lack discard", e.VFSOptions)
+			}
+			file := filepath.Join(target, "data")
+			if err := os.WriteFile(file, []byte("kept"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+
+			if err := Unmount(ctx, target); err != nil {
+				t.Fatal(err)
+			}
+			if mounted, err := IsMounted(ctx, target); err != nil || mounted {
+				t.Fatalf("IsMounted after Unmount = %v, %v", mounted, err)
+			}
+			if err := Unmount(ctx, target); err != nil {
+				t.Errorf("second Unmount = %v, want nil", err)
+			}
+			if err := Unmount(ctx, filepath.Join(target, "missing")); err != nil {
+				t.Errorf("Unmount of a missing path = %v, want nil", err)
+			}
+
+			if err := Mount(ctx, dev.Path, target, fstype, mustOptions(t, fstype, "ro")); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := os.ReadFile(file); err != nil || string(got) != "kept" {
+				t.Errorf("after remount read %q, %v; want %q", got, err, "kept")
+			}
+			if err := os.WriteFile(file, []byte("x"), 0o600); !errors.Is(err, unix.EROFS) {
+				t.Errorf("write on a ro mount: %v, want EROFS", err)
+			}
+		})
+	}
+}
+
+func hasOption(options, opt string) bool {
+	for o := range strings.SplitSeq(options, ",") {
+		if o == opt {
+			return true
+		}
+	}
+	return false
+}
+
+func TestMountRefuses(t *testing.T) {
+	requireLoop(t)
+	ctx := testCtx(t)
+	dev := formattedLoop(t, "ext4")
+	target := mountPoint(t)
+	regular := newImage(t, 1<<20)
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+
+	cases := []struct {
+		name   string
+		ctx    context.Context
+		source string
+		fstype string
+		o      Options
+	}{
+		{"source is a regular file", ctx, regular, "ext4", Options{}},
+		{"source is missing", ctx, "/dev/does-not-exist", "ext4", Options{}},
+		{"options for another filesystem", ctx, dev.Path, "ext4", mustOptions(t, "xfs", "inode64")},
+		{"unvalidated data", ctx, dev.Path, "ext4", Options{Data: "data=ordered"}},
+		{"flags ParseOptions never makes", ctx, dev.Path, "ext4", Options{Flags: unix.MS_BIND}},
+		{"wrong filesystem type", ctx, dev.Path, "xfs", Options{}},
+		{"cancelled context", cancelled, dev.Path, "ext4", Options{}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := Mount(tc.ctx, tc.source, target, tc.fstype, tc.o); err == nil {
+				t.Fatal("Mount succeeded, want an error")
+			}
+			if n := len(mountedAt(t, target)); n != 0 {
+				t.Fatalf("%d mounts at target after a refused Mount", n)
+			}
+		})
+	}
+}
+
+func TestBindAndRemount(t *testing.T) {
+	requireLoop(t)
+	ctx := testCtx(t)
+	dev := formattedLoop(t, "ext4")
+	staging := mountPoint(t)
+	if err := Mount(ctx, dev.Path, staging, "ext4", mustOptions(t, "ext4", "nodev", "nosuid", "noatime")); err != nil {
+		t.Fatal(err)
+	}
+	rwTarget, roTarget := mountPoint(t), mountPoint(t)
+	if err := Bind(ctx, staging, rwTarget, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := Bind(ctx, staging, roTarget, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rwTarget, "f"), []byte("through the bind"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := os.ReadFile(filepath.Join(roTarget, "f")); err != nil || string(got) != "through the bind" {
+		t.Fatalf("read through the ro bind: %q, %v", got, err)
+	}
+
+	checkMode := func(t *testing.T, wantRO bool) {
+		t.Helper()
+		entries := mountedAt(t, roTarget)
+		if len(entries) != 1 {
+			t.Fatalf("%d entries at the ro target, want 1", len(entries))
+		}
+		opts := entries[0].Options
+		for _, keep := range []string{"nodev", "nosuid", "noatime"} {
+			if !hasOption(opts, keep) {
+				t.Errorf("options %q lost %q", opts, keep)
+			}
+		}
+		err := os.WriteFile(filepath.Join(roTarget, "g"), []byte("x"), 0o600)
+		if wantRO && (!hasOption(opts, "ro") || !errors.Is(err, unix.EROFS)) {
+			t.Errorf("options %q, write error %v; want ro and EROFS", opts, err)
+		}
+		if !wantRO && (!hasOption(opts, "rw") || err != nil) {
+			t.Errorf("options %q, write error %v; want rw and a working write", opts, err)
+		}
+	}
+	checkMode(t, true)
+	if err := Remount(ctx, roTarget, false); err != nil {
+		t.Fatal(err)
+	}
+	checkMode(t, false)
+	if err := Remount(ctx, roTarget, true); err != nil {
+		t.Fatal(err)
+	}
+	checkMode(t, true)
+	if err := os.WriteFile(filepath.Join(staging, "h"), []byte("x"), 0o600); err != nil {
+		t.Errorf("the staging mount became read-only with its bind: %v", err)
+	}
+	if err := Remount(ctx, mountPoint(t), true); err == nil {
+		t.Error("Remount of an empty directory succeeded, want an error")
+	}
+}
+
+func TestBindRefuses(t *testing.T) {
+	requireLoop(t)
+	ctx := testCtx(t)
+	dev := formattedLoop(t, "ext4")
+	node := filepath.Join(t.TempDir(), "node")
+	if err := unix.Mknod(node, unix.S_IFBLK|0o600, int(unix.Mkdev(dev.Major, dev.Minor))); err != nil {
+		t.Fatal(err)
+	}
+	target := mountPoint(t)
+	cases := []struct{ name, source, target string }{
+		{"a /dev node", dev.Path, target},
+		{"/dev itself", "/dev", target},
+		{"a path under /dev", "/dev/shm", target},
+		{"/dev reached with dots", "/tmp/../dev/shm", target},
+		{"a block node outside /dev", node, target},
+		{"a relative source", "relative", target},
+		{"a missing source", filepath.Join(t.TempDir(), "missing"), target},
+		{"a relative target", t.TempDir(), "relative"},
+		{"a missing target", t.TempDir(), filepath.Join(target, "missing")},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := Bind(ctx, tc.source, tc.target, false); err == nil {
+				t.Fatal("Bind succeeded, want an error")
+			}
+			if n := len(mountedAt(t, target)); n != 0 {
+				t.Fatalf("%d mounts at target after a refused Bind", n)
+			}
+		})
+	}
+}
+
+// TestUnmountAllStacked stacks three mounts at one path, as repeated
+// publishes or propagation do, and checks that one unmount is not enough
+// and UnmountAll is.
+func TestUnmountAllStacked(t *testing.T) {
+	requireLoop(t)
+	ctx := testCtx(t)
+	dev := formattedLoop(t, "ext4")
+	staging, target := mountPoint(t), mountPoint(t)
+	if err := Mount(ctx, dev.Path, staging, "ext4", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := Bind(ctx, staging, target, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The kernel refuses the same filesystem twice on one mount point
+	// (EBUSY) unless by bind, so the top of the stack is another device.
+	other := formattedLoop(t, "ext4")
+	if err := Mount(ctx, other.Path, target, "ext4", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(mountedAt(t, target)); n != 3 {
+		t.Fatalf("%d stacked entries, want 3", n)
+	}
+	if err := Unmount(ctx, target); err != nil {
+		t.Fatal(err)
+	}
+	if mounted, err := IsMounted(ctx, target); err != nil || !mounted {
+		t.Fatalf("after one Unmount IsMounted = %v, %v; want true: stacked mounts remain", mounted, err)
+	}
+	if err := UnmountAll(ctx, target); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(mountedAt(t, target)); n != 0 {
+		t.Fatalf("%d entries after UnmountAll", n)
+	}
+	if n := len(mountedAt(t, staging)); n != 1 {
+		t.Fatalf("UnmountAll(target) touched the staging mount: %d entries", n)
+	}
+	for _, path := range []string{target, filepath.Join(target, "missing")} {
+		if err := UnmountAll(ctx, path); err != nil {
+			t.Errorf("UnmountAll(%s) with nothing mounted = %v, want nil", path, err)
+		}
+	}
+}
+
+func TestUnmountBusy(t *testing.T) {
+	requireLoop(t)
+	ctx := testCtx(t)
+	dev := formattedLoop(t, "ext4")
+	target := mountPoint(t)
+	if err := Mount(ctx, dev.Path, target, "ext4", Options{}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(target, "open"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = UnmountAll(ctx, target)
+	f.Close()
+	if !errors.Is(err, ErrInUse) {
+		t.Fatalf("UnmountAll with an open file = %v, want ErrInUse", err)
+	}
+	if mounted, err := IsMounted(ctx, target); err != nil || !mounted {
+		t.Fatalf("IsMounted after a busy unmount = %v, %v; want true", mounted, err)
+	}
+	if err := UnmountAll(ctx, target); err != nil {
+		t.Fatalf("UnmountAll after close = %v", err)
+	}
+}
