@@ -1,0 +1,151 @@
+package nvme
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// Resolve finds the usable disk of namespace nsid (0 means 1) of subsystem nqn, from sysfs
+// on every call: subsystem by exact NQN, then the disk whose nsid matches, in both the
+// multipath naming (nvme<S>n<H>) and the multipath-off naming (nvme<C>n<H>). The device
+// node <DevRoot>/<name> must exist and carry the disk's major:minor.
+//
+// Errors: ErrNotManaged, ErrNotConnected (no subsystem, or one left without controllers),
+// ErrNoDisk (connected, but no usable disk for the namespace yet).
+func (h *Host) Resolve(nqn string, nsid int) (*Disk, error) {
+	if err := h.guard.Check(nqn); err != nil {
+		return nil, err
+	}
+	if nsid == 0 {
+		nsid = 1
+	}
+	return h.resolve(nqn, nsid)
+}
+
+func (h *Host) resolve(nqn string, nsid int) (*Disk, error) {
+	sub, ok, err := h.sys.findSubsystem(nqn)
+	if err != nil {
+		return nil, fmt.Errorf("resolve the disk of %s: %w", nqn, err)
+	}
+	if !ok {
+		return nil, fmt.Errorf("%w: no NVMe subsystem with NQN %q on this host", ErrNotConnected, nqn)
+	}
+	ctrls, err := h.sys.controllers(sub)
+	if err != nil {
+		return nil, fmt.Errorf("resolve the disk of %s: %w", nqn, err)
+	}
+	disks, err := h.sys.disks(sub, ctrls, nsid)
+	if err != nil {
+		return nil, fmt.Errorf("resolve the disk of %s: %w", nqn, err)
+	}
+	if len(disks) == 0 {
+		if len(ctrls) == 0 {
+			// The kernel keeps a subsystem whose controllers are all gone while something
+			// (typically a stale mount of its old disk) still holds it open.
+			return nil, fmt.Errorf("%w: NVMe subsystem %s (%s) has no controllers left; it lingers only while its old disk is held open (unmount stale mounts of it) and a new connect is needed", ErrNotConnected, sub.name, nqn)
+		}
+		return nil, fmt.Errorf("%w: NVMe subsystem %s (%s) is connected (%s) but shows no disk for namespace %d%s", ErrNoDisk, sub.name, nqn, describeControllers(ctrls), nsid, h.namespaceHint(sub, ctrls))
+	}
+	d := h.disk(nqn, disks[0], ctrls)
+	if err := h.checkDevNode(d); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+func (h *Host) disk(nqn string, a diskAttrs, ctrls []Controller) *Disk {
+	return &Disk{
+		Name: a.name, DevPath: filepath.Join(h.cfg.DevRoot, a.name),
+		Major: a.major, Minor: a.minor, SizeBytes: a.sizeBytes,
+		NSID: a.nsid, NQN: nqn, WWID: a.wwid, Controllers: ctrls,
+	}
+}
+
+// checkDevNode verifies that the disk's device node exists and is this disk: a /dev that
+// is not the host's devtmpfs could hold a stale node of a renumbered disk.
+func (h *Host) checkDevNode(d *Disk) error {
+	rdev, err := h.statRdev(d.DevPath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%w: sysfs shows disk %s (%d:%d) of %s, but %s does not exist yet; if it never appears, give the node plugin the host's /dev", ErrNoDisk, d.Name, d.Major, d.Minor, d.NQN, d.DevPath)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: check the device node of %s: %v", ErrNoDisk, d.Name, err)
+	}
+	if ma, mi := unix.Major(rdev), unix.Minor(rdev); ma != d.Major || mi != d.Minor {
+		return fmt.Errorf("%w: %s is device %d:%d, but sysfs says disk %s of %s is %d:%d; the node plugin's /dev is stale: give it the host's /dev (devtmpfs)", ErrNoDisk, d.DevPath, ma, mi, d.Name, d.NQN, d.Major, d.Minor)
+	}
+	return nil
+}
+
+// namespaceHint lists the namespaces a subsystem does show, for the ErrNoDisk message.
+func (h *Host) namespaceHint(sub subsys, ctrls []Controller) string {
+	all, err := h.sys.disks(sub, ctrls, 0)
+	if err != nil || len(all) == 0 {
+		return " (no namespace yet: it appears a few milliseconds after a connect, or the target exports none)"
+	}
+	ids := make([]string, len(all))
+	for i, d := range all {
+		ids[i] = fmt.Sprint(d.nsid)
+	}
+	return fmt.Sprintf(" (it has namespace IDs %s; check the volume's nsid)", strings.Join(ids, ", "))
+}
+
+func describeControllers(ctrls []Controller) string {
+	parts := make([]string, len(ctrls))
+	for i, c := range ctrls {
+		parts[i] = c.Name + " " + c.State
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Health returns the state of a volume's controllers. A subsystem that is not connected
+// is not an error: Connected is false.
+func (h *Host) Health(nqn string) (Health, error) {
+	if err := h.guard.Check(nqn); err != nil {
+		return Health{}, err
+	}
+	sub, ok, err := h.sys.findSubsystem(nqn)
+	if err != nil || !ok {
+		return Health{}, err
+	}
+	ctrls, err := h.sys.controllers(sub)
+	if err != nil {
+		return Health{}, fmt.Errorf("read the controllers of %s: %w", nqn, err)
+	}
+	hl := Health{Controllers: ctrls, Connected: len(ctrls) > 0}
+	for _, c := range ctrls {
+		hl.Live = hl.Live || c.Live()
+	}
+	return hl, nil
+}
+
+// Subsystems lists every NVMe subsystem on the host, managed or not, with its controllers
+// and disks: a read-only view for diagnostics. It writes nothing.
+func (h *Host) Subsystems() ([]Subsystem, error) {
+	subs, err := h.sys.subsystems()
+	if err != nil {
+		return nil, fmt.Errorf("list NVMe subsystems: %w", err)
+	}
+	out := make([]Subsystem, 0, len(subs))
+	for _, sub := range subs {
+		ctrls, err := h.sys.controllers(sub)
+		if err != nil {
+			return nil, fmt.Errorf("list the controllers of %s: %w", sub.nqn, err)
+		}
+		attrs, err := h.sys.disks(sub, ctrls, 0)
+		if err != nil {
+			return nil, fmt.Errorf("list the disks of %s: %w", sub.nqn, err)
+		}
+		s := Subsystem{Name: sub.name, NQN: sub.nqn, Managed: h.guard.Manages(sub.nqn), Controllers: ctrls}
+		for _, a := range attrs {
+			s.Disks = append(s.Disks, *h.disk(sub.nqn, a, ctrls))
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}

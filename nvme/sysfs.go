@@ -1,0 +1,409 @@
+package nvme
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// sysfs reads the kernel's NVMe objects under root (normally /sys). It never caches:
+// controllers and disks come and go (and are renumbered) behind our back.
+//
+// Layout (see reference/nvme-tcp-kernel.md):
+//
+//	class/nvme-subsystem/nvme-subsysS/  subsysnqn, nvmeC -> controller, nvmeSnH/ (multipath heads)
+//	class/nvme/nvmeC/                   state, transport, address, hostnqn, hostid, subsysnqn,
+//	                                    nvmeScCnH/ (hidden paths) or nvmeCnH/ (multipath off)
+//
+// hints remembers in which subsystem directory an NQN was last found. It only says where
+// to look first: the subsystem's subsysnqn is read again on every lookup, and on any
+// mismatch the whole class directory is scanned, so a renumbered or vanished subsystem
+// is never trusted. It keeps resolving cheap on hosts with hundreds of subsystems.
+type sysfs struct {
+	root  string
+	hints *sync.Map // NQN -> subsystem name
+}
+
+// subsys is one kernel NVMe subsystem.
+type subsys struct {
+	name string // nvme-subsys3
+	dir  string
+	nqn  string
+}
+
+// diskAttrs is a block device of a namespace, as sysfs shows it.
+type diskAttrs struct {
+	name         string
+	nsid         int
+	major, minor uint32
+	sizeBytes    int64
+	wwid         string
+}
+
+func (s sysfs) subsystemClassDir() string  { return filepath.Join(s.root, "class", "nvme-subsystem") }
+func (s sysfs) controllerClassDir() string { return filepath.Join(s.root, "class", "nvme") }
+
+// subsystems lists every NVMe subsystem on the host, sorted by name. Subsystems that
+// vanish while being read are left out.
+func (s sysfs) subsystems() ([]subsys, error) {
+	names, err := readDirNames(s.subsystemClassDir())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]subsys, 0, len(names))
+	for _, name := range names {
+		if !strings.HasPrefix(name, "nvme-subsys") {
+			continue
+		}
+		dir := filepath.Join(s.subsystemClassDir(), name)
+		nqn, err := readAttr(filepath.Join(dir, "subsysnqn"))
+		if vanished(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, subsys{name: name, dir: dir, nqn: nqn})
+	}
+	sortByNumber(out, func(x subsys) string { return x.name })
+	return out, nil
+}
+
+// findSubsystem returns the subsystem whose NQN is exactly nqn. The comparison is exact,
+// so "…:pvc-1" never matches "…:pvc-10".
+func (s sysfs) findSubsystem(nqn string) (subsys, bool, error) {
+	if s.hints != nil {
+		if name, ok := s.hints.Load(nqn); ok {
+			dir := s.subsystemClassDir() + "/" + name.(string)
+			if got, err := readAttr(dir + "/subsysnqn"); err == nil && got == nqn {
+				return subsys{name: name.(string), dir: dir, nqn: got}, true, nil
+			}
+			s.hints.Delete(nqn)
+		}
+	}
+	names, err := readDirNames(s.subsystemClassDir())
+	if err != nil {
+		return subsys{}, false, err
+	}
+	for _, name := range names {
+		if !strings.HasPrefix(name, "nvme-subsys") {
+			continue
+		}
+		dir := s.subsystemClassDir() + "/" + name
+		got, err := readAttr(dir + "/subsysnqn")
+		if vanished(err) {
+			continue
+		}
+		if err != nil {
+			return subsys{}, false, err
+		}
+		if got == nqn {
+			if s.hints != nil {
+				s.hints.Store(nqn, name)
+			}
+			return subsys{name: name, dir: dir, nqn: got}, true, nil
+		}
+	}
+	return subsys{}, false, nil
+}
+
+// controllers returns the subsystem's controllers, sorted by name. A controller whose
+// subsysnqn is not the subsystem's (which the kernel never shows) is left out rather than
+// trusted.
+func (s sysfs) controllers(sub subsys) ([]Controller, error) {
+	names, err := readDirNames(sub.dir)
+	if vanished(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []Controller
+	for _, name := range names {
+		if !isControllerName(name) {
+			continue
+		}
+		c, nqn, err := s.controller(name)
+		if vanished(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if nqn == sub.nqn {
+			out = append(out, c)
+		}
+	}
+	sortByNumber(out, func(c Controller) string { return c.Name })
+	return out, nil
+}
+
+// controller reads controller name from class/nvme and returns it with its subsystem NQN.
+func (s sysfs) controller(name string) (Controller, string, error) {
+	dir := filepath.Join(s.controllerClassDir(), name)
+	var v [6]string
+	for i, attr := range [...]string{"subsysnqn", "state", "transport", "address", "hostnqn", "hostid"} {
+		val, err := readAttr(filepath.Join(dir, attr))
+		if err != nil && !(attr == "hostid" && errors.Is(err, fs.ErrNotExist)) {
+			return Controller{}, "", err
+		}
+		v[i] = val
+	}
+	c := Controller{Name: name, State: v[1], Transport: v[2], Address: v[3], HostNQN: v[4], HostID: v[5]}
+	c.TrAddr, c.TrSvcID = parseAddress(v[3])
+	return c, v[0], nil
+}
+
+// allControllers reads every controller on the host with its subsystem NQN.
+func (s sysfs) allControllers() ([]Controller, []string, error) {
+	names, err := readDirNames(s.controllerClassDir())
+	if err != nil {
+		return nil, nil, err
+	}
+	var ctrls []Controller
+	var nqns []string
+	for _, name := range names {
+		if !isControllerName(name) {
+			continue
+		}
+		c, nqn, err := s.controller(name)
+		if vanished(err) {
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		ctrls, nqns = append(ctrls, c), append(nqns, nqn)
+	}
+	return ctrls, nqns, nil
+}
+
+// disks returns the usable block devices of a subsystem's namespaces: the multipath head
+// disks in the subsystem directory, and with multipath off (or a subsystem the kernel
+// does not treat as multipath-capable) the per-controller disks nvme<C>n<H>. Hidden
+// per-path disks (nvme<S>c<C>n<H>) have no /dev node and are skipped. When nsid > 0, only
+// that namespace's disks are read, and the search stops at the first match.
+func (s sysfs) disks(sub subsys, ctrls []Controller, nsid int) ([]diskAttrs, error) {
+	dirs := []string{sub.dir}
+	for _, c := range ctrls {
+		dirs = append(dirs, filepath.Join(s.controllerClassDir(), c.Name))
+	}
+	var out []diskAttrs
+	for _, dir := range dirs {
+		names, err := readDirNames(dir)
+		if vanished(err) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, name := range names {
+			if !isDiskName(name) {
+				continue
+			}
+			d, err := readDisk(filepath.Join(dir, name), name, nsid)
+			if vanished(err) || errors.Is(err, errOtherNamespace) {
+				continue
+			}
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, d)
+			if nsid > 0 {
+				return out, nil
+			}
+		}
+	}
+	return out, nil
+}
+
+var errOtherNamespace = errors.New("another namespace")
+
+// readDisk reads the disk at dir; with wantNSID > 0 it stops early (errOtherNamespace)
+// when the disk belongs to another namespace.
+func readDisk(dir, name string, wantNSID int) (diskAttrs, error) {
+	nsidText, err := readAttr(filepath.Join(dir, "nsid"))
+	if err != nil {
+		return diskAttrs{}, err
+	}
+	nsid, err := strconv.Atoi(nsidText)
+	if err != nil {
+		return diskAttrs{}, fmt.Errorf("parse %s: %q is not a namespace ID", filepath.Join(dir, "nsid"), nsidText)
+	}
+	if wantNSID > 0 && nsid != wantNSID {
+		return diskAttrs{}, errOtherNamespace
+	}
+	if hidden, err := readAttr(filepath.Join(dir, "hidden")); err == nil && hidden == "1" {
+		return diskAttrs{}, errOtherNamespace // a path, not a usable disk
+	}
+	d := diskAttrs{name: name, nsid: nsid}
+	dev, err := readAttr(filepath.Join(dir, "dev"))
+	if err != nil {
+		return diskAttrs{}, err
+	}
+	if d.major, d.minor, err = parseDevNumber(dev); err != nil {
+		return diskAttrs{}, fmt.Errorf("parse %s: %w", filepath.Join(dir, "dev"), err)
+	}
+	size, err := readAttr(filepath.Join(dir, "size"))
+	if err != nil {
+		return diskAttrs{}, err
+	}
+	sectors, err := strconv.ParseInt(size, 10, 64)
+	if err != nil || sectors < 0 {
+		return diskAttrs{}, fmt.Errorf("parse %s: %q is not a sector count", filepath.Join(dir, "size"), size)
+	}
+	d.sizeBytes = sectors * 512 // sysfs sizes are in 512-byte sectors whatever the block size
+	if wwid, err := readAttr(filepath.Join(dir, "wwid")); err == nil {
+		d.wwid = wwid
+	}
+	return d, nil
+}
+
+// isControllerName matches "nvme<digits>".
+func isControllerName(name string) bool {
+	rest, ok := strings.CutPrefix(name, "nvme")
+	return ok && isDigits(rest)
+}
+
+// isDiskName matches "nvme<digits>n<digits>" (not hidden paths "nvme<S>c<C>n<H>", not
+// the generic char devices "ng<S>n<H>").
+func isDiskName(name string) bool {
+	rest, ok := strings.CutPrefix(name, "nvme")
+	if !ok {
+		return false
+	}
+	a, b, ok := strings.Cut(rest, "n")
+	return ok && isDigits(a) && isDigits(b)
+}
+
+func isDigits(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// parseAddress splits a controller's address attribute,
+// "traddr=127.0.0.1,trsvcid=4420,src_addr=127.0.0.1".
+func parseAddress(addr string) (traddr string, trsvcid int) {
+	for _, kv := range strings.Split(addr, ",") {
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case "traddr":
+			traddr = v
+		case "trsvcid":
+			trsvcid, _ = strconv.Atoi(v)
+		}
+	}
+	return traddr, trsvcid
+}
+
+// sameIP compares addresses as IPs when both parse (IPv6 has many spellings).
+func sameIP(a, b string) bool {
+	ia, ib := net.ParseIP(a), net.ParseIP(b)
+	if ia != nil && ib != nil {
+		return ia.Equal(ib)
+	}
+	return a == b
+}
+
+func parseDevNumber(s string) (major, minor uint32, err error) {
+	a, b, ok := strings.Cut(s, ":")
+	ma, err1 := strconv.ParseUint(a, 10, 32)
+	mi, err2 := strconv.ParseUint(b, 10, 32)
+	if !ok || err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("%q is not major:minor", s)
+	}
+	return uint32(ma), uint32(mi), nil
+}
+
+// sortByNumber orders kernel object names by their numbers (nvme2 before nvme10).
+func sortByNumber[T any](xs []T, name func(T) string) {
+	key := func(s string) (int, string) {
+		i := len(s)
+		for i > 0 && s[i-1] >= '0' && s[i-1] <= '9' {
+			i--
+		}
+		n, _ := strconv.Atoi(s[i:])
+		return n, s[:i]
+	}
+	sort.SliceStable(xs, func(i, j int) bool {
+		ni, pi := key(name(xs[i]))
+		nj, pj := key(name(xs[j]))
+		if pi != pj {
+			return pi < pj
+		}
+		return ni < nj
+	})
+}
+
+// vanished reports whether err means the object disappeared while we read it: the kernel
+// removes controllers, subsystems and disks at any time.
+func vanished(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO)
+}
+
+// readDirNames lists a directory without stat-ing its entries. A missing class directory
+// (nvme-core not loaded yet) reads as empty.
+func readDirNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) && (strings.HasSuffix(dir, "class/nvme") || strings.HasSuffix(dir, "class/nvme-subsystem")) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", dir, err)
+	}
+	return names, nil
+}
+
+// readAttr reads a small sysfs attribute, trimmed. It avoids os.ReadFile's stat and
+// poller registration: resolving a disk among hundreds of subsystems reads hundreds of
+// attributes, and the budget for that is 2 ms.
+func readAttr(path string) (string, error) {
+	fd, err := retryEINTR(func() (int, error) { return unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0) })
+	if err != nil {
+		return "", &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var buf [4096]byte // sysfs attributes are at most one page
+	n := 0
+	for {
+		m, err := retryEINTR(func() (int, error) { return unix.Read(fd, buf[n:]) })
+		if err != nil {
+			return "", &fs.PathError{Op: "read", Path: path, Err: err}
+		}
+		n += m
+		if m == 0 || n < len(buf) {
+			break // sysfs and regular files read short only at the end
+		}
+	}
+	return strings.TrimSpace(string(buf[:n])), nil
+}
+
+func retryEINTR(f func() (int, error)) (int, error) {
+	for {
+		n, err := f()
+		if err != unix.EINTR {
+			return n, err
+		}
+	}
+}
