@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -356,4 +357,83 @@ func newTestHost(t testing.TB, f *fakeSys, ff *fakeFabrics) *Host {
 	h.statRdev = f.statRdev
 	h.writeAttr = f.writeAttr
 	return h
+}
+
+// fakeKernel plays the kernel's side of a connect over the fake tree: EALREADY for a
+// matching controller, EIO for an NQN the target does not export, else a new controller
+// (lowest free number) in the NQN's subsystem (existing or new) with head disks for the
+// exported namespaces, added after diskDelay.
+type fakeKernel struct {
+	f         *fakeSys
+	exports   map[string][]int // NQN -> namespace IDs
+	diskDelay time.Duration
+	mu        sync.Mutex // one connect at a time, like the kernel's nvmf_dev_mutex
+	wg        sync.WaitGroup
+}
+
+func (k *fakeKernel) connect(opts string) (string, error) {
+	nqn, _ := optionValue(opts, "nqn")
+	traddr, _ := optionValue(opts, "traddr")
+	port, _ := optionValue(opts, "trsvcid")
+	hostnqn, _ := optionValue(opts, "hostnqn")
+	hostid, _ := optionValue(opts, "hostid")
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	entries, _ := os.ReadDir(filepath.Join(k.f.root, "class/nvme"))
+	used := map[int]bool{}
+	for _, e := range entries {
+		dir := filepath.Join(k.f.root, "class/nvme", e.Name())
+		n, _ := strconv.Atoi(strings.TrimPrefix(e.Name(), "nvme"))
+		used[n] = true
+		attr := func(a string) string { b, _ := os.ReadFile(filepath.Join(dir, a)); return strings.TrimSpace(string(b)) }
+		if attr("subsysnqn") == nqn && attr("hostnqn") == hostnqn && !dying(attr("state")) &&
+			attr("address") == fmt.Sprintf("traddr=%s,trsvcid=%s,src_addr=10.0.0.9", traddr, port) {
+			return "", errnoErr("write", unix.EALREADY)
+		}
+	}
+	nsids, ok := k.exports[nqn]
+	if !ok {
+		return "", errnoErr("write", unix.EIO)
+	}
+	c := 0
+	for used[c] {
+		c++
+	}
+	s, found := -1, false
+	subs, _ := os.ReadDir(filepath.Join(k.f.root, "class/nvme-subsystem"))
+	usedSub := map[int]bool{}
+	for _, e := range subs {
+		n, _ := strconv.Atoi(strings.TrimPrefix(e.Name(), "nvme-subsys"))
+		usedSub[n] = true
+		b, _ := os.ReadFile(filepath.Join(k.f.root, "class/nvme-subsystem", e.Name(), "subsysnqn"))
+		if strings.TrimSpace(string(b)) == nqn {
+			s, found = n, true
+		}
+	}
+	if !found {
+		for s = 0; usedSub[s]; s++ {
+		}
+		k.f.addSubsystem(s, nqn)
+	}
+	port4, _ := strconv.Atoi(port)
+	k.f.addController(s, c, ctrlSpec{traddr: traddr, trsvcid: port4, hostnqn: hostnqn, hostid: hostid})
+	if v, ok := optionValue(opts, "ctrl_loss_tmo"); ok && v != "-1" {
+		k.f.set(fmt.Sprintf("class/nvme/nvme%d/ctrl_loss_tmo", c), v)
+	}
+	addDisks := func() {
+		for _, nsid := range nsids {
+			h := 1
+			for fileExists(filepath.Join(k.f.subsysDir(s), fmt.Sprintf("nvme%dn%d", s, h))) {
+				h++
+			}
+			k.f.addHead(s, h, nsid, 1<<21)
+		}
+	}
+	if k.diskDelay > 0 {
+		k.wg.Add(1)
+		go func() { defer k.wg.Done(); time.Sleep(k.diskDelay); addDisks() }()
+	} else {
+		addDisks()
+	}
+	return fmt.Sprintf("instance=%d,cntlid=%d\n", c, c+1), nil
 }
