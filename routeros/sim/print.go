@@ -72,7 +72,7 @@ var diskFlags = []flagDef{{'B', "BLOCK-DEVICE"}, {'M', "MOUNTED"}, {'t', "NVME-T
 //   - a blank line between items, a `;;; comment` after the flags on an item's first line.
 //
 // width <= 0 never wraps. The reference samples are reproduced at every width from 230 to
-// 240 (disks) and 78 to 80 (files); see print_test.go.
+// 240 (disks) and 77 to 80 (files); see golden_test.go.
 type detailPrinter struct {
 	flags []flagDef // the menu's flags; nil for menus without flags (/file)
 	width int
@@ -178,7 +178,13 @@ func breakPoint(tok string, avail, keyLen int) int {
 			return p
 		}
 	}
-	return max(avail, 1)
+	// A hard break never lands next to a space (inside a grouped number or a quoted
+	// string): a continuation must not start with, or a line end in, a space.
+	p := max(avail, 1)
+	for p > 1 && (tok[p] == ' ' || tok[p-1] == ' ') {
+		p--
+	}
+	return p
 }
 
 // groupDigits writes an integer the RouterOS way: 1099511627776 → 1 099 511 627 776.
