@@ -97,7 +97,12 @@ func probeFixtures() []probeFixture {
 		{"the very last byte", 8*mib + 7, setByte(8*mib + 6), KindUnknown, "offset 8388614"},
 		{"one byte at a 2 MiB sample", 64 * mib, setByte(2*mib + 100), KindUnknown, "offset 2097252"},
 		{"ext4 (1K blocks) with both edges wiped", 64 * mib, func(t *testing.T, p string) { mkfs(t, "ext4", p); zeroEdges(t, p) }, KindUnknown, "backup superblock"},
-		{"ext4 (4K blocks) with both edges wiped", 600 * mib, func(t *testing.T, p string) { mkfs(t, "ext4", p); zeroEdges(t, p) }, KindUnknown, "backup superblock"},
+		{"ext4 (4K blocks) with both edges wiped", 160 * mib, func(t *testing.T, p string) {
+			if out, err := exec.Command("mkfs.ext4", "-q", "-b", "4096", p).CombinedOutput(); err != nil {
+				t.Fatalf("mkfs.ext4: %v: %s", err, out)
+			}
+			zeroEdges(t, p)
+		}, KindUnknown, "backup superblock near offset 134217728"},
 		// The second allocation group's superblock, a quarter in.
 		{"xfs with both edges wiped", 320 * mib, func(t *testing.T, p string) { mkfs(t, "xfs", p); zeroEdges(t, p) }, KindUnknown, "non-zero data at offset 83886080"},
 		{"btrfs with its primary superblock wiped", 128 * mib, func(t *testing.T, p string) {
@@ -111,6 +116,9 @@ func probeFixtures() []probeFixture {
 	}
 }
 
+// TestProbeImages probes every fixture and, for each one that is not
+// blank, checks that Format refuses it and writes nothing (one test, so
+// each image is built once).
 func TestProbeImages(t *testing.T) {
 	for _, fx := range probeFixtures() {
 		t.Run(fx.name, func(t *testing.T) {
@@ -122,6 +130,9 @@ func TestProbeImages(t *testing.T) {
 			}
 			if got.Kind != fx.want || !strings.Contains(got.Detail, fx.wantDetail) {
 				t.Errorf("Probe = %+v, want kind %s with detail containing %q", got, fx.want, fx.wantDetail)
+			}
+			if fx.want != KindBlank {
+				checkFormatRefuses(t, path)
 			}
 		})
 	}
