@@ -157,6 +157,9 @@ func printArgs(env *execEnv, els []element) ([]element, error) {
 		switch el.val.text {
 		case "detail", "without-paging":
 		case "where":
+			if i == len(els)-1 {
+				return nil, syntaxError(env.line, el.pos+len("where"))
+			}
 			return els[i+1:], nil
 		default:
 			return nil, expectedEnd(env.line, el.pos)
