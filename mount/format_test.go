@@ -97,10 +97,7 @@ func TestFormatBlank(t *testing.T) {
 	for _, fstype := range []string{"ext4", "xfs"} {
 		t.Run(fstype, func(t *testing.T) {
 			ctx := testCtx(t)
-			dev := attachLoop(t, newImage(t, minSize[fstype]), false)
-			if err := Format(ctx, dev.Path, fstype); err != nil {
-				t.Fatal(err)
-			}
+			dev, _ := blankFormatted(t, fstype)
 			got, err := Probe(ctx, dev.Path)
 			if err != nil || got.Kind != Kind(fstype) {
 				t.Fatalf("Probe after Format = %+v, %v; want %s", got, err, fstype)

@@ -36,11 +36,7 @@ func TestGrowOnline(t *testing.T) {
 	for _, fstype := range []string{"ext4", "xfs"} {
 		t.Run(fstype, func(t *testing.T) {
 			ctx := testCtx(t)
-			img := newImage(t, minSize[fstype])
-			dev := attachLoop(t, img, false)
-			if err := Format(ctx, dev.Path, fstype); err != nil {
-				t.Fatal(err)
-			}
+			dev, img := blankFormatted(t, fstype)
 			target := mountPoint(t)
 			if err := Mount(ctx, dev.Path, target, fstype, Options{}); err != nil {
 				t.Fatal(err)
@@ -94,11 +90,7 @@ func TestGrowRefuses(t *testing.T) {
 	requireLoop(t)
 	ctx := testCtx(t)
 	dev := formattedLoop(t, "ext4")
-	other := formattedLoop(t, "ext4")
-	target := mountPoint(t)
-	if err := Mount(ctx, other.Path, target, "ext4", Options{}); err != nil {
-		t.Fatal(err)
-	}
+	other, target := mountedLoop(t, "ext4")
 	cases := []struct {
 		name, device, mountPoint, fstype, wantErr string
 	}{

@@ -112,6 +112,30 @@ func formattedLoop(t testing.TB, fstype string) loopdev.Device {
 	return attachLoop(t, img, false)
 }
 
+// blankFormatted returns a loop device over a blank image that Format
+// (not the test's mkfs) turned into fstype.
+func blankFormatted(t testing.TB, fstype string) (loopdev.Device, string) {
+	t.Helper()
+	img := newImage(t, minSize[fstype])
+	dev := attachLoop(t, img, false)
+	if err := Format(testCtx(t), dev.Path, fstype); err != nil {
+		t.Fatal(err)
+	}
+	return dev, img
+}
+
+// mountedLoop returns a loop device with a fresh fstype filesystem and the
+// new mount point where it is mounted with default options.
+func mountedLoop(t testing.TB, fstype string) (loopdev.Device, string) {
+	t.Helper()
+	dev := formattedLoop(t, fstype)
+	target := mountPoint(t)
+	if err := Mount(testCtx(t), dev.Path, target, fstype, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	return dev, target
+}
+
 // mountPoint makes an empty directory and, at cleanup, unmounts whatever
 // is left there before the temp dir is removed: registered after
 // t.TempDir, this cleanup runs first, so RemoveAll never walks into a

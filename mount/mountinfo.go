@@ -2,8 +2,10 @@ package mount
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -52,7 +54,7 @@ func (t table) read(ctx context.Context, filter mountinfo.FilterFunc) ([]*Entry,
 }
 
 func (t table) byMountPoint(ctx context.Context, path string) ([]*Entry, error) {
-	mp, err := cleanMountPoint(path)
+	mp, err := resolveMountPoint(ctx, path)
 	if err != nil {
 		return nil, err
 	}
@@ -77,6 +79,34 @@ func cleanMountPoint(path string) (string, error) {
 	return filepath.Clean(path), nil
 }
 
+// resolveMountPoint returns path as the mount table spells it: the kernel
+// records resolved paths, so a symlink among the parents (a relocated
+// /var/lib/kubelet) would otherwise make a live mount look absent. The
+// last component is kept as is: it is the mount point itself, which may
+// be a dead mount that must not be touched, and a symlink there is not a
+// mount point. A missing parent means nothing can be mounted there.
+func resolveMountPoint(ctx context.Context, path string) (string, error) {
+	clean, err := cleanMountPoint(path)
+	if err != nil {
+		return "", err
+	}
+	dir, base := filepath.Split(clean)
+	if base == "" {
+		return clean, nil // "/"
+	}
+	resolved, err := bounded(ctx, "resolving "+dir, func() (string, error) {
+		return filepath.EvalSymlinks(dir)
+	})
+	switch {
+	case err == nil:
+		return filepath.Join(resolved, base), nil
+	case errors.Is(err, fs.ErrNotExist):
+		return clean, nil
+	default:
+		return "", fmt.Errorf("mount point %s: %w", path, err)
+	}
+}
+
 // List returns every entry of the process's mount table.
 func List(ctx context.Context) ([]*Entry, error) {
 	return processTable.read(ctx, nil)
@@ -84,8 +114,8 @@ func List(ctx context.Context) ([]*Entry, error) {
 
 // ByMountPoint returns every entry mounted at path, in mount order: more
 // than one means mounts are stacked there, and the last is usually the
-// visible one. path must be absolute and free of symlinks (the kernel
-// records resolved paths; kubelet passes resolved paths).
+// visible one. path must be absolute; symlinks among its parents are
+// resolved, a symlink as its last component is not followed.
 func ByMountPoint(ctx context.Context, path string) ([]*Entry, error) {
 	return processTable.byMountPoint(ctx, path)
 }

@@ -53,10 +53,7 @@ func TestRepairDirtyJournal(t *testing.T) {
 	for _, fstype := range []string{"ext4", "xfs"} {
 		t.Run(fstype, func(t *testing.T) {
 			ctx := testCtx(t)
-			dev := attachLoop(t, newImage(t, minSize[fstype]), false)
-			if err := Format(ctx, dev.Path, fstype); err != nil {
-				t.Fatal(err)
-			}
+			dev, _ := blankFormatted(t, fstype)
 			target := mountPoint(t)
 			if err := Mount(ctx, dev.Path, target, fstype, Options{}); err != nil {
 				t.Fatal(err)
@@ -84,11 +81,7 @@ func TestRepairDirtyJournal(t *testing.T) {
 func TestRepairRefusesMounted(t *testing.T) {
 	requireLoop(t)
 	ctx := testCtx(t)
-	dev := formattedLoop(t, "ext4")
-	target := mountPoint(t)
-	if err := Mount(ctx, dev.Path, target, "ext4", Options{}); err != nil {
-		t.Fatal(err)
-	}
+	dev, target := mountedLoop(t, "ext4")
 	guarded := fsTools{open: openDevice, run: forbidTools(t)}
 	if err := guarded.repair(ctx, dev.Path, "ext4"); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), target) {
 		t.Fatalf("repair of a mounted device = %v, want ErrInUse naming %s", err, target)

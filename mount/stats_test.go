@@ -9,11 +9,7 @@ import (
 func TestStat(t *testing.T) {
 	requireLoop(t)
 	ctx := testCtx(t)
-	dev := formattedLoop(t, "ext4")
-	target := mountPoint(t)
-	if err := Mount(ctx, dev.Path, target, "ext4", Options{}); err != nil {
-		t.Fatal(err)
-	}
+	_, target := mountedLoop(t, "ext4")
 	before, err := StatContext(ctx, target)
 	if err != nil {
 		t.Fatal(err)

@@ -255,11 +255,7 @@ func TestUnmountAllStacked(t *testing.T) {
 func TestUnmountBusy(t *testing.T) {
 	requireLoop(t)
 	ctx := testCtx(t)
-	dev := formattedLoop(t, "ext4")
-	target := mountPoint(t)
-	if err := Mount(ctx, dev.Path, target, "ext4", Options{}); err != nil {
-		t.Fatal(err)
-	}
+	_, target := mountedLoop(t, "ext4")
 	f, err := os.Create(filepath.Join(target, "open"))
 	if err != nil {
 		t.Fatal(err)
@@ -274,5 +270,42 @@ func TestUnmountBusy(t *testing.T) {
 	}
 	if err := UnmountAll(ctx, target); err != nil {
 		t.Fatalf("UnmountAll after close = %v", err)
+	}
+}
+
+// TestSymlinks: a symlink among the parents (a relocated kubelet root)
+// must not hide a live mount, and a symlink as the mount point itself must
+// not redirect an unmount to the mount it points at.
+func TestSymlinks(t *testing.T) {
+	requireLoop(t)
+	ctx := testCtx(t)
+	_, target := mountedLoop(t, "ext4")
+	linkedParent := filepath.Join(t.TempDir(), "kubelet")
+	if err := os.Symlink(filepath.Dir(target), linkedParent); err != nil {
+		t.Fatal(err)
+	}
+	linkAsTarget := filepath.Join(t.TempDir(), "target")
+	if err := os.Symlink(target, linkAsTarget); err != nil {
+		t.Fatal(err)
+	}
+	viaParent := filepath.Join(linkedParent, filepath.Base(target))
+
+	if mounted, err := IsMounted(ctx, viaParent); err != nil || !mounted {
+		t.Fatalf("IsMounted through a symlinked parent = %v, %v; want true", mounted, err)
+	}
+	if mounted, err := IsMounted(ctx, linkAsTarget); err != nil || mounted {
+		t.Fatalf("IsMounted of a symlink to a mount = %v, %v; want false", mounted, err)
+	}
+	if err := UnmountAll(ctx, linkAsTarget); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(mountedAt(t, target)); n != 1 {
+		t.Fatalf("UnmountAll of a symlink followed it: %d mounts left at the real target", n)
+	}
+	if err := UnmountAll(ctx, viaParent); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(mountedAt(t, target)); n != 0 {
+		t.Fatalf("UnmountAll through a symlinked parent left %d mounts", n)
 	}
 }

@@ -138,36 +138,42 @@ func configure(loop, backing *os.File, readOnly bool) error {
 // success. While something still holds the device open (a mount), the
 // kernel defers the detach to the last close.
 func Detach(path string) error {
-	loop, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return fmt.Errorf("detach %s: %w", path, err)
-	}
-	defer loop.Close()
-	for range maxAttempts {
-		err = unix.IoctlSetInt(int(loop.Fd()), unix.LOOP_CLR_FD, 0)
-		// Kernels before 5.x refuse with EBUSY while a prober holds the
-		// device open for a moment.
-		if !errors.Is(err, unix.EBUSY) {
-			break
+	return withLoop(path, "detach", func(fd int) error {
+		var err error
+		for range maxAttempts {
+			err = unix.IoctlSetInt(fd, unix.LOOP_CLR_FD, 0)
+			// Kernels before 5.x refuse with EBUSY while a prober holds
+			// the device open for a moment.
+			if !errors.Is(err, unix.EBUSY) {
+				break
+			}
+			time.Sleep(retryDelay)
 		}
-		time.Sleep(retryDelay)
-	}
-	if err != nil && !errors.Is(err, unix.ENXIO) {
-		return fmt.Errorf("detach %s: %w", path, err)
-	}
-	return nil
+		if errors.Is(err, unix.ENXIO) {
+			return nil
+		}
+		return err
+	})
 }
 
 // SetCapacity makes the loop device at path take the new size of its
 // backing file, after the file grew.
 func SetCapacity(path string) error {
+	return withLoop(path, "set capacity of", func(fd int) error {
+		return unix.IoctlSetInt(fd, unix.LOOP_SET_CAPACITY, 0)
+	})
+}
+
+// withLoop opens the loop device at path for an ioctl and wraps errors
+// with what was being done.
+func withLoop(path, what string, fn func(fd int) error) error {
 	loop, err := os.OpenFile(path, os.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return fmt.Errorf("set capacity of %s: %w", path, err)
+		return fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	defer loop.Close()
-	if err := unix.IoctlSetInt(int(loop.Fd()), unix.LOOP_SET_CAPACITY, 0); err != nil {
-		return fmt.Errorf("set capacity of %s: %w", path, err)
+	if err := fn(int(loop.Fd())); err != nil {
+		return fmt.Errorf("%s %s: %w", what, path, err)
 	}
 	return nil
 }
