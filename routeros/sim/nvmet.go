@@ -102,8 +102,12 @@ func (n *nvmetExporter) export(e exportSpec) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	sub := n.subsys(e.nqn)
-	if err := mkdirExisting(sub); err != nil {
-		return err
+	if err := os.Mkdir(sub, 0o755); errors.Is(err, os.ErrExist) {
+		// Someone else's subsystem (or a crashed run's): never take it over or tear it down.
+		return fmt.Errorf("nvmet subsystem %s exists and was not made by this simulator: "+
+			"remove it (nvmet-unexport %s) or use another NQN", e.nqn, e.nqn)
+	} else if err != nil {
+		return fmt.Errorf("create nvmet subsystem: %w", err)
 	}
 	ns := filepath.Join(sub, "namespaces", "1")
 	err := n.configure(sub, ns, e)
