@@ -47,4 +47,3 @@ func TestNQNRejected(t *testing.T) {
 		}
 	}
 }
-
