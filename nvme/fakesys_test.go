@@ -131,11 +131,7 @@ func (f *fakeSys) diskAttrFiles(nsid int, sectors int64, hidden bool) (map[strin
 // nvme<S>c<C>n<H> under every controller the subsystem has now, and its device node.
 func (f *fakeSys) addHead(s, h, nsid int, sectors int64) string {
 	name := fmt.Sprintf("nvme%dn%d", s, h)
-	attrs, mm := f.diskAttrFiles(nsid, sectors, false)
-	attrs["dev"] = mm
-	dir := filepath.Join(f.subsysDir(s), name)
-	writeFiles(dir, attrs)
-	must(os.Symlink(dir, filepath.Join(f.root, "block", name)))
+	f.addDisk(f.subsysDir(s), name, nsid, sectors)
 	entries, err := os.ReadDir(f.subsysDir(s))
 	must(err)
 	for _, e := range entries {
@@ -147,20 +143,24 @@ func (f *fakeSys) addHead(s, h, nsid int, sectors int64) string {
 			must(os.Symlink(filepath.Join(f.ctrlDir(c), pname), filepath.Join(f.root, "block", pname)))
 		}
 	}
-	f.addDevNode(name, mm)
 	return name
 }
 
 // addDirect adds a disk under controller c as the kernel does with multipath off: nvme<C>n<H>.
 func (f *fakeSys) addDirect(c, h, nsid int, sectors int64) string {
 	name := fmt.Sprintf("nvme%dn%d", c, h)
+	f.addDisk(f.ctrlDir(c), name, nsid, sectors)
+	return name
+}
+
+// addDisk adds usable disk name below parent, its /sys/block link and its device node.
+func (f *fakeSys) addDisk(parent, name string, nsid int, sectors int64) {
 	attrs, mm := f.diskAttrFiles(nsid, sectors, false)
 	attrs["dev"] = mm
-	dir := filepath.Join(f.ctrlDir(c), name)
+	dir := filepath.Join(parent, name)
 	writeFiles(dir, attrs)
 	must(os.Symlink(dir, filepath.Join(f.root, "block", name)))
 	f.addDevNode(name, mm)
-	return name
 }
 
 func (f *fakeSys) addDevNode(name, majMin string) {

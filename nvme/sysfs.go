@@ -52,30 +52,12 @@ type diskAttrs struct {
 func (s sysfs) subsystemClassDir() string  { return filepath.Join(s.root, "class", "nvme-subsystem") }
 func (s sysfs) controllerClassDir() string { return filepath.Join(s.root, "class", "nvme") }
 
-// subsystems lists every NVMe subsystem on the host, sorted by name. Subsystems that
-// vanish while being read are left out.
+// subsystems lists every NVMe subsystem on the host, sorted by name.
 func (s sysfs) subsystems() ([]subsys, error) {
-	names, err := readDirNames(s.subsystemClassDir())
-	if err != nil {
-		return nil, err
-	}
-	out := make([]subsys, 0, len(names))
-	for _, name := range names {
-		if !strings.HasPrefix(name, "nvme-subsys") {
-			continue
-		}
-		dir := filepath.Join(s.subsystemClassDir(), name)
-		nqn, err := readAttr(filepath.Join(dir, "subsysnqn"))
-		if vanished(err) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, subsys{name: name, dir: dir, nqn: nqn})
-	}
+	var out []subsys
+	err := s.eachSubsystem(func(sub subsys) bool { out = append(out, sub); return true })
 	sortByNumber(out, func(x subsys) string { return x.name })
-	return out, nil
+	return out, err
 }
 
 // findSubsystem returns the subsystem whose NQN is exactly nqn. The comparison is exact,
@@ -90,56 +72,60 @@ func (s sysfs) findSubsystem(nqn string) (subsys, bool, error) {
 			s.hints.Delete(nqn)
 		}
 	}
+	var found subsys
+	err := s.eachSubsystem(func(sub subsys) bool {
+		if sub.nqn != nqn {
+			return true
+		}
+		found = sub
+		return false
+	})
+	if err != nil || found.name == "" {
+		return subsys{}, false, err
+	}
+	if s.hints != nil {
+		s.hints.Store(nqn, found.name)
+	}
+	return found, true, nil
+}
+
+// eachSubsystem calls fn for every subsystem, in directory order, until fn returns
+// false. Subsystems that vanish while being read are left out.
+func (s sysfs) eachSubsystem(fn func(subsys) bool) error {
 	names, err := readDirNames(s.subsystemClassDir())
 	if err != nil {
-		return subsys{}, false, err
+		return err
 	}
 	for _, name := range names {
 		if !strings.HasPrefix(name, "nvme-subsys") {
 			continue
 		}
 		dir := s.subsystemClassDir() + "/" + name
-		got, err := readAttr(dir + "/subsysnqn")
+		nqn, err := readAttr(dir + "/subsysnqn")
 		if vanished(err) {
 			continue
 		}
 		if err != nil {
-			return subsys{}, false, err
+			return err
 		}
-		if got == nqn {
-			if s.hints != nil {
-				s.hints.Store(nqn, name)
-			}
-			return subsys{name: name, dir: dir, nqn: got}, true, nil
+		if !fn(subsys{name: name, dir: dir, nqn: nqn}) {
+			return nil
 		}
 	}
-	return subsys{}, false, nil
+	return nil
 }
 
 // controllers returns the subsystem's controllers, sorted by name. A controller whose
 // subsysnqn is not the subsystem's (which the kernel never shows) is left out rather than
 // trusted.
 func (s sysfs) controllers(sub subsys) ([]Controller, error) {
-	names, err := readDirNames(sub.dir)
-	if vanished(err) {
-		return nil, nil
-	}
+	all, nqns, err := s.controllersIn(sub.dir)
 	if err != nil {
 		return nil, err
 	}
 	var out []Controller
-	for _, name := range names {
-		if !isControllerName(name) {
-			continue
-		}
-		c, nqn, err := s.controller(name)
-		if vanished(err) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if nqn == sub.nqn {
+	for i, c := range all {
+		if nqns[i] == sub.nqn {
 			out = append(out, c)
 		}
 	}
@@ -147,25 +133,19 @@ func (s sysfs) controllers(sub subsys) ([]Controller, error) {
 	return out, nil
 }
 
-// controller reads controller name from class/nvme and returns it with its subsystem NQN.
-func (s sysfs) controller(name string) (Controller, string, error) {
-	dir := filepath.Join(s.controllerClassDir(), name)
-	var v [6]string
-	for i, attr := range [...]string{"subsysnqn", "state", "transport", "address", "hostnqn", "hostid"} {
-		val, err := readAttr(filepath.Join(dir, attr))
-		if err != nil && !(attr == "hostid" && errors.Is(err, fs.ErrNotExist)) {
-			return Controller{}, "", err
-		}
-		v[i] = val
-	}
-	c := Controller{Name: name, State: v[1], Transport: v[2], Address: v[3], HostNQN: v[4], HostID: v[5]}
-	c.TrAddr, c.TrSvcID = parseAddress(v[3])
-	return c, v[0], nil
-}
-
 // allControllers reads every controller on the host with its subsystem NQN.
 func (s sysfs) allControllers() ([]Controller, []string, error) {
-	names, err := readDirNames(s.controllerClassDir())
+	return s.controllersIn(s.controllerClassDir())
+}
+
+// controllersIn reads the controllers named in dir (class/nvme, or a subsystem's
+// directory, which links its controllers) with their subsystem NQNs. Controllers, or a
+// subsystem directory, that vanish while being read are left out.
+func (s sysfs) controllersIn(dir string) ([]Controller, []string, error) {
+	names, err := readDirNames(dir)
+	if vanished(err) {
+		return nil, nil, nil
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -185,6 +165,22 @@ func (s sysfs) allControllers() ([]Controller, []string, error) {
 		ctrls, nqns = append(ctrls, c), append(nqns, nqn)
 	}
 	return ctrls, nqns, nil
+}
+
+// controller reads controller name from class/nvme and returns it with its subsystem NQN.
+func (s sysfs) controller(name string) (Controller, string, error) {
+	dir := filepath.Join(s.controllerClassDir(), name)
+	var v [6]string
+	for i, attr := range [...]string{"subsysnqn", "state", "transport", "address", "hostnqn", "hostid"} {
+		val, err := readAttr(filepath.Join(dir, attr))
+		if err != nil && !(attr == "hostid" && errors.Is(err, fs.ErrNotExist)) {
+			return Controller{}, "", err
+		}
+		v[i] = val
+	}
+	c := Controller{Name: name, State: v[1], Transport: v[2], Address: v[3], HostNQN: v[4], HostID: v[5]}
+	c.TrAddr, c.TrSvcID = parseAddress(v[3])
+	return c, v[0], nil
 }
 
 // disks returns the usable block devices of a subsystem's namespaces: the multipath head
