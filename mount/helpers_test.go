@@ -97,7 +97,7 @@ func attachLoop(t testing.TB, file string, readOnly bool) loopdev.Device {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := loopdev.Detach(dev.Path); err != nil {
+		if err := dev.Detach(); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
 	})

@@ -29,6 +29,16 @@ const (
 type Device struct {
 	Path         string // /dev/loopN
 	Major, Minor uint32
+
+	// backing identifies the file it was attached to, so Device.Detach
+	// never detaches a device that was freed and then reused by someone
+	// else (parallel test packages do exactly that).
+	backing fileID
+}
+
+// fileID is a file's identity: device and inode.
+type fileID struct {
+	dev, ino uint64
 }
 
 // Available says why loop devices cannot be used here (not root, no
@@ -100,12 +110,18 @@ func tryAttach(control, backing *os.File, mode int, readOnly bool) (Device, erro
 	if err := configure(loop, backing, readOnly); err != nil {
 		return Device{}, fmt.Errorf("%s: %w", path, err)
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(loop.Fd()), &st); err != nil {
+	var st, bst unix.Stat_t
+	if err := unix.Fstat(int(loop.Fd()), &st); err == nil {
+		err = unix.Fstat(int(backing.Fd()), &bst)
+	}
+	if err != nil {
 		_ = unix.IoctlSetInt(int(loop.Fd()), unix.LOOP_CLR_FD, 0)
 		return Device{}, fmt.Errorf("stat %s: %w", path, err)
 	}
-	return Device{Path: path, Major: unix.Major(st.Rdev), Minor: unix.Minor(st.Rdev)}, nil
+	return Device{
+		Path: path, Major: unix.Major(st.Rdev), Minor: unix.Minor(st.Rdev),
+		backing: fileID{dev: bst.Dev, ino: bst.Ino},
+	}, nil
 }
 
 // configure binds backing to loop in one step with LOOP_CONFIGURE (Linux
@@ -134,26 +150,56 @@ func configure(loop, backing *os.File, readOnly bool) error {
 	return nil
 }
 
-// Detach unbinds the loop device at path. A device that is not attached is
-// success. While something still holds the device open (a mount), the
-// kernel defers the detach to the last close.
+// Detach unbinds the loop device at path, whatever it is attached to. A
+// device that is not attached is success. While something still holds the
+// device open (a mount), the kernel defers the detach to the last close.
+// Prefer Device.Detach: a path may have been freed and reused since.
 func Detach(path string) error {
-	return withLoop(path, "detach", func(fd int) error {
-		var err error
-		for range maxAttempts {
-			err = unix.IoctlSetInt(fd, unix.LOOP_CLR_FD, 0)
-			// Kernels before 5.x refuse with EBUSY while a prober holds
-			// the device open for a moment.
-			if !errors.Is(err, unix.EBUSY) {
-				break
-			}
-			time.Sleep(retryDelay)
-		}
+	return withLoop(path, "detach", clearFD)
+}
+
+// Detach unbinds d only while it is still attached to the file it was
+// attached to; a device detached already, or since reused for another
+// file, is left alone and counts as success.
+func (d Device) Detach() error {
+	return withLoop(d.Path, "detach", func(fd int) error {
+		info, err := unix.IoctlLoopGetStatus64(fd)
 		if errors.Is(err, unix.ENXIO) {
-			return nil
+			return nil // not attached
 		}
-		return err
+		if err != nil {
+			return fmt.Errorf("LOOP_GET_STATUS64: %w", err)
+		}
+		if !d.backing.matches(info) {
+			return nil // reused for another file: not ours any more
+		}
+		return clearFD(fd)
 	})
+}
+
+// matches compares with the kernel's record of the backing file, whose
+// device number is in the kernel's encoding.
+func (id fileID) matches(info *unix.LoopInfo64) bool {
+	return info.Inode == id.ino &&
+		unix.Major(info.Device) == unix.Major(id.dev) && unix.Minor(info.Device) == unix.Minor(id.dev)
+}
+
+// clearFD detaches the loop device open as fd; not attached is success.
+func clearFD(fd int) error {
+	var err error
+	for range maxAttempts {
+		err = unix.IoctlSetInt(fd, unix.LOOP_CLR_FD, 0)
+		// Kernels before 5.x refuse with EBUSY while a prober holds
+		// the device open for a moment.
+		if !errors.Is(err, unix.EBUSY) {
+			break
+		}
+		time.Sleep(retryDelay)
+	}
+	if errors.Is(err, unix.ENXIO) {
+		return nil
+	}
+	return err
 }
 
 // SetCapacity makes the loop device at path take the new size of its
@@ -187,6 +233,11 @@ func Find(file string) ([]Device, error) {
 	if resolved, err := filepath.EvalSymlinks(want); err == nil {
 		want = resolved
 	}
+	var st unix.Stat_t
+	if err := unix.Stat(want, &st); err != nil {
+		return nil, fmt.Errorf("find loop devices of %s: %w", file, err)
+	}
+	id := fileID{dev: st.Dev, ino: st.Ino}
 	names, err := filepath.Glob(filepath.Join(sysBlock, "loop*", "loop", "backing_file"))
 	if err != nil {
 		return nil, fmt.Errorf("find loop devices of %s: %w", file, err)
@@ -208,6 +259,7 @@ func Find(file string) ([]Device, error) {
 		if err != nil {
 			return nil, fmt.Errorf("find loop devices of %s: %w", file, err)
 		}
+		dev.backing = id
 		found = append(found, dev)
 	}
 	return found, nil

@@ -46,7 +46,7 @@ func attach(t *testing.T, file string, readOnly bool) Device {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := Detach(dev.Path); err != nil {
+		if err := dev.Detach(); err != nil {
 			t.Errorf("cleanup: %v", err)
 		}
 	})
@@ -112,10 +112,10 @@ func TestAttachWriteFindDetach(t *testing.T) {
 		t.Fatalf("Find = %+v, want [%+v]", found, dev)
 	}
 
-	if err := Detach(dev.Path); err != nil {
+	if err := dev.Detach(); err != nil {
 		t.Fatal(err)
 	}
-	if err := Detach(dev.Path); err != nil {
+	if err := dev.Detach(); err != nil {
 		t.Fatalf("second Detach: %v, want nil (idempotent)", err)
 	}
 	if found, err := Find(file); err != nil || len(found) != 0 {
@@ -154,7 +154,7 @@ func TestAttachErrors(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dev, err := Attach(tc.ctx(), tc.file, false)
 			if err == nil {
-				_ = Detach(dev.Path)
+				_ = dev.Detach()
 				t.Fatalf("Attach succeeded with %+v, want an error", dev)
 			}
 		})
@@ -200,10 +200,36 @@ func TestAttachConcurrent(t *testing.T) {
 			t.Errorf("attach %d: %v", i, errs[i])
 			continue
 		}
-		t.Cleanup(func() { _ = Detach(devs[i].Path) })
+		t.Cleanup(func() { _ = devs[i].Detach() })
 		if seen[devs[i].Path] {
 			t.Errorf("%s handed out twice", devs[i].Path)
 		}
 		seen[devs[i].Path] = true
+	}
+}
+
+// TestDetachLeavesReusedDevice: a device detached once may be handed to
+// someone else; detaching the stale Device again must not touch theirs.
+func TestDetachLeavesReusedDevice(t *testing.T) {
+	requireLoop(t)
+	mine := attach(t, newFile(t, 1<<20), false)
+	theirsFile := newFile(t, 1<<20)
+	theirs := attach(t, theirsFile, false)
+	stale := mine
+	stale.Path = theirs.Path // as if mine was freed and theirs reused the number
+	if err := stale.Detach(); err != nil {
+		t.Fatal(err)
+	}
+	if found, err := Find(theirsFile); err != nil || len(found) != 1 || found[0] != theirs {
+		t.Fatalf("after a stale Detach, Find(theirs) = %+v, %v; want it still attached", found, err)
+	}
+	if err := Detach(theirs.Path); err != nil {
+		t.Fatal(err)
+	}
+	if err := Detach(theirs.Path); err != nil {
+		t.Fatalf("Detach of a free device = %v, want nil", err)
+	}
+	if found, err := Find(theirsFile); err != nil || len(found) != 0 {
+		t.Fatalf("Find after Detach = %+v, %v", found, err)
 	}
 }
