@@ -602,3 +602,9 @@ func parseSize(v value) (int64, error) {
 	}
 	return n * mult, nil
 }
+
+// ParseSize reads a size the way /disk add's file-size does: bytes or an integer with a
+// binary unit (1536M, 2G, 1T).
+func ParseSize(s string) (int64, error) {
+	return parseSize(value{text: s})
+}

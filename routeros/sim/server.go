@@ -70,8 +70,9 @@ const handshakeTimeout = 10 * time.Second
 // that just closed a channel may open the next one before this side has seen the close.
 const sessionGrace = 50 * time.Millisecond
 
-// Serve accepts SSH connections on ln until Close. Like RouterOS it runs one command per
-// exec channel, refuses PTYs and shells, and never answers keepalive@openssh.com.
+// Serve accepts SSH connections on ln until Close, then returns nil (it closes ln). Like
+// RouterOS it runs one command per exec channel, refuses PTYs and shells, and never answers
+// keepalive@openssh.com.
 func (s *Sim) Serve(ln net.Listener, cfg ServerConfig) error {
 	if cfg.HostKey == nil {
 		return errors.New("sim: ServerConfig.HostKey is nil")
@@ -92,7 +93,7 @@ func (s *Sim) Serve(ln net.Listener, cfg ServerConfig) error {
 	if s.srv.closed {
 		s.srv.mu.Unlock()
 		ln.Close()
-		return net.ErrClosed
+		return nil
 	}
 	if s.srv.listeners == nil {
 		s.srv.listeners = map[net.Listener]struct{}{}
