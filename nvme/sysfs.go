@@ -92,16 +92,25 @@ func (s sysfs) findSubsystem(nqn string) (subsys, bool, error) {
 // eachSubsystem calls fn for every subsystem, in directory order, until fn returns
 // false. Subsystems that vanish while being read are left out.
 func (s sysfs) eachSubsystem(fn func(subsys) bool) error {
-	names, err := readDirNames(s.subsystemClassDir())
+	class, err := os.Open(s.subsystemClassDir())
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil // nvme-core not loaded yet: no subsystems
+	}
 	if err != nil {
 		return err
 	}
+	defer class.Close()
+	names, err := class.Readdirnames(-1)
+	if err != nil {
+		return fmt.Errorf("list %s: %w", class.Name(), err)
+	}
+	classFD := int(class.Fd())
 	for _, name := range names {
 		if !strings.HasPrefix(name, "nvme-subsys") {
 			continue
 		}
 		dir := s.subsystemClassDir() + "/" + name
-		nqn, err := readAttr(dir + "/subsysnqn")
+		nqn, err := readAttrAt(classFD, name+"/subsysnqn")
 		if vanished(err) {
 			continue
 		}
@@ -374,8 +383,12 @@ func readDirNames(dir string) ([]string, error) {
 // readAttr reads a small sysfs attribute, trimmed. It avoids os.ReadFile's stat and
 // poller registration: resolving a disk among hundreds of subsystems reads hundreds of
 // attributes, and the budget for that is 2 ms.
-func readAttr(path string) (string, error) {
-	fd, err := retryEINTR(func() (int, error) { return unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0) })
+func readAttr(path string) (string, error) { return readAttrAt(unix.AT_FDCWD, path) }
+
+// readAttrAt reads the attribute at path relative to the directory dirfd, which saves
+// resolving a long common prefix again for each of hundreds of reads.
+func readAttrAt(dirfd int, path string) (string, error) {
+	fd, err := retryEINTR(func() (int, error) { return unix.Openat(dirfd, path, unix.O_RDONLY|unix.O_CLOEXEC, 0) })
 	if err != nil {
 		return "", &fs.PathError{Op: "open", Path: path, Err: err}
 	}
