@@ -17,8 +17,8 @@ func Grow(ctx context.Context, device, mountPoint, fstype string) error {
 }
 
 func (t fsTools) grow(ctx context.Context, device, mountPoint, fstype string) error {
-	var dev statDev
-	if err := dev.ofDevice(device); err != nil {
+	dev, err := blockDeviceOf(device)
+	if err != nil {
 		return fmt.Errorf("grow %s: %w", device, err)
 	}
 	entries, err := ByMountPoint(ctx, mountPoint)

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"testing/iotest"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // syntheticMountinfo has stacked mounts, bind mounts of one device, a path
@@ -161,16 +163,17 @@ func TestMountinfoProcess(t *testing.T) {
 			t.Errorf("IsMounted(%q) = %v, %v; want %v, error %v", tc.path, got, err, tc.want, tc.wantErr)
 		}
 	}
-	var st statDev
-	if err := st.of("/proc"); err != nil {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc", &st); err != nil {
 		t.Fatal(err)
 	}
-	entries, err := BySource(ctx, st.major, st.minor)
+	major, minor := unix.Major(st.Dev), unix.Minor(st.Dev)
+	entries, err := BySource(ctx, major, minor)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !containsMountPoint(entries, "/proc") {
-		t.Errorf("BySource(%d:%d) = %v, want it to contain /proc", st.major, st.minor, entries)
+		t.Errorf("BySource(%d:%d) = %v, want it to contain /proc", major, minor, entries)
 	}
 }
 

@@ -32,15 +32,15 @@ func (g StormGuard) Mount(ctx context.Context, source, target, fstype string, o 
 	if err := checkOptionsFor(fstype, o); err != nil {
 		return fmt.Errorf("mount %s at %s: %w", source, target, err)
 	}
-	var src statDev
-	if err := src.ofDevice(source); err != nil {
+	src, err := bounded(ctx, "stat "+source, func() (devNum, error) { return blockDeviceOf(source) })
+	if err != nil {
 		return fmt.Errorf("mount %s at %s: %w", source, target, err)
 	}
 	if err := g.Check(ctx, src.major, src.minor); err != nil {
 		return fmt.Errorf("mount %s at %s: %w", source, target, err)
 	}
 	what := fmt.Sprintf("mount %s (%s, options %q) at %s", source, fstype, strings.Join(o.Strings, ","), target)
-	err := boundedErr(ctx, what, func() error {
+	err = boundedErr(ctx, what, func() error {
 		return unix.Mount(source, target, fstype, o.Flags, o.Data)
 	})
 	return explainMountError(what, err)
@@ -70,22 +70,26 @@ func Bind(ctx context.Context, source, target string, readOnly bool) error {
 // Device nodes and anything under /dev are refused: bind mounts of devtmpfs
 // multiplied by mount propagation have wedged nodes; use MakeBlockNode.
 func (g StormGuard) Bind(ctx context.Context, source, target string, readOnly bool) error {
-	if err := checkBindSource(source); err != nil {
-		return err
-	}
 	if _, err := cleanMountPoint(target); err != nil {
 		return fmt.Errorf("bind %s: %w", source, err)
 	}
-	var src statDev
-	if err := src.of(source); err != nil {
-		return fmt.Errorf("bind %s at %s: %w", source, target, err)
+	type checked struct {
+		path string
+		fs   devNum
 	}
-	if err := g.Check(ctx, src.major, src.minor); err != nil {
+	src, err := bounded(ctx, "checking bind source "+source, func() (checked, error) {
+		path, fs, err := bindSource(source)
+		return checked{path, fs}, err
+	})
+	if err != nil {
+		return err
+	}
+	if err := g.Check(ctx, src.fs.major, src.fs.minor); err != nil {
 		return fmt.Errorf("bind %s at %s: %w", source, target, err)
 	}
 	what := fmt.Sprintf("bind %s at %s", source, target)
-	err := boundedErr(ctx, what, func() error {
-		return unix.Mount(source, target, "", unix.MS_BIND, "")
+	err = boundedErr(ctx, what, func() error {
+		return unix.Mount(src.path, target, "", unix.MS_BIND, "")
 	})
 	if err != nil {
 		return explainMountError(what, err)
@@ -106,23 +110,29 @@ func (g StormGuard) Bind(ctx context.Context, source, target string, readOnly bo
 	return nil
 }
 
-func checkBindSource(source string) error {
-	clean := filepath.Clean(source)
-	if !filepath.IsAbs(clean) {
-		return fmt.Errorf("bind source %q is not an absolute path", source)
+// bindSource resolves source and refuses what must never be bind-mounted:
+// device nodes and anything under /dev, also when reached through a
+// symlink. It returns the resolved path and its filesystem's device.
+func bindSource(source string) (string, devNum, error) {
+	if !filepath.IsAbs(source) {
+		return "", devNum{}, fmt.Errorf("bind source %q is not an absolute path", source)
 	}
-	if clean == "/dev" || strings.HasPrefix(clean, "/dev/") {
-		return fmt.Errorf("refusing to bind-mount %s: bind mounts from /dev can multiply through mount propagation "+
-			"and wedge the node; create a device node with MakeBlockNode instead", source)
+	resolved, err := filepath.EvalSymlinks(source)
+	if err != nil {
+		return "", devNum{}, fmt.Errorf("bind source %s: %w", source, err)
+	}
+	if resolved == "/dev" || strings.HasPrefix(resolved, "/dev/") {
+		return "", devNum{}, fmt.Errorf("refusing to bind-mount %s (%s): bind mounts from /dev can multiply through mount propagation "+
+			"and wedge the node; create a device node with MakeBlockNode instead", source, resolved)
 	}
 	var st unix.Stat_t
-	if err := unix.Stat(clean, &st); err != nil {
-		return fmt.Errorf("bind source %s: %w", source, err)
+	if err := unix.Stat(resolved, &st); err != nil {
+		return "", devNum{}, fmt.Errorf("bind source %s: %w", source, err)
 	}
 	if t := st.Mode & unix.S_IFMT; t == unix.S_IFBLK || t == unix.S_IFCHR {
-		return fmt.Errorf("refusing to bind-mount device node %s; create a device node with MakeBlockNode instead", source)
+		return "", devNum{}, fmt.Errorf("refusing to bind-mount device node %s; create a device node with MakeBlockNode instead", source)
 	}
-	return nil
+	return resolved, devNum{unix.Major(st.Dev), unix.Minor(st.Dev)}, nil
 }
 
 // Remount changes only whether the mount at target is read-only, keeping

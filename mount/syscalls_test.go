@@ -182,7 +182,12 @@ func TestBindRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	target := mountPoint(t)
+	devLink := filepath.Join(t.TempDir(), "looks-harmless")
+	if err := os.Symlink("/dev/shm", devLink); err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct{ name, source, target string }{
+		{"/dev reached through a symlink", devLink, target},
 		{"a /dev node", dev.Path, target},
 		{"/dev itself", "/dev", target},
 		{"a path under /dev", "/dev/shm", target},
