@@ -598,3 +598,33 @@ func TestSimObserve(t *testing.T) {
 		t.Errorf("observed %v, want %v (once per typed operation)", seen, want)
 	}
 }
+
+// TestDialTimeout: an RDS that accepts TCP but never speaks SSH costs a caller at most
+// DialTimeout, or its own shorter deadline.
+func TestDialTimeout(t *testing.T) {
+	ln := newSilentListener(t)
+	c, err := routeros.New(routeros.Config{
+		Address: "127.0.0.1", Port: ln, User: "admin", Signer: testSigner(t),
+		InsecureSkipHostKey: true, DialTimeout: 300 * time.Millisecond, RedialBackoff: time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := c.Ping(ctx); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
+		t.Errorf("Ping with a 50ms deadline: %v after %v", err, time.Since(start))
+	}
+	start = time.Now()
+	err = c.Ping(ctxT(t, 10*time.Second))
+	if !errors.Is(err, routeros.ErrTransport) || time.Since(start) > 2*time.Second {
+		t.Errorf("Ping of a silent server: %v after %v, want ErrTransport after the 300ms dial timeout", err, time.Since(start))
+	}
+	cancelled, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	if _, err := c.Version(cancelled); !errors.Is(err, context.Canceled) {
+		t.Errorf("Version with a cancelled context: %v", err)
+	}
+}

@@ -46,6 +46,9 @@ type job struct {
 // recognised on either stream and with any exit status.
 func (c *Client) run(ctx context.Context, op, cmd string) (string, error) {
 	start := time.Now()
+	if err := ctx.Err(); err != nil {
+		return "", fmt.Errorf("routeros %s: not started: %w", op, err)
+	}
 	if err := c.sessions.acquire(ctx); err != nil {
 		return "", fmt.Errorf("routeros %s: gave up waiting for a free SSH session (%d in use): %w", op, c.cfg.MaxSessions, err)
 	}
