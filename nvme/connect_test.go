@@ -30,6 +30,7 @@ func TestConnect(t *testing.T) {
 		wantOpt string // exact option string written ("" = none)
 		wantErr error
 		errHas  string
+		wait    time.Duration // bound on the disk wait; 0 = 10s
 	}{
 		{
 			name:   "defaults",
@@ -69,6 +70,7 @@ func TestConnect(t *testing.T) {
 		{
 			name:    "namespace never appears",
 			target:  Target{Address: "10.0.0.1", NQN: vol, NSID: 2},
+			wait:    200 * time.Millisecond,
 			wantOpt: wantOptions(vol, defaultOpts),
 			wantErr: ErrNoDisk, errHas: "namespace IDs 1",
 		},
@@ -131,6 +133,7 @@ func TestConnect(t *testing.T) {
 			wantOpt string
 			wantErr error
 			errHas  string
+			wait    time.Duration
 		}{
 			name:   "errno " + unix.ErrnoName(e.errno),
 			target: Target{Address: "10.0.0.1", NQN: vol},
@@ -156,7 +159,9 @@ func TestConnect(t *testing.T) {
 				tt.kernel(k, ff)
 			}
 			h := newTestHost(t, f, ff)
-			h.diskWait = 200 * time.Millisecond
+			if tt.wait > 0 {
+				h.diskWait = tt.wait
+			}
 			var events []string
 			h.cfg.Observe = func(ev string, err error) { events = append(events, fmt.Sprintf("%s:%v", ev, err == nil)) }
 
@@ -220,7 +225,6 @@ func TestConnectEALREADY(t *testing.T) {
 			ff := newFakeFabrics()
 			ff.connectFn = func(string) (string, error) { return "", errnoErr("write", unix.EALREADY) }
 			h := newTestHost(t, f, ff)
-			h.diskWait = 50 * time.Millisecond
 			addr := "10.0.0.1"
 			if strings.Contains(tt.existing.traddr, ":") {
 				addr = "fd00::1"

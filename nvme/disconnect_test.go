@@ -109,7 +109,9 @@ func TestDisconnect(t *testing.T) {
 			}
 			unmanaged := f.snapshot(f.ctrlDir(0), f.subsysDir(0))
 			h := newTestHost(t, f, newFakeFabrics())
-			h.cfg.OpTimeout = 100 * time.Millisecond
+			if errors.Is(tt.wantErr, ErrTimeout) {
+				h.cfg.OpTimeout = 100 * time.Millisecond
+			}
 			var observed []error
 			h.cfg.Observe = func(ev string, err error) {
 				if ev == "disconnect" {

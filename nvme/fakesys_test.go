@@ -154,11 +154,15 @@ func (f *fakeSys) addDirect(c, h, nsid int, sectors int64) string {
 }
 
 // addDisk adds usable disk name below parent, its /sys/block link and its device node.
+// The directory appears whole (built aside, then renamed), as the kernel's does: a reader
+// polling concurrently never sees a half-written attribute.
 func (f *fakeSys) addDisk(parent, name string, nsid int, sectors int64) {
 	attrs, mm := f.diskAttrFiles(nsid, sectors, false)
 	attrs["dev"] = mm
 	dir := filepath.Join(parent, name)
-	writeFiles(dir, attrs)
+	staging := filepath.Join(parent, ".staging-"+name)
+	writeFiles(staging, attrs)
+	must(os.Rename(staging, dir))
 	must(os.Symlink(dir, filepath.Join(f.root, "block", name)))
 	f.addDevNode(name, mm)
 }
