@@ -24,17 +24,15 @@ func (h *Host) Disconnect(ctx context.Context, nqn string) (err error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.OpTimeout)
 	defer cancel()
-	sub, ok, err := h.sys.findSubsystem(nqn)
+	// All controllers of the NQN on the host, not only those its subsystem links: the
+	// verification below looks at the same set.
+	ctrls, err := h.sys.controllersOf(nqn)
 	if err != nil {
 		return fmt.Errorf("disconnect %s: %w", nqn, err)
 	}
-	if !ok {
+	if len(ctrls) == 0 {
 		h.log.Debug("disconnect: not connected", "nqn", nqn)
 		return nil
-	}
-	ctrls, err := h.sys.controllers(sub)
-	if err != nil {
-		return fmt.Errorf("disconnect %s: %w", nqn, err)
 	}
 	for _, c := range ctrls {
 		if err := h.deleteController(ctx, nqn, c); err != nil {
@@ -91,7 +89,7 @@ func (h *Host) deleteController(ctx context.Context, nqn string, c Controller) e
 func (h *Host) waitGone(ctx context.Context, nqn string) error {
 	interval := time.Millisecond
 	for {
-		left, err := h.controllersOf(nqn)
+		left, err := h.sys.controllersOf(nqn)
 		if err != nil {
 			return fmt.Errorf("disconnect %s: verify: %w", nqn, err)
 		}
@@ -110,21 +108,6 @@ func (h *Host) waitGone(ctx context.Context, nqn string) error {
 		}
 		interval = min(interval*2, 10*time.Millisecond)
 	}
-}
-
-// controllersOf lists every controller on the host whose subsystem is nqn.
-func (h *Host) controllersOf(nqn string) ([]Controller, error) {
-	ctrls, nqns, err := h.sys.allControllers()
-	if err != nil {
-		return nil, err
-	}
-	var out []Controller
-	for i, c := range ctrls {
-		if nqns[i] == nqn {
-			out = append(out, c)
-		}
-	}
-	return out, nil
 }
 
 // Rescan asks the subsystem's live controllers to rescan their namespaces (after the

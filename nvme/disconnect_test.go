@@ -142,7 +142,7 @@ func TestDisconnect(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Disconnect: %v", err)
 			}
-			if left, _ := h.controllersOf(vol); len(left) != 0 {
+			if left, _ := h.sys.controllersOf(vol); len(left) != 0 {
 				t.Fatalf("controllers left after Disconnect: %v", left)
 			}
 			if err := h.Disconnect(context.Background(), vol); err != nil {

@@ -85,7 +85,7 @@ func TestSweep(t *testing.T) {
 		}
 	}
 	for _, nqn := range rep.Disconnected {
-		if left, _ := h.controllersOf(nqn); len(left) != 0 {
+		if left, _ := h.sys.controllersOf(nqn); len(left) != 0 {
 			t.Errorf("%s still has controllers %v", nqn, left)
 		}
 	}

@@ -128,29 +128,27 @@ func (s sysfs) eachSubsystem(fn func(subsys) bool) error {
 // subsysnqn is not the subsystem's (which the kernel never shows) is left out rather than
 // trusted.
 func (s sysfs) controllers(sub subsys) ([]Controller, error) {
-	all, nqns, err := s.controllersIn(sub.dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []Controller
-	for i, c := range all {
-		if nqns[i] == sub.nqn {
-			out = append(out, c)
-		}
-	}
-	sortByNumber(out, func(c Controller) string { return c.Name })
-	return out, nil
+	ctrls, _, err := s.controllersIn(sub.dir, func(nqn string) bool { return nqn == sub.nqn })
+	return ctrls, err
+}
+
+// controllersOf returns every controller on the host whose subsystem is nqn, sorted by
+// name, whether or not its subsystem directory still links it.
+func (s sysfs) controllersOf(nqn string) ([]Controller, error) {
+	ctrls, _, err := s.controllersIn(s.controllerClassDir(), func(got string) bool { return got == nqn })
+	return ctrls, err
 }
 
 // allControllers reads every controller on the host with its subsystem NQN.
 func (s sysfs) allControllers() ([]Controller, []string, error) {
-	return s.controllersIn(s.controllerClassDir())
+	return s.controllersIn(s.controllerClassDir(), nil)
 }
 
 // controllersIn reads the controllers named in dir (class/nvme, or a subsystem's
-// directory, which links its controllers) with their subsystem NQNs. Controllers, or a
+// directory, which links its controllers) whose subsystem NQN passes want (nil: all),
+// sorted by name, with their NQNs. Only the NQN is read of the others. Controllers, or a
 // subsystem directory, that vanish while being read are left out.
-func (s sysfs) controllersIn(dir string) ([]Controller, []string, error) {
+func (s sysfs) controllersIn(dir string, want func(nqn string) bool) ([]Controller, []string, error) {
 	names, err := readDirNames(dir)
 	if vanished(err) {
 		return nil, nil, nil
@@ -158,13 +156,21 @@ func (s sysfs) controllersIn(dir string) ([]Controller, []string, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	sortByNumber(names, func(n string) string { return n })
 	var ctrls []Controller
 	var nqns []string
 	for _, name := range names {
 		if !isControllerName(name) {
 			continue
 		}
-		c, nqn, err := s.controller(name)
+		nqn, err := readAttr(s.controllerClassDir() + "/" + name + "/subsysnqn")
+		if err == nil && want != nil && !want(nqn) {
+			continue
+		}
+		var c Controller
+		if err == nil {
+			c, err = s.controller(name)
+		}
 		if vanished(err) {
 			continue
 		}
@@ -176,20 +182,20 @@ func (s sysfs) controllersIn(dir string) ([]Controller, []string, error) {
 	return ctrls, nqns, nil
 }
 
-// controller reads controller name from class/nvme and returns it with its subsystem NQN.
-func (s sysfs) controller(name string) (Controller, string, error) {
-	dir := filepath.Join(s.controllerClassDir(), name)
-	var v [6]string
-	for i, attr := range [...]string{"subsysnqn", "state", "transport", "address", "hostnqn", "hostid"} {
-		val, err := readAttr(filepath.Join(dir, attr))
+// controller reads the attributes of controller name (other than its subsysnqn).
+func (s sysfs) controller(name string) (Controller, error) {
+	dir := s.controllerClassDir() + "/" + name + "/"
+	var v [5]string
+	for i, attr := range [...]string{"state", "transport", "address", "hostnqn", "hostid"} {
+		val, err := readAttr(dir + attr)
 		if err != nil && !(attr == "hostid" && errors.Is(err, fs.ErrNotExist)) {
-			return Controller{}, "", err
+			return Controller{}, err
 		}
 		v[i] = val
 	}
-	c := Controller{Name: name, State: v[1], Transport: v[2], Address: v[3], HostNQN: v[4], HostID: v[5]}
-	c.TrAddr, c.TrSvcID = parseAddress(v[3])
-	return c, v[0], nil
+	c := Controller{Name: name, State: v[0], Transport: v[1], Address: v[2], HostNQN: v[3], HostID: v[4]}
+	c.TrAddr, c.TrSvcID = parseAddress(v[2])
+	return c, nil
 }
 
 // disks returns the usable block devices of a subsystem's namespaces: the multipath head
