@@ -12,12 +12,13 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
+// abandonGrace is how long a session closed on a caller's deadline may take to end before
+// the connection is taken for wedged and replaced (a variable for tests).
+var abandonGrace = 5 * time.Second
+
 const (
 	// maxOutput bounds what one command may print (a 1 000-disk listing is under 1 MiB).
 	maxOutput = 32 << 20
-	// abandonGrace is how long a session closed on a caller's deadline may take to end
-	// before the connection is taken for wedged and replaced.
-	abandonGrace = 5 * time.Second
 	// exitMissingGrace is how long to wait, after a session ended without an exit status,
 	// for the connection to be reported gone (the channel closes just before it does).
 	exitMissingGrace = 100 * time.Millisecond
