@@ -422,7 +422,7 @@ func TestSimSessionQueueFIFO(t *testing.T) {
 	for i := 1; i < len(errs); i++ {
 		wg.Add(1)
 		go func() { defer wg.Done(); _, errs[i] = c.GetDisk(ctx, slotN(i)) }()
-		time.Sleep(30 * time.Millisecond) // let it join the queue before the next one
+		time.Sleep(50 * time.Millisecond) // let it join the queue before the next one
 	}
 	if n := len(ts.Commands()); n != 1 {
 		t.Fatalf("%d commands reached the RDS while its one session was busy: %q", n, ts.Commands())
