@@ -80,11 +80,12 @@ func bareOrQuoted(v string) propStyle {
 func diskRef(id int) string { return fmt.Sprintf("*%X", id) }
 
 // diskItems lists the /disk menu as RouterOS numbers it: the pools, then the file disks
-// in creation order.
-func (s *Sim) diskItems() []*item {
+// in creation order. Without usage the pools' free, free-inodes and use are not measured
+// (walking a pool costs a stat per file): for lookups that do not filter on them.
+func (s *Sim) diskItems(usage bool) []*item {
 	items := make([]*item, 0, len(s.pools)+len(s.disks))
 	for i, p := range s.pools {
-		items = append(items, s.poolItem(len(items), diskRef(i+1), p))
+		items = append(items, s.poolItem(len(items), diskRef(i+1), p, usage))
 	}
 	for _, d := range s.disks {
 		items = append(items, s.diskItem(len(items), d))
@@ -94,8 +95,11 @@ func (s *Sim) diskItems() []*item {
 
 // poolItem prints a pool like the reference's raid10 sample; size, free, use and the inode
 // counts come from the pool's real directory.
-func (s *Sim) poolItem(index int, ref string, p *Pool) *item {
-	used, entries := s.poolUsage(p)
+func (s *Sim) poolItem(index int, ref string, p *Pool, usage bool) *item {
+	var used, entries int64
+	if usage {
+		used, entries = s.poolUsage(p)
+	}
 	free := max(p.Size-used, 0)
 	use := int64(math.Round(float64(used) * 100 / float64(p.Size)))
 	itoa := func(n int64) string { return strconv.FormatInt(n, 10) }
@@ -187,7 +191,12 @@ func (s *Sim) diskPrint(env *execEnv, c *command) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	items := filterItems(s.diskItems(), e)
+	items := filterItems(s.diskItems(filtersOnUsage(w)), e)
+	for i, it := range items {
+		if p := s.poolByRef(it.ref); p != nil { // measure the pool for printing
+			items[i] = s.poolItem(it.index, it.ref, p, true)
+		}
+	}
 	return result{out: detailPrinter{flags: diskFlags, width: env.width}.print(items)}, nil
 }
 
@@ -196,7 +205,27 @@ func (s *Sim) diskFind(env *execEnv, c *command) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	return refsOf(filterItems(s.diskItems(), e)), nil
+	return refsOf(filterItems(s.diskItems(filtersOnUsage(c.args)), e)), nil
+}
+
+// filtersOnUsage reports whether a where-expression reads the measured pool properties.
+func filtersOnUsage(els []element) bool {
+	for _, el := range els {
+		if el.kind == elNamed && (el.key == "free" || el.key == "free-inodes" || el.key == "use") {
+			return true
+		}
+	}
+	return false
+}
+
+// poolByRef finds a pool by its item reference; pools are items *1 to *N.
+func (s *Sim) poolByRef(ref string) *Pool {
+	for n, p := range s.pools {
+		if diskRef(n+1) == ref {
+			return p
+		}
+	}
+	return nil
 }
 
 func (s *Sim) diskByRef(ref string) *disk {
@@ -213,7 +242,7 @@ func (s *Sim) targetDisks(env *execEnv, c *command) ([]*disk, error) {
 	if len(c.args) == 0 || c.args[0].kind == elNamed {
 		return nil, errNoSuchItem
 	}
-	items, err := s.itemRefs(env, c.args[0], s.diskItems(), "slot")
+	items, err := s.itemRefs(env, c.args[0], s.diskItems(false), "slot")
 	if err != nil {
 		return nil, err
 	}
@@ -240,7 +269,7 @@ func (s *Sim) diskAdd(env *execEnv, c *command) (result, error) {
 	d := &disk{port: 4420}
 	sizeSet, typeSet := false, false
 	if el, ok := args["copy-from"]; ok {
-		items, err := s.itemRefs(env, refElement(el), s.diskItems(), "slot")
+		items, err := s.itemRefs(env, refElement(el), s.diskItems(false), "slot")
 		if err != nil {
 			return result{}, err
 		}

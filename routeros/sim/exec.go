@@ -56,6 +56,11 @@ func (s *Sim) execLine(ctx context.Context, line string, width int) (string, err
 	for _, c := range cmds {
 		s.mu.Lock()
 		r, err := s.run(env, c)
+		if diskChanging[c.name()] {
+			if serr := s.save(); serr != nil && err == nil {
+				err = failure("%v", serr)
+			}
+		}
 		s.mu.Unlock()
 		if err == nil && r.after != nil {
 			err = r.after()

@@ -24,6 +24,7 @@ type ServerConfig struct {
 type servers struct {
 	mu        sync.Mutex
 	closed    bool
+	refusing  bool // rebooting: connections are closed as soon as accepted
 	listeners map[net.Listener]struct{}
 	conns     map[net.Conn]struct{}
 	wg        sync.WaitGroup
@@ -32,7 +33,7 @@ type servers struct {
 func (sv *servers) track(c net.Conn) bool {
 	sv.mu.Lock()
 	defer sv.mu.Unlock()
-	if sv.closed {
+	if sv.closed || sv.refusing {
 		return false
 	}
 	if sv.conns == nil {
@@ -50,8 +51,13 @@ func (sv *servers) untrack(c net.Conn) {
 	sv.wg.Done()
 }
 
-func (sv *servers) closeAll() {
+// closeAll stops everything; it reports false when already closed.
+func (sv *servers) closeAll() bool {
 	sv.mu.Lock()
+	if sv.closed {
+		sv.mu.Unlock()
+		return false
+	}
 	sv.closed = true
 	for l := range sv.listeners {
 		l.Close()
@@ -61,6 +67,20 @@ func (sv *servers) closeAll() {
 	}
 	sv.mu.Unlock()
 	sv.wg.Wait()
+	return true
+}
+
+// dropAll closes every connection and, while refusing, closes new ones at once: the
+// network side of a reboot.
+func (sv *servers) dropAll(refuse bool) {
+	sv.mu.Lock()
+	defer sv.mu.Unlock()
+	sv.refusing = refuse
+	if refuse {
+		for c := range sv.conns {
+			c.Close()
+		}
+	}
 }
 
 // handshakeTimeout bounds a client that connects and never finishes SSH negotiation.

@@ -174,6 +174,10 @@ func New(opts Options) (*Sim, error) {
 		}
 		s.exporters = append(s.exporters, nv)
 	}
+	if err := s.load(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
 }
 
@@ -251,9 +255,12 @@ func (s *Sim) lineEndings(out string) string {
 }
 
 // Close stops the SSH servers, cancels running copies and removes the exports this
-// simulator made (an RDS that is off exports nothing). Backing files stay.
+// simulator made (an RDS that is off exports nothing). Backing files and the disk table
+// stay: New on the same directory brings the disks back. Closing twice does nothing.
 func (s *Sim) Close() error {
-	s.srv.closeAll()
+	if !s.srv.closeAll() {
+		return nil
+	}
 	s.mu.Lock()
 	jobs := make([]*copyJob, 0, len(s.copies))
 	for _, j := range s.copies {
