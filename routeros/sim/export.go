@@ -60,19 +60,17 @@ func (s *Sim) unexport(d *disk) error {
 }
 
 func (s *Sim) resizeExport(d *disk) error {
-	e := s.spec(d)
-	for _, x := range s.exporters {
-		if err := x.resize(e); err != nil {
-			return err
-		}
-	}
-	return nil
+	return s.eachExporter(d, exporter.resize)
 }
 
 func (s *Sim) setExportHosts(d *disk) error {
+	return s.eachExporter(d, exporter.setHosts)
+}
+
+func (s *Sim) eachExporter(d *disk, op func(exporter, exportSpec) error) error {
 	e := s.spec(d)
 	for _, x := range s.exporters {
-		if err := x.setHosts(e); err != nil {
+		if err := op(x, e); err != nil {
 			return err
 		}
 	}

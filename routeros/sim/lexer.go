@@ -74,6 +74,10 @@ func badCommand(line, name string, pos int) error {
 	return &cliError{msg: "bad command name " + name + " " + position(line, pos)}
 }
 
+// operators are the one-character tokens (a `!` followed by `=` is `!=`).
+var operators = map[byte]tokenKind{'=': tokEq, '~': tokTilde, '!': tokNot,
+	'[': tokLBracket, ']': tokRBracket, '(': tokLParen, ')': tokRParen}
+
 // wordBreakers end an unquoted word. `$`, `{`, `}` and `\` outside quotes are
 // scripting syntax we do not support, so they are syntax errors rather than text:
 // a client that forgets to quote a value must fail loudly, not silently run something else.
@@ -96,31 +100,11 @@ func lex(line string) ([]token, error) {
 			}
 			toks = append(toks, token{kind: tokString, text: s, pos: i})
 			i = end
-		case c == '=':
-			toks = append(toks, token{kind: tokEq, text: "=", pos: i})
-			i++
-		case c == '~':
-			toks = append(toks, token{kind: tokTilde, text: "~", pos: i})
-			i++
-		case c == '!':
-			if i+1 < len(line) && line[i+1] == '=' {
-				toks = append(toks, token{kind: tokNeq, text: "!=", pos: i})
-				i += 2
-			} else {
-				toks = append(toks, token{kind: tokNot, text: "!", pos: i})
-				i++
-			}
-		case c == '[':
-			toks = append(toks, token{kind: tokLBracket, text: "[", pos: i})
-			i++
-		case c == ']':
-			toks = append(toks, token{kind: tokRBracket, text: "]", pos: i})
-			i++
-		case c == '(':
-			toks = append(toks, token{kind: tokLParen, text: "(", pos: i})
-			i++
-		case c == ')':
-			toks = append(toks, token{kind: tokRParen, text: ")", pos: i})
+		case c == '!' && i+1 < len(line) && line[i+1] == '=':
+			toks = append(toks, token{kind: tokNeq, text: "!=", pos: i})
+			i += 2
+		case operators[c] != tokEOF:
+			toks = append(toks, token{kind: operators[c], text: string(c), pos: i})
 			i++
 		case strings.IndexByte(wordBreakers, c) >= 0 || c < 0x20 || c == 0x7f:
 			return nil, syntaxError(line, i)
