@@ -1,0 +1,124 @@
+// Command rds-csi is a CSI driver for MikroTik ROSE Data Server (RDS) storage: the
+// controller manages file-backed disks on the RDS over SSH, the node plugin attaches them
+// over NVMe/TCP through the kernel's own fabrics interface.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Getenv, os.Stdout, os.Stderr))
+}
+
+// run is main without the process exit, so tests can drive it. Exit codes: 0 ok, 1 a
+// runtime failure, 2 bad configuration.
+func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	cfg, err := parseConfig(args, getenv, stdout)
+	if errors.Is(err, errHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "rds-csi: %v\n", err)
+		return 2
+	}
+	if cfg.ShowVersion {
+		fmt.Fprintf(stdout, "rds-csi %s\n", version)
+		return 0
+	}
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintf(stderr, "rds-csi: %v\n", err)
+		return 2
+	}
+	log := newLogger(stderr, cfg.LogFormat, cfg.LogLevel)
+	slog.SetDefault(log)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := serve(ctx, cfg, log); err != nil {
+		log.Error("rds-csi stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// serve runs the driver until ctx ends, then shuts down in order: stop accepting, finish
+// in-flight RPCs (bounded), stop background work, remove the socket.
+func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
+	log.Info("starting rds-csi", "version", version, "mode", cfg.Mode, "driver", cfg.DriverName, "node_id", cfg.NodeID)
+	m := newMetrics()
+	path, err := socketPath(cfg.Endpoint)
+	if err != nil {
+		return err
+	}
+
+	bg, stopBackground := context.WithCancel(context.Background())
+	defer stopBackground()
+	srv := grpc.NewServer(grpc.UnaryInterceptor(rpcInterceptor(log, m)))
+	identity := &identityService{name: cfg.DriverName, version: version}
+	var background []func(context.Context)
+	var closers []func()
+
+	if cfg.runsController() {
+		ctrl, err := newControllerService(cfg, log, m)
+		if err != nil {
+			return err
+		}
+		csi.RegisterControllerServer(srv, ctrl)
+		identity.controller = ctrl
+		identity.onlineExpansion = ctrl.supportsOnlineExpansion()
+		background = append(background, ctrl.run)
+		closers = append(closers, ctrl.close)
+	}
+	if cfg.runsNode() {
+		node, err := newNodeService(cfg, log, m)
+		if err != nil {
+			return err
+		}
+		csi.RegisterNodeServer(srv, node)
+		background = append(background, node.run)
+		closers = append(closers, node.close)
+	}
+	csi.RegisterIdentityServer(srv, identity)
+
+	lis, err := listenUnix(path)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(path)
+
+	var ms *metricsServer
+	if cfg.MetricsAddress != "" {
+		if ms, err = startMetricsServer(cfg.MetricsAddress, m, log); err != nil {
+			lis.Close()
+			return fmt.Errorf("metrics listener %s: %w (change --metrics-address, or set it empty to disable)", cfg.MetricsAddress, err)
+		}
+		ms.serving.Store(true)
+	}
+	defer ms.shutdown()
+
+	for _, f := range background {
+		go f(bg)
+	}
+	log.Info("serving CSI", "endpoint", path)
+	err = serveUntil(ctx, srv, lis, cfg.ShutdownTimeout, log)
+	ms.shutdown()
+	stopBackground()
+	for _, c := range closers {
+		c()
+	}
+	log.Info("stopped")
+	return err
+}
