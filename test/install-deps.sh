@@ -1,0 +1,16 @@
+#!/bin/sh
+# Installs the host tools the test suites use, idempotently: filesystem tools for the
+# loop-device suites, then the VM kit's qemu and kernel for the real NVMe/TCP suites.
+set -eu
+PKGS="e2fsprogs xfsprogs util-linux btrfs-progs"
+missing=
+for p in $PKGS; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $missing
+fi
+if [ -x "$(dirname "$0")/vm/install-deps.sh" ]; then
+  "$(dirname "$0")/vm/install-deps.sh"
+fi
