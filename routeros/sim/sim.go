@@ -1,11 +1,3 @@
-// Package sim is a RouterOS simulator for tests and local runs: an SSH server that speaks
-// the CLI subset of docs/routeros-cli.md and prints exactly like a ROSE Data Server does
-// (see ../shared/reference/routeros-rds.md), over real sparse backing files, with fault
-// injection and, where the kernel target is available, real NVMe/TCP exports.
-//
-// It deliberately does not import the client package (srvlab.io/rds-csi/routeros): the
-// client's tests import this one, and the simulator must not learn RouterOS from the code it
-// is meant to check.
 package sim
 
 import (
