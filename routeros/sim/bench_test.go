@@ -38,12 +38,6 @@ func BenchmarkPrintOneOf1000Disks(b *testing.B) {
 	}
 }
 
-func BenchmarkCreate1000Disks(b *testing.B) {
-	for b.Loop() {
-		newSimWithDisks(b, 1000)
-	}
-}
-
 // The floor under a client's per-command overhead: one exec round trip on a persistent
 // connection over loopback, with no latency injected.
 func BenchmarkSSHRoundTrip(b *testing.B) {
