@@ -41,8 +41,9 @@ e2e:
 demo:
 	@echo "make demo arrives with issue 9 (runs the driver against the simulated RDS)"; exit 1
 
+## bench: Go benchmarks of the packages (issue 10 turns this into the one-table report)
 bench:
-	@echo "make bench arrives with issue 10"; exit 1
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./routeros/... ./nvme/ ./mount/
 
 image:
 	./test/image/build-image.sh
