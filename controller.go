@@ -2,39 +2,146 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
 	"srvlab.io/rds-csi/routeros"
 )
 
-// controllerService is the CSI Controller service. Volume RPCs arrive with issue 4; until
-// then it only keeps the RDS connection's health for Probe.
+// controllerService is the CSI Controller service: volumes are file-backed disks on the
+// RDS, exported over NVMe/TCP and managed over SSH; attachments are fenced so a volume is
+// never on more nodes than its access mode allows.
 type controllerService struct {
 	csi.UnimplementedControllerServer
-	cfg    *Config
-	log    *slog.Logger
-	rds    *routeros.Client
-	health *rdsHealth
+	cfg     *Config
+	log     *slog.Logger
+	metrics *metrics
+	client  *routeros.Client
+	rds     *rdsOps
+	health  *rdsHealth
+	fencing *fencing
+	// nodes checks node IDs against the cluster's CSINodes; nil out of a cluster, where
+	// every node ID is taken as given (an optional feature off must not break publishing).
+	nodes   nodeRegistry
+	locks   *volumeLocks
+	bases   []string // --rds-volume-path, then --rds-allowed-paths
+	rdsAddr string   // host:port, for messages
+
+	// Background intervals; variables so tests can shorten them.
+	migrationCheckEvery, poolRefreshEvery time.Duration
 }
 
+// newControllerService builds the controller from the configuration. It neither dials the
+// RDS nor calls the Kubernetes API: run does, retrying, so an unreachable RDS at start-up
+// means "not ready", never a crash loop.
 func newControllerService(cfg *Config, log *slog.Logger, m *metrics) (*controllerService, error) {
-	rds, err := newRDSClient(cfg, log, m)
+	if _, err := volumeBases(cfg); err != nil {
+		return nil, err
+	}
+	client, err := newRDSClient(cfg, log, m)
 	if err != nil {
 		return nil, err
 	}
-	health := newRDSHealth(rds.Ping, log, func(up bool) {
+	var source attachmentLister
+	api, err := newKubeAPI(cfg.Kubeconfig, os.Getenv)
+	switch {
+	case errors.Is(err, errNoKubeAPI):
+	case err != nil:
+		_ = client.Close()
+		return nil, fmt.Errorf("kubernetes API (for VolumeAttachments): %w", err)
+	default:
+		source = api
+	}
+	return newController(cfg, log, m, client, source)
+}
+
+// newController wires the controller around a RouterOS client and the cluster's
+// attachments (nil: none, fencing is in-memory only). Tests build controllers with it.
+func newController(cfg *Config, log *slog.Logger, m *metrics, client *routeros.Client, source attachmentLister) (*controllerService, error) {
+	bases, err := volumeBases(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &controllerService{
+		cfg: cfg, log: log, metrics: m, client: client,
+		locks: newVolumeLocks(), bases: bases,
+		rdsAddr:             net.JoinHostPort(cfg.RDSAddress, strconv.Itoa(cfg.RDSSSHPort)),
+		migrationCheckEvery: 10 * time.Second, poolRefreshEvery: time.Minute,
+	}
+	c.health = newRDSHealth(client.Ping, log, func(up bool) {
 		if up {
 			m.rdsConnected.Set(1)
 		} else {
 			m.rdsConnected.Set(0)
 		}
 	})
-	return &controllerService{cfg: cfg, log: log, rds: rds, health: health}, nil
+	c.rds = &rdsOps{client: client, timeout: cfg.RDSCommandTimeout, health: c.health}
+	c.fencing = newFencing(source, cfg.DriverName, log)
+	c.fencing.onMigrationTimeout = func(string, []string, time.Duration) { m.migrationTimeouts.Inc() }
+	if nr, ok := source.(nodeRegistry); ok {
+		c.nodes = nr
+	}
+	return c, nil
 }
 
-func (c *controllerService) run(ctx context.Context)       { c.health.run(ctx) }
+// run does the background work until ctx ends: RDS health, the rebuild of attachment
+// records from the cluster, migration timeouts, and the pool figures for metrics.
+func (c *controllerService) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Go(func() { c.health.run(ctx) })
+	wg.Go(func() { c.fencing.runRebuild(ctx) })
+	wg.Go(func() { every(ctx, c.migrationCheckEvery, c.fencing.checkMigrations) })
+	wg.Go(func() { every(ctx, c.poolRefreshEvery, func() { c.refreshPools(ctx) }) })
+	wg.Wait()
+}
+
+// every calls f now and then every d until ctx ends.
+func every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		f()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
 func (c *controllerService) ready() bool                   { return c.health.ready() }
-func (c *controllerService) supportsOnlineExpansion() bool { return false }
-func (c *controllerService) close()                        { _ = c.rds.Close() }
+func (c *controllerService) supportsOnlineExpansion() bool { return true }
+func (c *controllerService) close()                        { _ = c.client.Close() }
+
+// controllerCapabilities are what the controller does. LIST_VOLUMES with published nodes
+// lets the external-attacher reconcile attachments; GET/LIST_VOLUME_HEALTH replace the
+// VOLUME_CONDITION of CSI before 1.13. Snapshots and clones are not advertised yet.
+var controllerCapabilities = []csi.ControllerServiceCapability_RPC_Type{
+	csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
+	csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME,
+	csi.ControllerServiceCapability_RPC_LIST_VOLUMES,
+	csi.ControllerServiceCapability_RPC_LIST_VOLUMES_PUBLISHED_NODES,
+	csi.ControllerServiceCapability_RPC_GET_VOLUME,
+	csi.ControllerServiceCapability_RPC_GET_VOLUME_HEALTH,
+	csi.ControllerServiceCapability_RPC_LIST_VOLUME_HEALTH,
+	csi.ControllerServiceCapability_RPC_GET_CAPACITY,
+	csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
+	csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+}
+
+func (c *controllerService) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
+	caps := make([]*csi.ControllerServiceCapability, 0, len(controllerCapabilities))
+	for _, t := range controllerCapabilities {
+		caps = append(caps, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
+			Rpc: &csi.ControllerServiceCapability_RPC{Type: t}}})
+	}
+	return &csi.ControllerGetCapabilitiesResponse{Capabilities: caps}, nil
+}

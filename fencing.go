@@ -241,3 +241,35 @@ func (f *fencing) checkMigrations() {
 		}
 	}
 }
+
+// unpublishAll forgets every node of volumeID (ControllerUnpublish without a node ID).
+func (f *fencing) unpublishAll(volumeID string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.published, volumeID)
+}
+
+// isRebuilt reports whether the records reflect the cluster (always, out of a cluster).
+func (f *fencing) isRebuilt() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rebuilt
+}
+
+// attachedNodes returns the nodes volumeID is attached to, for a delete that must not
+// remove a volume in use. Before the first rebuild nothing can be confirmed (Unavailable);
+// a volume the records show attached is re-checked against the cluster, so a stale record
+// does not block the delete.
+func (f *fencing) attachedNodes(ctx context.Context, volumeID string) ([]string, error) {
+	if !f.isRebuilt() {
+		return nil, status.Errorf(codes.Unavailable, "cannot confirm that volume %s is detached: attachment records are not rebuilt from the cluster's VolumeAttachments yet (is the API server reachable and may the controller list volumeattachments?); retry shortly", volumeID)
+	}
+	nodes := f.nodes(volumeID)
+	if len(nodes) == 0 || f.source == nil {
+		return nodes, nil
+	}
+	if err := f.rebuild(ctx); err != nil {
+		return nil, status.Errorf(codes.Unavailable, "volume %s looks attached to %s; could not confirm with the cluster's VolumeAttachments: %v", volumeID, strings.Join(nodes, ", "), err)
+	}
+	return f.nodes(volumeID), nil
+}

@@ -144,16 +144,31 @@ func (k *kubeAPI) get(ctx context.Context, path string, out any) error {
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-		hint := ""
-		if resp.StatusCode == http.StatusForbidden {
-			hint = " (the controller's service account needs list on volumeattachments.storage.k8s.io; see deploy.yaml)"
-		}
-		return fmt.Errorf("GET %s: %s: %s%s", path, resp.Status, strings.TrimSpace(string(body)), hint)
+		return &kubeStatusError{path: path, code: resp.StatusCode, status: resp.Status, body: strings.TrimSpace(string(body))}
 	}
 	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
 		return fmt.Errorf("GET %s: decode: %w", path, err)
 	}
 	return nil
+}
+
+// kubeStatusError is an API answer other than 200 OK; callers tell 404 from the rest.
+type kubeStatusError struct {
+	path, status, body string
+	code               int
+}
+
+func (e *kubeStatusError) Error() string {
+	hint := ""
+	if e.code == http.StatusForbidden {
+		hint = " (the controller's service account needs get and list on volumeattachments and csinodes (storage.k8s.io); see deploy.yaml)"
+	}
+	return fmt.Sprintf("GET %s: %s: %s%s", e.path, e.status, e.body, hint)
+}
+
+func isKubeNotFound(err error) bool {
+	var se *kubeStatusError
+	return errors.As(err, &se) && se.code == http.StatusNotFound
 }
 
 // volumeAttachment is what fencing needs from a storage.k8s.io/v1 VolumeAttachment.
@@ -211,6 +226,71 @@ func (k *kubeAPI) listVolumeAttachments(ctx context.Context, attacher string) ([
 		}
 		if cont = list.Metadata.Continue; cont == "" {
 			return out, nil
+		}
+	}
+}
+
+// nodeRegistry answers whether a CSI node ID belongs to a node where this driver's node
+// plugin is registered (the CSINode objects kubelet keeps).
+type nodeRegistry interface {
+	nodeRegistered(ctx context.Context, driver, nodeID string) (bool, error)
+}
+
+type csiNode struct {
+	Metadata struct {
+		Name string `json:"name"`
+	} `json:"metadata"`
+	Spec struct {
+		Drivers []struct {
+			Name   string `json:"name"`
+			NodeID string `json:"nodeID"`
+		} `json:"drivers"`
+	} `json:"spec"`
+}
+
+func (n *csiNode) lists(driver, nodeID string) bool {
+	for _, d := range n.Spec.Drivers {
+		if d.Name == driver && d.NodeID == nodeID {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeRegistered looks the node ID up among the CSINode objects: first the one named like
+// it (the node plugin's ID is the node name), then, in case a node plugin was given
+// another --node-id, all of them.
+func (k *kubeAPI) nodeRegistered(ctx context.Context, driver, nodeID string) (bool, error) {
+	var n csiNode
+	err := k.get(ctx, "/apis/storage.k8s.io/v1/csinodes/"+url.PathEscape(nodeID), &n)
+	switch {
+	case err == nil && n.lists(driver, nodeID):
+		return true, nil
+	case err != nil && !isKubeNotFound(err):
+		return false, err
+	}
+	cont := ""
+	for {
+		q := url.Values{"limit": {"500"}}
+		if cont != "" {
+			q.Set("continue", cont)
+		}
+		var list struct {
+			Metadata struct {
+				Continue string `json:"continue"`
+			} `json:"metadata"`
+			Items []csiNode `json:"items"`
+		}
+		if err := k.get(ctx, "/apis/storage.k8s.io/v1/csinodes?"+q.Encode(), &list); err != nil {
+			return false, err
+		}
+		for i := range list.Items {
+			if list.Items[i].lists(driver, nodeID) {
+				return true, nil
+			}
+		}
+		if cont = list.Metadata.Continue; cont == "" {
+			return false, nil
 		}
 	}
 }

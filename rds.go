@@ -14,7 +14,14 @@ func newRDSClient(cfg *Config, log *slog.Logger, m *metrics) (*routeros.Client, 
 	if cfg.RDSInsecureSkipHostKey {
 		log.Warn("RDS host key verification is OFF (--rds-insecure-skip-host-key): a machine in the middle could impersonate the RDS; pin the key with --rds-known-hosts")
 	}
-	return routeros.New(routeros.Config{
+	return routeros.New(rdsClientConfig(cfg, log, m))
+}
+
+// rdsClientConfig maps the configuration onto the RouterOS client's. File paths are held
+// to the volume directories as a second line of defence: the client refuses any other
+// before it is sent.
+func rdsClientConfig(cfg *Config, log *slog.Logger, m *metrics) routeros.Config {
+	return routeros.Config{
 		Address:             cfg.RDSAddress,
 		Port:                cfg.RDSSSHPort,
 		User:                cfg.RDSUser,
@@ -22,11 +29,12 @@ func newRDSClient(cfg *Config, log *slog.Logger, m *metrics) (*routeros.Client, 
 		KnownHostsFile:      cfg.RDSKnownHosts,
 		InsecureSkipHostKey: cfg.RDSInsecureSkipHostKey,
 		MaxSessions:         cfg.RDSMaxSessions,
+		AllowedBases:        append([]string{cfg.RDSVolumePath}, cfg.RDSAllowedPaths...),
 		Logger:              log.With("component", "routeros"),
 		Observe: func(op string, d time.Duration, err error) {
 			m.observeRouterOS(op, d, routerosErrorKind(err))
 		},
-	})
+	}
 }
 
 // routerosErrorKind labels an error for metrics.

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"errors"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"srvlab.io/rds-csi/routeros"
+)
+
+// ControllerExpandVolume grows the volume's file disk, also while it is attached (the
+// node then rescans the namespace and, for a filesystem volume, grows the file system).
+// It never shrinks: a request at or below the current size returns the current size.
+func (c *controllerService) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
+	id, cr := req.GetVolumeId(), req.GetCapacityRange()
+	switch {
+	case id == "":
+		return nil, required("volume_id", "ControllerExpandVolume")
+	case cr.GetRequiredBytes() <= 0 && cr.GetLimitBytes() <= 0:
+		return nil, required("capacity_range with required_bytes", "ControllerExpandVolume")
+	}
+	if !isVolumeID(id) {
+		return nil, status.Errorf(codes.NotFound, "volume %s does not exist: it is not a volume ID this driver makes", id)
+	}
+	size, err := volumeSize(cr, 0)
+	if err != nil {
+		return nil, err
+	}
+	release, ok := c.locks.tryLock(id)
+	if !ok {
+		return nil, busy(id)
+	}
+	defer release()
+
+	cur, err := c.rds.getDisk(ctx, id)
+	switch {
+	case errors.Is(err, routeros.ErrNotFound):
+		return nil, status.Errorf(codes.NotFound, "volume %s does not exist: the RDS has no disk with slot %s", id, id)
+	case err != nil:
+		return nil, c.rdsStatus("expand volume "+id, err)
+	}
+	if why := c.managedDisk(cur); why != "" {
+		return nil, status.Errorf(codes.FailedPrecondition, "volume %s cannot be expanded: %s", id, why)
+	}
+	disk, err := c.rds.resizeDisk(ctx, id, size)
+	switch {
+	case errors.Is(err, routeros.ErrNoSpace):
+		return nil, c.noSpaceStatus(ctx, "expand volume "+id, cur.FilePath, size-cur.Size, err)
+	case err != nil:
+		return nil, c.rdsStatus("expand volume "+id+" to "+humanBytes(size), err)
+	}
+	// The node rescans the namespace for block volumes too, so it is always asked to.
+	return &csi.ControllerExpandVolumeResponse{CapacityBytes: disk.Size, NodeExpansionRequired: true}, nil
+}

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"srvlab.io/rds-csi/routeros"
+)
+
+// StorageClass parameter and volume context keys. The earlier RDS driver's PVs carry the
+// same context keys, and the node reads them, so they must never be renamed.
+const (
+	paramVolumePath       = "volumePath"
+	paramNVMeAddress      = "nvmeAddress"
+	paramNVMePort         = "nvmePort"
+	paramMigrationTimeout = "migrationTimeoutSeconds"
+	contextNQN            = "nqn"
+)
+
+// reservedParamPrefix marks the parameters the external-provisioner adds itself (PVC name,
+// namespace, …); they are accepted and ignored.
+const reservedParamPrefix = "csi.storage.k8s.io/"
+
+// intParam is one whole-number StorageClass parameter: its range, its default (nil: passed
+// to the node only when set, else the kernel's default applies) and what it means, for
+// the error message.
+type intParam struct {
+	key      string
+	def      *int
+	min, max int
+	meaning  string
+}
+
+func defaultOf(v int) *int { return &v }
+
+// intParams are validated here with the same lower bounds the node enforces, so a bad
+// value is refused when the PVC is created rather than when a pod first starts.
+var intParams = []intParam{
+	{paramNVMePort, defaultOf(routeros.DefaultNVMePort), 1, 65535, "the TCP port the RDS exports NVMe/TCP on"},
+	{"ctrlLossTmo", defaultOf(-1), -1, 31536000, "seconds a node keeps reconnecting after losing the RDS; -1 reconnects forever, so an RDS reboot never turns a volume read-only"},
+	{"reconnectDelay", defaultOf(5), 1, 3600, "seconds between reconnect attempts"},
+	{"keepAliveTmo", nil, 1, 3600, "NVMe keep-alive timeout in seconds; 0 would switch keep-alive off, so a dead RDS is never noticed"},
+	{"fastIoFailTmo", nil, -1, 3600, "seconds before I/O fails while reconnecting; -1 queues I/O until the controller is lost"},
+	{"nrIoQueues", nil, 1, 1024, "NVMe I/O queues per connection"},
+	{"queueSize", nil, 16, 1024, "NVMe I/O queue depth (the kernel's limits)"},
+	{paramMigrationTimeout, defaultOf(int(defaultMigrationTimeout.Seconds())), 30, 3600, "seconds a KubeVirt live migration may keep a block volume on two nodes before it is reported"},
+}
+
+// volumeParams are a validated set of StorageClass parameters.
+type volumeParams struct {
+	volumePath  string
+	nvmeAddress string         // "" until resolved for CreateVolume (see withAddress)
+	ints        map[string]int // every parameter that is set or has a default
+}
+
+// parseParams validates StorageClass parameters. Every problem is reported at once, each
+// naming the parameter and what it accepts, so one edit of the StorageClass fixes them all.
+func (c *controllerService) parseParams(params map[string]string) (*volumeParams, error) {
+	p := &volumeParams{volumePath: c.cfg.RDSVolumePath, ints: map[string]int{}}
+	var problems []string
+	for _, ip := range intParams {
+		if ip.def != nil {
+			p.ints[ip.key] = *ip.def
+		}
+	}
+	keys := make([]string, 0, len(params))
+	for k := range params {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys) // a stable message
+	for _, k := range keys {
+		v := params[k]
+		switch {
+		case strings.HasPrefix(k, reservedParamPrefix):
+		case k == paramVolumePath:
+			if msg := c.checkVolumePath(v); msg != "" {
+				problems = append(problems, msg)
+			}
+			p.volumePath = v
+		case k == paramNVMeAddress:
+			if msg := checkNVMeAddress(v); msg != "" {
+				problems = append(problems, fmt.Sprintf("parameter %s %q %s", paramNVMeAddress, v, msg))
+			}
+			p.nvmeAddress = v
+		default:
+			i := slices.IndexFunc(intParams, func(ip intParam) bool { return ip.key == k })
+			if i < 0 {
+				problems = append(problems, fmt.Sprintf("unknown parameter %q: the known ones are %s", k, strings.Join(knownParams(), ", ")))
+				continue
+			}
+			ip := intParams[i]
+			n, err := strconv.Atoi(strings.TrimSpace(v))
+			if err != nil || n < ip.min || n > ip.max {
+				problems = append(problems, fmt.Sprintf("parameter %s %q must be a whole number from %d to %d (%s)", k, v, ip.min, ip.max, ip.meaning))
+				continue
+			}
+			p.ints[k] = n
+		}
+	}
+	if len(problems) > 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "invalid StorageClass parameters: %s", strings.Join(problems, "; "))
+	}
+	return p, nil
+}
+
+func knownParams() []string {
+	keys := []string{paramVolumePath, paramNVMeAddress}
+	for _, ip := range intParams {
+		keys = append(keys, ip.key)
+	}
+	return keys
+}
+
+// checkVolumePath says what is wrong with a volumePath parameter ("" when nothing is).
+func (c *controllerService) checkVolumePath(v string) string {
+	if err := routeros.ValidatePath(v + "/x.img"); err != nil || !strings.HasPrefix(v, "/") {
+		return fmt.Sprintf("parameter %s %q must be a clean absolute RouterOS directory like %s (letters, digits, '.', '_', '-' and '/' only, no trailing '/')",
+			paramVolumePath, v, c.cfg.RDSVolumePath)
+	}
+	if !c.underBases(v) {
+		allowed := "--rds-allowed-paths is empty"
+		if len(c.cfg.RDSAllowedPaths) > 0 {
+			allowed = "--rds-allowed-paths is " + strings.Join(c.cfg.RDSAllowedPaths, ",")
+		}
+		return fmt.Sprintf("parameter %s %q must be --rds-volume-path (%s) or a directory below it or below one of --rds-allowed-paths (%s); add the directory to --rds-allowed-paths to use it",
+			paramVolumePath, v, c.cfg.RDSVolumePath, allowed)
+	}
+	return ""
+}
+
+// checkNVMeAddress says what is wrong with an NVMe/TCP target address ("" when nothing).
+// The kernel connects to an IP only: it resolves no host names.
+func checkNVMeAddress(v string) string {
+	ip := net.ParseIP(v)
+	switch {
+	case ip == nil:
+		return "must be the RDS's IP address (NVMe/TCP connects to an IP; the kernel resolves no host names)"
+	case ip.IsUnspecified() || ip.IsMulticast():
+		return "must be the RDS's unicast IP address"
+	}
+	return ""
+}
+
+// withAddress fills in the NVMe/TCP address for a new volume: the nvmeAddress parameter,
+// else --rds-address when that is an IP.
+func (p *volumeParams) withAddress(rdsAddress string) error {
+	if p.nvmeAddress != "" {
+		return nil
+	}
+	if msg := checkNVMeAddress(rdsAddress); msg != "" {
+		return status.Errorf(codes.InvalidArgument, "parameter %s is not set and --rds-address %q cannot stand in for it: it %s; set %s in the StorageClass to the RDS's IP on the storage network",
+			paramNVMeAddress, rdsAddress, msg, paramNVMeAddress)
+	}
+	p.nvmeAddress = rdsAddress
+	return nil
+}
+
+// volumeContext is what the node needs to attach the volume, and nothing it must look up:
+// target, NQN as the RDS reports it, and the connection options (only those set or
+// defaulted, so the node's own defaults apply to the rest).
+func (p *volumeParams) volumeContext(d *routeros.Disk) map[string]string {
+	vc := map[string]string{
+		paramVolumePath:  p.volumePath,
+		paramNVMeAddress: p.nvmeAddress,
+		contextNQN:       d.NQN,
+	}
+	for k, v := range p.ints {
+		vc[k] = strconv.Itoa(v)
+	}
+	if d.NVMePort != 0 {
+		vc[paramNVMePort] = strconv.Itoa(d.NVMePort) // what the RDS really exports on
+	}
+	return vc
+}
+
+// migrationTimeoutFrom reads migrationTimeoutSeconds from a volume context; PVs of the
+// earlier driver, or without the key, get the default.
+func migrationTimeoutFrom(vc map[string]string) (seconds int, err error) {
+	v, ok := vc[paramMigrationTimeout]
+	if !ok {
+		return int(defaultMigrationTimeout.Seconds()), nil
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 30 || n > 3600 {
+		return int(defaultMigrationTimeout.Seconds()), errors.New("volume context " + paramMigrationTimeout + " " + strconv.Quote(v) + " is not 30 to 3600")
+	}
+	return n, nil
+}
