@@ -39,8 +39,8 @@ type envSetup struct {
 
 type envOption func(*envSetup)
 
-func withSim(o sim.Options) envOption                  { return func(s *envSetup) { s.sim = o } }
-func withConfig(f func(*Config)) envOption             { return func(s *envSetup) { s.cfg = f } }
+func withSim(o sim.Options) envOption                { return func(s *envSetup) { s.sim = o } }
+func withConfig(f func(*Config)) envOption           { return func(s *envSetup) { s.cfg = f } }
 func withAttachments(src attachmentLister) envOption { return func(s *envSetup) { s.source = src } }
 
 func newCtrlEnv(t testing.TB, opts ...envOption) *ctrlEnv {

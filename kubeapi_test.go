@@ -98,7 +98,7 @@ func fakeAPIServer(t *testing.T, token string) *httptest.Server {
 	return srv
 }
 
-func writeCA(t *testing.T, srv *httptest.Server, dir string) string {
+func writeCA(t testing.TB, srv *httptest.Server, dir string) string {
 	t.Helper()
 	p := filepath.Join(dir, "ca.crt")
 	pemBytes := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
@@ -175,5 +175,35 @@ func TestKubeconfigErrors(t *testing.T) {
 		if _, err := parseKubeconfig(tc.src); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: got %v, want %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+func TestKubeNodeRegistered(t *testing.T) {
+	kube := startFakeKube(t)
+	kube.addNode("worker-1", "worker-1")
+	kube.addNode("worker-2", "custom-id")
+	api := kube.api(t)
+	tests := []struct {
+		nodeID string
+		want   bool
+	}{
+		{"worker-1", true},  // CSINode named like the node ID
+		{"custom-id", true}, // found by listing
+		{"worker-2", false}, // the CSINode exists, but our driver registered another ID there
+		{"absent", false},
+	}
+	for _, tc := range tests {
+		got, err := api.nodeRegistered(context.Background(), defaultDriverName, tc.nodeID)
+		if err != nil || got != tc.want {
+			t.Errorf("nodeRegistered(%q) = %v, %v; want %v", tc.nodeID, got, err, tc.want)
+		}
+	}
+	if got, _ := api.nodeRegistered(context.Background(), "other.csi.io", "worker-1"); got {
+		t.Error("another driver's registration counted")
+	}
+	api.token, api.tokenFile = "wrong", ""
+	_, err := api.nodeRegistered(context.Background(), defaultDriverName, "worker-1")
+	if err == nil || !strings.Contains(err.Error(), "csinodes") || !strings.Contains(err.Error(), "403") {
+		t.Errorf("forbidden: got %v, want an error naming the missing csinodes permission", err)
 	}
 }
