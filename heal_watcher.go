@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"srvlab.io/rds-csi/mount"
+	"srvlab.io/rds-csi/nvme"
+)
+
+// healTimeout bounds one volume's healing pass (reconnect, check, mounts).
+const healTimeout = 2 * time.Minute
+
+// sweepTimeout bounds the start-up sweep.
+const sweepTimeout = time.Minute
+
+// healOutcome is a volume's last healing result, reported by NodeGetVolumeHealth.
+type healOutcome struct {
+	at     time.Time
+	reason string
+	err    error
+}
+
+// watch heals stale volumes every HealInterval, and at once when kicked, until ctx ends.
+func (n *nodeService) watch(ctx context.Context) {
+	tick := time.NewTicker(n.cfg.HealInterval)
+	defer tick.Stop()
+	for {
+		n.healPass(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		case <-n.kick:
+		}
+	}
+}
+
+// requestHeal asks the watcher for a pass without waiting for it.
+func (n *nodeService) requestHeal() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// healPass checks every staged volume once. A volume busy with an RPC is skipped: the
+// RPC sees the same facts, and the next pass comes soon.
+func (n *nodeService) healPass(ctx context.Context) {
+	for _, rec := range n.records.all() {
+		if ctx.Err() != nil {
+			return
+		}
+		release, ok := n.locks.tryLock(rec.VolumeID)
+		if !ok {
+			continue
+		}
+		vctx, cancel := context.WithTimeout(ctx, healTimeout)
+		_, _ = n.healVolume(vctx, rec, false)
+		cancel()
+		release()
+	}
+}
+
+// healVolume looks at one staged volume and heals it when planHeal says so. It returns
+// the volume's disk when it is resolvable. demand marks a caller that needs the volume
+// now (NodePublishVolume): a lost controller is then reconnected even without mounts.
+// The caller holds the volume lock.
+func (n *nodeService) healVolume(ctx context.Context, rec stagingRecord, demand bool) (*nvme.Disk, error) {
+	facts, resolveErr := n.observe(ctx, rec, demand)
+	plan := planHeal(rec, facts)
+	if !plan.reconnect && !plan.replace {
+		return facts.disk, resolveErr
+	}
+	err := n.heal(ctx, &rec, facts, plan)
+	result := "ok"
+	if err != nil {
+		result = "failed"
+		n.log.Error("healing failed; retrying at the next pass", "volume_id", rec.VolumeID, "why", plan.reason, "err", err)
+	}
+	n.m.healsTotal.WithLabelValues(result).Inc()
+	n.heals.Store(rec.VolumeID, healOutcome{at: n.now(), reason: plan.reason, err: err})
+	if err != nil {
+		return nil, err
+	}
+	return n.att.Resolve(rec.NQN, rec.NSID)
+}
+
+// observe gathers the facts planHeal decides on, and updates the volume's NVMe gauge.
+func (n *nodeService) observe(ctx context.Context, rec stagingRecord, demand bool) (healFacts, error) {
+	f := healFacts{currentBoot: rec.BootID == n.bootID, demand: demand}
+	if h, err := n.att.Health(rec.NQN); err == nil {
+		live := 0.0
+		if h.Live {
+			live = 1
+		}
+		n.m.volumeNVMeState.WithLabelValues(rec.VolumeID).Set(live)
+	}
+	disk, err := n.att.Resolve(rec.NQN, rec.NSID)
+	switch {
+	case err == nil:
+		f.disk = disk
+	case errors.Is(err, nvme.ErrNotConnected):
+		f.lost = true
+	}
+	if !rec.Block {
+		entries, merr := mount.ByMountPoint(ctx, rec.StagingPath)
+		if merr != nil {
+			// Without the mount table nothing can be decided safely: act as if the
+			// volume were unused and not lost, which plans nothing.
+			return healFacts{currentBoot: false}, merr
+		}
+		f.staging = top(entries)
+	} else if f.disk != nil {
+		f.staleNodes = staleBlockNodes(rec, diskDev(f.disk))
+	}
+	return f, err
+}
+
+// staleBlockNodes reports whether a recorded publish node of a block volume points at
+// the volume's previous device instead of its disk.
+func staleBlockNodes(rec stagingRecord, disk devNum) bool {
+	for _, path := range rec.publishTargets() {
+		var st unix.Stat_t
+		if unix.Lstat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
+			continue
+		}
+		if cur := (devNum{unix.Major(st.Rdev), unix.Minor(st.Rdev)}); cur != disk && cur == rec.dev() {
+			return true
+		}
+	}
+	return false
+}
+
+// heal carries out a plan: reconnect when the controller is gone, then replace the stale
+// mounts (filesystem) or device nodes (block).
+func (n *nodeService) heal(ctx context.Context, rec *stagingRecord, f healFacts, plan healPlan) error {
+	disk := f.disk
+	if plan.reconnect {
+		n.log.Warn("reconnecting a lost volume", "volume_id", rec.VolumeID, "nqn", rec.NQN, "why", plan.reason)
+		d, err := n.att.Connect(ctx, rec.target(), rec.options())
+		if err != nil {
+			return err
+		}
+		disk = d
+	}
+	if !plan.replace {
+		return nil
+	}
+	if rec.Block {
+		return n.replaceBlockNodes(rec, disk)
+	}
+	return n.replaceMounts(ctx, rec, disk, plan.reason)
+}
+
+// rebuild logs the node's view of its staged volumes at start: the records are already
+// loaded; the mount table tells which are mounted. The first healing pass follows.
+func (n *nodeService) rebuild(ctx context.Context) {
+	recs := n.records.all()
+	var mounted, block, earlier int
+	for _, r := range recs {
+		switch {
+		case r.BootID != n.bootID:
+			earlier++
+		case r.Block:
+			block++
+		default:
+			if ok, err := mount.IsMounted(ctx, r.StagingPath); err == nil && ok {
+				mounted++
+			}
+		}
+	}
+	if _, err := n.att.Probe(); err != nil {
+		n.log.Warn("NVMe/TCP is not usable on this node yet: staging fails until it is", "err", err)
+	}
+	n.log.Info("node state rebuilt", "staged_volumes", len(recs), "mounted_filesystems", mounted, "block_volumes", block, "from_an_earlier_boot", earlier)
+}
+
+// sweep disconnects managed NVMe subsystems that no staged volume claims and nothing
+// uses (left by a crash between connect and record, or by an unstage that failed).
+// Unmanaged subsystems are never touched (nvme's guard). Stages wait while it runs.
+func (n *nodeService) sweep(ctx context.Context) {
+	if _, err := n.att.Probe(); err != nil {
+		n.log.Info("skipping the NVMe sweep: NVMe/TCP is not usable", "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, sweepTimeout)
+	defer cancel()
+	n.sweepMu.Lock()
+	defer n.sweepMu.Unlock()
+	claimed := map[string]bool{}
+	for _, r := range n.records.all() {
+		claimed[r.NQN] = true
+	}
+	rep, err := n.att.Sweep(ctx, claimed, func(d nvme.Disk) bool { return n.diskInUse(ctx, d) })
+	if err != nil {
+		n.log.Error("NVMe sweep", "err", err)
+	}
+	n.log.Info("NVMe sweep done", "disconnected", rep.Disconnected, "kept", len(rep.Kept))
+}
+
+// diskInUse reports whether anything mounts the disk or holds it (a device-mapper or md
+// device on top). Doubt counts as in use: the sweep must never disconnect a used disk.
+func (n *nodeService) diskInUse(ctx context.Context, d nvme.Disk) bool {
+	entries, err := mount.BySource(ctx, d.Major, d.Minor)
+	if err != nil || len(entries) > 0 {
+		return true
+	}
+	holders, err := os.ReadDir(filepath.Join(n.cfg.SysfsRoot, "class", "block", d.Name, "holders"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return true
+	}
+	return len(holders) > 0
+}

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"srvlab.io/rds-csi/mount"
+	"srvlab.io/rds-csi/nvme"
+)
+
+// NodePublishVolume makes a staged volume visible at the target path: a bind mount of
+// the staging mount (filesystem; read-only when asked), or a block device node with the
+// disk's major:minor (raw block) — never a bind mount from /dev, whose copies multiply
+// through mount propagation. Before publishing it checks the volume and heals it if its
+// mounts went stale. Repeats are no-ops.
+func (n *nodeService) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if err := requireVolumeID(id); err != nil {
+		return nil, err
+	}
+	if err := requirePath("target_path", req.GetTargetPath()); err != nil {
+		return nil, err
+	}
+	mode, err := parseCapability(req.GetVolumeCapability())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetStagingTargetPath() == "" {
+		return nil, status.Error(codes.InvalidArgument, "staging_target_path is missing: this driver stages volumes (STAGE_UNSTAGE_VOLUME) and publishes from the staging path")
+	}
+	release, err := n.lockVolume(id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	rec, ok := n.records.get(id)
+	switch {
+	case !ok:
+		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is not staged on this node: NodeStageVolume must succeed before NodePublishVolume", id)
+	case rec.StagingPath != filepath.Clean(req.GetStagingTargetPath()):
+		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is staged at %s, not at %s", id, rec.StagingPath, req.GetStagingTargetPath())
+	case rec.Block != mode.block:
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s is staged as %s, but the publish request asks for the other access type", id, rec.kind())
+	}
+	target := filepath.Clean(req.GetTargetPath())
+	readOnly := req.GetReadonly() || mode.readOnly
+	disk, err := n.healVolume(ctx, rec, true)
+	if err != nil {
+		return nil, nodeStatus("publish volume "+id, err)
+	}
+	rec, _ = n.records.get(id) // healing may have updated it
+	if rec.Block {
+		err = n.publishBlock(&rec, disk, target, readOnly)
+	} else {
+		err = n.publishFilesystem(ctx, &rec, disk, target, readOnly)
+	}
+	if err != nil {
+		return nil, nodeStatus("publish volume "+id+" at "+target, err)
+	}
+	if ro, ok := rec.Published[target]; !ok || ro != readOnly {
+		if rec.Published == nil {
+			rec.Published = map[string]bool{}
+		}
+		rec.Published[target] = readOnly
+		if err := n.records.put(rec); err != nil {
+			return nil, nodeStatus("publish volume "+id, err)
+		}
+	}
+	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// publishFilesystem bind-mounts the staging mount at target.
+func (n *nodeService) publishFilesystem(ctx context.Context, rec *stagingRecord, disk *nvme.Disk, target string, readOnly bool) error {
+	staged, err := mount.ByMountPoint(ctx, rec.StagingPath)
+	if err != nil {
+		return err
+	}
+	st := top(staged)
+	if st == nil {
+		return status.Errorf(codes.FailedPrecondition, "volume %s: nothing is mounted at the staging path %s; it must be staged again (NodeStageVolume)", rec.VolumeID, rec.StagingPath)
+	}
+	if entryDev(st) != diskDev(disk) {
+		return status.Errorf(codes.Unavailable, "volume %s: the staging mount is on device %d:%d but the volume's disk is %s (%d:%d); the node plugin is replacing the stale mount, retry shortly",
+			rec.VolumeID, st.Major, st.Minor, disk.Name, disk.Major, disk.Minor)
+	}
+	published, err := mount.ByMountPoint(ctx, target)
+	if err != nil {
+		return err
+	}
+	if t := top(published); t != nil {
+		switch {
+		case entryDev(t) != diskDev(disk) || t.Root != st.Root:
+			return status.Errorf(codes.FailedPrecondition, "target %s already has another filesystem mounted (device %d:%d, %s); unpublish whatever uses it first",
+				target, t.Major, t.Minor, t.Source)
+		case hasOption(t.Options, "ro") != readOnly:
+			return status.Errorf(codes.AlreadyExists, "volume %s is already published at %s with read-only=%v; unpublish it before publishing it with read-only=%v",
+				rec.VolumeID, target, !readOnly, readOnly)
+		}
+		return nil // already published
+	}
+	if err := ensureDir(target); err != nil {
+		return status.Errorf(codes.FailedPrecondition, "publish target: %v", err)
+	}
+	if err := n.storm.Bind(ctx, rec.StagingPath, target, readOnly); err != nil {
+		return err
+	}
+	n.log.Info("published", "volume_id", rec.VolumeID, "target", target, "read_only", readOnly)
+	return nil
+}
+
+// publishBlock creates the block device node at target. A node left for the volume's
+// previous device (before a reconnect renamed the disk) is replaced; anything else at
+// target is refused by MakeBlockNode.
+func (n *nodeService) publishBlock(rec *stagingRecord, disk *nvme.Disk, target string, readOnly bool) error {
+	var st unix.Stat_t
+	if err := unix.Lstat(target, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
+		cur := devNum{unix.Major(st.Rdev), unix.Minor(st.Rdev)}
+		if cur != diskDev(disk) && cur == rec.dev() {
+			if err := unix.Unlink(target); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("remove the stale device node %s: %w", target, err)
+			}
+		}
+	}
+	if err := mount.MakeBlockNode(target, disk.Major, disk.Minor, readOnly); err != nil {
+		return status.Errorf(codes.FailedPrecondition, "%v", err)
+	}
+	n.log.Info("published", "volume_id", rec.VolumeID, "target", target, "device", fmt.Sprintf("%d:%d", disk.Major, disk.Minor), "read_only", readOnly)
+	return nil
+}

@@ -1,0 +1,221 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"srvlab.io/rds-csi/mount"
+	"srvlab.io/rds-csi/nvme"
+)
+
+// NodeStageVolume connects the volume over NVMe/TCP, records it, and for filesystem
+// volumes formats a provably blank disk and mounts it at the staging path. For raw block
+// volumes nothing at all is put in the staging path.
+func (n *nodeService) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if err := requireVolumeID(id); err != nil {
+		return nil, err
+	}
+	if err := requirePath("staging_target_path", req.GetStagingTargetPath()); err != nil {
+		return nil, err
+	}
+	mode, err := parseCapability(req.GetVolumeCapability())
+	if err != nil {
+		return nil, err
+	}
+	t, o, err := parseVolumeContext(req.GetVolumeContext(), n.guard)
+	if err != nil {
+		return nil, err
+	}
+	release, err := n.lockVolume(id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	rec := newStagingRecord(id, req.GetStagingTargetPath(), t, o, mode)
+	if old, ok := n.records.get(id); ok {
+		if !old.sameVolume(rec) {
+			return nil, status.Errorf(codes.AlreadyExists,
+				"volume %s is already staged at %s as %s (NQN %s); unstage it before staging it at %s as %s",
+				id, old.StagingPath, old.kind(), old.NQN, rec.StagingPath, rec.kind())
+		}
+		rec.Published, rec.Healing, rec.Major, rec.Minor, rec.BootID = old.Published, old.Healing, old.Major, old.Minor, old.BootID
+	}
+	if err := n.breaker.allow(id); err != nil {
+		return nil, err
+	}
+	if err := n.stage(ctx, &rec); err != nil {
+		err = nodeStatus("stage volume "+id, err)
+		n.breaker.failure(id, err)
+		return nil, err
+	}
+	n.breaker.success(id)
+	n.heals.Delete(id)
+	return &csi.NodeStageVolumeResponse{}, nil
+}
+
+// stage does the work of NodeStageVolume; the caller holds the volume lock.
+func (n *nodeService) stage(ctx context.Context, rec *stagingRecord) error {
+	disk, err := n.connect(ctx, rec)
+	if err != nil {
+		return err
+	}
+	if rec.Block {
+		return nil
+	}
+	return n.mountStaging(ctx, rec, disk)
+}
+
+// connect attaches the volume and records it before anything is mounted, so a crash or a
+// sweep never finds a connected volume without its claim. A record from an earlier boot
+// becomes this boot's: its old device number means nothing now.
+func (n *nodeService) connect(ctx context.Context, rec *stagingRecord) (*nvme.Disk, error) {
+	n.sweepMu.RLock()
+	defer n.sweepMu.RUnlock()
+	disk, err := n.att.Connect(ctx, rec.target(), rec.options())
+	if err != nil {
+		return nil, err
+	}
+	if rec.BootID != n.bootID {
+		rec.BootID, rec.Major, rec.Minor, rec.Healing = n.bootID, disk.Major, disk.Minor, false
+	}
+	if rec.Block || rec.Major == 0 {
+		rec.Major, rec.Minor = disk.Major, disk.Minor
+	}
+	if err := n.records.put(*rec); err != nil {
+		return nil, err
+	}
+	return disk, nil
+}
+
+// mountStaging makes the staging path hold the volume's filesystem from disk. Already
+// mounted from disk: nothing to do (no second mount, no check of a mounted filesystem).
+// Mounted from the volume's previous device (the controller was lost and came back with
+// new names): the stale mounts are replaced, publish bind mounts included.
+func (n *nodeService) mountStaging(ctx context.Context, rec *stagingRecord, disk *nvme.Disk) error {
+	entries, err := mount.ByMountPoint(ctx, rec.StagingPath)
+	if err != nil {
+		return err
+	}
+	if t := top(entries); t != nil {
+		switch {
+		case entryDev(t) == diskDev(disk) && (rec.ReadOnly || !mountReadOnly(t)) && !rec.Healing:
+			return nil
+		case entryDev(t) == diskDev(disk) || entryDev(t) == rec.dev() || rec.Healing:
+			return n.replaceMounts(ctx, rec, disk, "stage found the staging mount stale or read-only")
+		default:
+			return status.Errorf(codes.FailedPrecondition,
+				"staging path %s already has device %d:%d mounted (%s), which is not volume %s's disk %s (%d:%d) nor its previous one; unmount it by hand if it is stale",
+				rec.StagingPath, t.Major, t.Minor, t.Source, rec.VolumeID, disk.DevPath, disk.Major, disk.Minor)
+		}
+	}
+	if rec.Healing {
+		// A heal had unmounted the stale mounts when it was interrupted: finish it.
+		return n.replaceMounts(ctx, rec, disk, "stage found an interrupted heal")
+	}
+	if err := os.MkdirAll(rec.StagingPath, 0o750); err != nil {
+		return fmt.Errorf("create the staging path: %w", err)
+	}
+	if err := n.prepareFilesystem(ctx, rec, disk, true); err != nil {
+		return err
+	}
+	if err := n.mountDisk(ctx, rec, disk); err != nil {
+		return err
+	}
+	if rec.dev() != diskDev(disk) {
+		rec.Major, rec.Minor = disk.Major, disk.Minor
+		return n.records.put(*rec)
+	}
+	return nil
+}
+
+// prepareFilesystem makes sure disk holds the volume's filesystem and that it may be
+// mounted: a positively blank disk is formatted (when mayFormat), a known filesystem of
+// the right type is checked (ext: e2fsck -p, which also replays the journal), and
+// anything else fails with nothing written. A probe that cannot read the disk is never
+// taken for "blank".
+func (n *nodeService) prepareFilesystem(ctx context.Context, rec *stagingRecord, disk *nvme.Disk, mayFormat bool) error {
+	p, err := n.fs.probe(ctx, disk.DevPath)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "volume %s: cannot read disk %s to see what it holds, so it is neither formatted nor mounted: %v; this is retried, check the NVMe/TCP path if it persists",
+			rec.VolumeID, disk.DevPath, err)
+	}
+	switch p.Kind {
+	case mount.KindBlank:
+		if !mayFormat {
+			return status.Errorf(codes.FailedPrecondition, "volume %s: disk %s reads as blank (%s) after a reconnect, but the volume held a %s filesystem; refusing to format it: check the volume on the RDS",
+				rec.VolumeID, disk.DevPath, p.Detail, rec.FSType)
+		}
+		if rec.ReadOnly {
+			return status.Errorf(codes.FailedPrecondition, "volume %s is blank and its access mode is read-only, so it cannot be formatted; stage it read-write once first", rec.VolumeID)
+		}
+		if err := n.fs.format(ctx, disk.DevPath, rec.FSType); err != nil {
+			return fmt.Errorf("format %s as %s: %w", disk.DevPath, rec.FSType, err)
+		}
+		n.log.Info("formatted a blank volume", "volume_id", rec.VolumeID, "device", disk.DevPath, "fstype", rec.FSType)
+		return nil
+	case mount.KindExt4, mount.KindExt3, mount.KindExt2:
+		if rec.FSType != "ext4" {
+			return fsMismatch(rec, disk, p)
+		}
+		if rec.ReadOnly {
+			return nil // a read-only access mode must not write, and e2fsck -p writes
+		}
+		if err := n.fs.repair(ctx, disk.DevPath, "ext4"); err != nil {
+			if errors.Is(err, mount.ErrNeedsRepair) {
+				return status.Errorf(codes.FailedPrecondition, "volume %s needs a filesystem repair before it can be mounted: %v", rec.VolumeID, err)
+			}
+			return err
+		}
+		return nil
+	case mount.KindXFS:
+		// No xfs_repair here: a read-only check walks all metadata (minutes on a large
+		// volume); the mount replays the log and the kernel verifies what it reads,
+		// answering EUCLEAN for a filesystem that needs repair.
+		if rec.FSType != "xfs" {
+			return fsMismatch(rec, disk, p)
+		}
+		return nil
+	default:
+		return status.Errorf(codes.FailedPrecondition,
+			"volume %s: disk %s holds %s (%s), not a %s filesystem; refusing to format or mount it, nothing was written. If the data is disposable, wipe the volume and retry",
+			rec.VolumeID, disk.DevPath, p.Kind, p.Detail, rec.FSType)
+	}
+}
+
+func fsMismatch(rec *stagingRecord, disk *nvme.Disk, p mount.ProbeResult) error {
+	return status.Errorf(codes.FailedPrecondition,
+		"volume %s: disk %s holds a %s filesystem (%s) but the volume capability asks for %s; nothing was changed: use fsType %s for this volume",
+		rec.VolumeID, disk.DevPath, p.Kind, p.Detail, rec.FSType, fsFamily(p.Kind))
+}
+
+// fsFamily is the fsType that mounts a probed filesystem.
+func fsFamily(k mount.Kind) string {
+	if k == mount.KindXFS {
+		return "xfs"
+	}
+	return "ext4"
+}
+
+// mountDisk mounts disk's filesystem at the staging path with the recorded options.
+func (n *nodeService) mountDisk(ctx context.Context, rec *stagingRecord, disk *nvme.Disk) error {
+	flags := rec.MountFlags
+	if rec.ReadOnly {
+		flags = append(flags[:len(flags):len(flags)], "ro")
+	}
+	opts, err := mount.ParseOptions(rec.FSType, flags)
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "mount options %q: %v", flags, err)
+	}
+	if err := n.storm.Mount(ctx, disk.DevPath, rec.StagingPath, rec.FSType, opts); err != nil {
+		return err
+	}
+	n.log.Info("staged", "volume_id", rec.VolumeID, "device", disk.DevPath, "staging_path", rec.StagingPath, "fstype", rec.FSType)
+	return nil
+}

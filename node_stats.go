@@ -1,0 +1,82 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"srvlab.io/rds-csi/mount"
+)
+
+// NodeGetVolumeStats reports capacity and inodes of a filesystem volume (statfs) or the
+// size of a block volume. It also looks at the volume's health and wakes the healing
+// watcher when something is wrong.
+func (n *nodeService) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
+	id := req.GetVolumeId()
+	if err := requireVolumeID(id); err != nil {
+		return nil, err
+	}
+	if req.GetVolumePath() == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume_path is missing")
+	}
+	rec, ok := n.records.get(id)
+	if !ok {
+		return nil, status.Errorf(codes.NotFound, "volume %s is not staged on this node", id)
+	}
+	path, err := n.volumePath(ctx, rec, req.GetVolumePath())
+	if err != nil {
+		return nil, err
+	}
+	if statuses, err := n.conditions(ctx, rec); err == nil && len(statuses) > 0 {
+		n.requestHeal()
+	}
+	if rec.Block {
+		disk, err := n.att.Resolve(rec.NQN, rec.NSID)
+		if err != nil {
+			return nil, nodeStatus("volume stats of "+id, err)
+		}
+		return &csi.NodeGetVolumeStatsResponse{Usage: []*csi.VolumeUsage{{Unit: csi.VolumeUsage_BYTES, Total: disk.SizeBytes}}}, nil
+	}
+	s, err := mount.StatContext(ctx, path)
+	if err != nil {
+		return nil, nodeStatus("volume stats of "+id, err)
+	}
+	return &csi.NodeGetVolumeStatsResponse{Usage: []*csi.VolumeUsage{
+		{Unit: csi.VolumeUsage_BYTES, Total: s.TotalBytes, Available: s.AvailableBytes, Used: s.UsedBytes},
+		{Unit: csi.VolumeUsage_INODES, Total: s.TotalInodes, Available: s.FreeInodes, Used: s.UsedInodes},
+	}}, nil
+}
+
+// volumePath checks that path is where the volume is staged or published on this node,
+// and answers NotFound otherwise (as the CSI spec asks).
+func (n *nodeService) volumePath(ctx context.Context, rec stagingRecord, path string) (string, error) {
+	notFound := status.Errorf(codes.NotFound, "volume %s is neither staged nor published at %q on this node", rec.VolumeID, path)
+	if !filepath.IsAbs(path) {
+		return "", notFound
+	}
+	path = filepath.Clean(path)
+	if _, err := os.Lstat(path); errors.Is(err, os.ErrNotExist) {
+		return "", notFound
+	} else if err != nil {
+		return "", nodeStatus("volume path "+path, err)
+	}
+	if _, published := rec.Published[path]; published || path == rec.StagingPath {
+		return path, nil
+	}
+	if rec.Block {
+		return "", notFound
+	}
+	entries, err := mount.ByMountPoint(ctx, path)
+	if err != nil {
+		return "", nodeStatus("volume path "+path, err)
+	}
+	if t := top(entries); t != nil && entryDev(t) == rec.dev() {
+		return path, nil
+	}
+	return "", notFound
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"srvlab.io/rds-csi/mount"
+)
+
+// NodeUnstageVolume undoes NodeStageVolume: it refuses while the volume is still
+// published (naming the targets), unmounts the staging path, disconnects the volume
+// (nvme verifies in sysfs that it is gone) and only then forgets it. Idempotent.
+func (n *nodeService) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
+	id := req.GetVolumeId()
+	if err := requireVolumeID(id); err != nil {
+		return nil, err
+	}
+	if err := requirePath("staging_target_path", req.GetStagingTargetPath()); err != nil {
+		return nil, err
+	}
+	release, err := n.lockVolume(id)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	staging := filepath.Clean(req.GetStagingTargetPath())
+	rec, ok := n.records.get(id)
+	if ok && rec.StagingPath != staging {
+		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is staged at %s, not at %s", id, rec.StagingPath, staging)
+	}
+	users, err := n.publishUsers(ctx, rec, ok, staging)
+	if err != nil {
+		return nil, nodeStatus("unstage volume "+id, err)
+	}
+	if len(users) > 0 {
+		return nil, status.Errorf(codes.FailedPrecondition,
+			"volume %s is still published at %s: unpublish it there first (NodeUnpublishVolume); unstaging now would pull the disk from under them",
+			id, strings.Join(users, ", "))
+	}
+	if err := mount.UnmountAll(ctx, staging); err != nil {
+		return nil, nodeStatus("unstage volume "+id, err)
+	}
+	if !ok {
+		// Nothing recorded: nothing of ours to disconnect. A connection left by a lost
+		// record is found by the start-up sweep.
+		return &csi.NodeUnstageVolumeResponse{}, nil
+	}
+	if n.nqnSharedWith(rec) == "" {
+		if err := n.att.Disconnect(ctx, rec.NQN); err != nil {
+			return nil, nodeStatus("unstage volume "+id+": disconnect "+rec.NQN, err)
+		}
+	}
+	if err := n.records.remove(id); err != nil {
+		return nil, nodeStatus("unstage volume "+id, err)
+	}
+	n.m.volumeNVMeState.DeleteLabelValues(id)
+	n.heals.Delete(id)
+	n.log.Info("unstaged", "volume_id", id, "nqn", rec.NQN)
+	return &csi.NodeUnstageVolumeResponse{}, nil
+}
+
+// publishUsers lists what still uses the staged volume: every mount of the staging
+// mount's device other than the staging path itself, and for block volumes every
+// recorded publish node that still exists.
+func (n *nodeService) publishUsers(ctx context.Context, rec stagingRecord, recorded bool, staging string) ([]string, error) {
+	var users []string
+	if recorded && rec.Block {
+		for _, path := range rec.publishTargets() {
+			var st unix.Stat_t
+			if unix.Lstat(path, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
+				users = append(users, path)
+			}
+		}
+		return users, nil
+	}
+	entries, err := mount.ByMountPoint(ctx, staging)
+	if err != nil {
+		return nil, err
+	}
+	var devs []devNum
+	for _, e := range entries {
+		devs = append(devs, entryDev(e))
+	}
+	// The recorded device too: publish mounts outlive a staging mount someone removed by
+	// hand, and a disconnect under them would hang. Device numbers of an earlier boot
+	// may belong to another disk now, so only this boot's count.
+	if recorded && rec.BootID == n.bootID && rec.Major != 0 {
+		devs = append(devs, rec.dev())
+	}
+	seen := map[string]bool{staging: true}
+	for _, d := range devs {
+		mounts, err := mount.BySource(ctx, d.major, d.minor)
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range mounts {
+			if !seen[m.Mountpoint] {
+				seen[m.Mountpoint] = true
+				users = append(users, m.Mountpoint)
+			}
+		}
+	}
+	return users, nil
+}
+
+// nqnSharedWith returns another staged volume using the same NQN, or "": its connection
+// must stay.
+func (n *nodeService) nqnSharedWith(rec stagingRecord) string {
+	for _, o := range n.records.all() {
+		if o.VolumeID != rec.VolumeID && o.NQN == rec.NQN {
+			return o.VolumeID
+		}
+	}
+	return ""
+}

@@ -1,0 +1,242 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"srvlab.io/rds-csi/nvme"
+)
+
+// stagingRecordVersion is bumped when the record's meaning changes incompatibly.
+const stagingRecordVersion = 1
+
+// stagingRecord is what the node remembers about a staged volume, in
+// <StateDir>/volumes/<volume-id>.json: enough to find its disk again after the kernel
+// renamed it (NQN and nsid, never a device name), to reconnect it, and to restore its
+// mounts. It is never written into the staging path: for block volumes that path must
+// hold nothing kubelet can see.
+type stagingRecord struct {
+	Version     int           `json:"version"`
+	VolumeID    string        `json:"volumeId"`
+	NQN         string        `json:"nqn"`
+	NSID        int           `json:"nsid"`
+	Address     string        `json:"address"`
+	Port        int           `json:"port"`
+	Options     recordOptions `json:"options"`
+	StagingPath string        `json:"stagingPath"`
+	Block       bool          `json:"block"`
+	FSType      string        `json:"fsType,omitempty"`
+	MountFlags  []string      `json:"mountFlags,omitempty"`
+	ReadOnly    bool          `json:"readOnly,omitempty"`
+	// BootID is the kernel boot the volume was connected in. A record from an earlier
+	// boot describes no connection or mount that still exists, so nothing is healed from
+	// it: kubelet stages the volume again (refreshing it) or unstages it.
+	BootID string `json:"bootId"`
+	// Major and Minor are the disk the volume was last mounted or published from: the
+	// proof that a mount found later on another device number is this volume's stale one.
+	Major uint32 `json:"major"`
+	Minor uint32 `json:"minor"`
+	// Published maps each publish target to whether it is read-only.
+	Published map[string]bool `json:"published,omitempty"`
+	// Healing is set while the node replaces stale mounts (between unmounting them and
+	// mounting the new disk), so a restart mid-way finishes the job.
+	Healing bool `json:"healing,omitempty"`
+}
+
+// recordOptions are the connect options from the volume context, nil when not given.
+type recordOptions struct {
+	CtrlLossTmo    *int `json:"ctrlLossTmo,omitempty"`
+	ReconnectDelay *int `json:"reconnectDelay,omitempty"`
+	KeepAliveTmo   *int `json:"keepAliveTmo,omitempty"`
+	FastIOFailTmo  *int `json:"fastIoFailTmo,omitempty"`
+	NrIOQueues     *int `json:"nrIoQueues,omitempty"`
+	QueueSize      *int `json:"queueSize,omitempty"`
+}
+
+func newStagingRecord(id, stagingPath string, t nvme.Target, o nvme.Options, m volumeMode) stagingRecord {
+	return stagingRecord{
+		Version: stagingRecordVersion, VolumeID: id, NQN: t.NQN, NSID: t.NSID, Address: t.Address, Port: t.Port,
+		Options: recordOptions(o), StagingPath: filepath.Clean(stagingPath), Block: m.block,
+		FSType: m.fsType, MountFlags: m.mountFlags, ReadOnly: m.readOnly,
+	}
+}
+
+func (r *stagingRecord) target() nvme.Target {
+	return nvme.Target{Address: r.Address, Port: r.Port, NQN: r.NQN, NSID: r.NSID}
+}
+
+func (r *stagingRecord) options() nvme.Options { return nvme.Options(r.Options) }
+
+// sameVolume reports whether a new stage request describes the staged volume: same
+// connection, same path and same kind of volume.
+func (r *stagingRecord) sameVolume(o stagingRecord) bool {
+	return r.NQN == o.NQN && r.NSID == o.NSID && r.StagingPath == o.StagingPath && r.Block == o.Block &&
+		(r.Block || r.FSType == o.FSType)
+}
+
+func (r *stagingRecord) kind() string {
+	if r.Block {
+		return "a raw block volume"
+	}
+	return "a " + r.FSType + " filesystem"
+}
+
+// clone returns a deep copy, so callers can change it without touching the store's.
+func (r stagingRecord) clone() stagingRecord {
+	r.MountFlags = slices.Clone(r.MountFlags)
+	r.Published = maps.Clone(r.Published)
+	return r
+}
+
+// publishTargets returns the publish targets in a stable order.
+func (r *stagingRecord) publishTargets() []string {
+	return slices.Sorted(maps.Keys(r.Published))
+}
+
+// recordStore keeps the staging records in memory and on disk. Writes are atomic
+// (temporary file, fsync, rename, fsync of the directory), so a crash leaves the old
+// record or the new one, never half of one.
+type recordStore struct {
+	dir  string
+	mu   sync.Mutex
+	recs map[string]stagingRecord
+}
+
+// openRecordStore loads every record in <stateDir>/volumes. An unreadable record is
+// reported and left on disk for a human to look at; it does not stop the node.
+func openRecordStore(stateDir string) (*recordStore, []error, error) {
+	dir := filepath.Join(stateDir, "volumes")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, nil, fmt.Errorf("create the node state directory %s: %w (set --state-dir to a writable host directory)", dir, err)
+	}
+	s := &recordStore{dir: dir, recs: map[string]stagingRecord{}}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read the node state directory %s: %w", dir, err)
+	}
+	var bad []error
+	for _, e := range entries {
+		name := e.Name()
+		if !strings.HasSuffix(name, ".json") || strings.HasPrefix(name, ".") {
+			continue
+		}
+		raw, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			bad = append(bad, fmt.Errorf("staging record %s: %w", name, err))
+			continue
+		}
+		var r stagingRecord
+		if err := json.Unmarshal(raw, &r); err != nil || r.VolumeID+".json" != name || r.Version != stagingRecordVersion {
+			bad = append(bad, fmt.Errorf("staging record %s is unreadable or of another version (%v); it is ignored: remove it once the volume is unstaged", name, err))
+			continue
+		}
+		s.recs[r.VolumeID] = r
+	}
+	return s, bad, nil
+}
+
+func (s *recordStore) get(id string) (stagingRecord, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.recs[id]
+	return r.clone(), ok
+}
+
+func (s *recordStore) all() []stagingRecord {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]stagingRecord, 0, len(s.recs))
+	for _, id := range slices.Sorted(maps.Keys(s.recs)) {
+		out = append(out, s.recs[id].clone())
+	}
+	return out
+}
+
+// put writes r to disk, then to memory.
+func (s *recordStore) put(r stagingRecord) error {
+	if err := validVolumeIDForFile(r.VolumeID); err != nil {
+		return err
+	}
+	r.Version = stagingRecordVersion
+	raw, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(s.dir, r.VolumeID+".json"), raw); err != nil {
+		return fmt.Errorf("write the staging record of %s: %w", r.VolumeID, err)
+	}
+	s.mu.Lock()
+	s.recs[r.VolumeID] = r.clone()
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *recordStore) remove(id string) error {
+	if err := validVolumeIDForFile(id); err != nil {
+		return err
+	}
+	err := os.Remove(filepath.Join(s.dir, id+".json"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove the staging record of %s: %w", id, err)
+	}
+	if err := syncDir(s.dir); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.recs, id)
+	s.mu.Unlock()
+	return nil
+}
+
+// validVolumeIDForFile keeps a volume ID usable as one file name. Our IDs are PV names
+// (pvc-<uuid>); anything with a path separator or a leading dot could escape the
+// directory or hide the record.
+func validVolumeIDForFile(id string) error {
+	if id == "" || len(id) > 128 || strings.HasPrefix(id, ".") || strings.ContainsAny(id, "/\x00") {
+		return fmt.Errorf("volume ID %q cannot be recorded: it must be 1-128 bytes without '/' or a leading '.'", id)
+	}
+	return nil
+}
+
+// writeFileAtomic replaces path with data: a temporary file in the same directory,
+// fsync, rename over path, fsync of the directory.
+func writeFileAtomic(path string, data []byte) error {
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename there is nothing left to remove
+	if _, err = tmp.Write(data); err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	return syncDir(dir)
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}
