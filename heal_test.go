@@ -1,0 +1,56 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"srvlab.io/rds-csi/mount"
+	"srvlab.io/rds-csi/nvme"
+)
+
+func TestHealPlan(t *testing.T) {
+	fsRec := stagingRecord{VolumeID: "pvc-1", FSType: "ext4", StagingPath: "/staging", Major: 259, Minor: 1}
+	blockRec := stagingRecord{VolumeID: "pvc-2", Block: true, Major: 259, Minor: 1, Published: map[string]bool{"/pods/a/dev": false}}
+	oldDisk := &nvme.Disk{Name: "nvme1n1", Major: 259, Minor: 1}
+	newDisk := &nvme.Disk{Name: "nvme1n2", Major: 259, Minor: 4}
+	mounted := func(major, minor int, opts, vfs string) *mount.Entry {
+		return &mount.Entry{Major: major, Minor: minor, Mountpoint: "/staging", Options: opts, VFSOptions: vfs}
+	}
+	healing := fsRec
+	healing.Healing = true
+	readOnlyRec := fsRec
+	readOnlyRec.ReadOnly = true
+	unpublished := blockRec
+	unpublished.Published = nil
+	for _, tc := range []struct {
+		name               string
+		rec                stagingRecord
+		facts              healFacts
+		reconnect, replace bool
+		reason             string
+	}{
+		{"healthy", fsRec, healFacts{currentBoot: true, disk: oldDisk, staging: mounted(259, 1, "rw", "rw")}, false, false, ""},
+		{"earlier boot", fsRec, healFacts{lost: true, staging: mounted(259, 1, "rw", "rw"), demand: true}, false, false, "before the node last booted"},
+		{"lost under a mount", fsRec, healFacts{currentBoot: true, lost: true, staging: mounted(259, 1, "rw", "rw")}, true, true, "controller was lost"},
+		{"lost, nothing mounted", fsRec, healFacts{currentBoot: true, lost: true}, false, false, "not in use"},
+		{"lost, publish asks", fsRec, healFacts{currentBoot: true, lost: true, demand: true}, true, false, "controller was lost"},
+		{"new names under a stale mount", fsRec, healFacts{currentBoot: true, disk: newDisk, staging: mounted(259, 1, "rw", "rw")}, false, true, "previous device 259:1"},
+		{"someone else's mount", fsRec, healFacts{currentBoot: true, disk: newDisk, staging: mounted(8, 1, "rw", "rw")}, false, false, "not this volume's"},
+		{"went read-only", fsRec, healFacts{currentBoot: true, disk: oldDisk, staging: mounted(259, 1, "rw", "ro")}, false, true, "read-only"},
+		{"read-only by request", readOnlyRec, healFacts{currentBoot: true, disk: oldDisk, staging: mounted(259, 1, "ro", "ro")}, false, false, ""},
+		{"interrupted heal", healing, healFacts{currentBoot: true, disk: newDisk}, false, true, "interrupted"},
+		{"interrupted heal, lost again", healing, healFacts{currentBoot: true, lost: true}, true, true, "controller was lost"},
+		{"disk not there yet", fsRec, healFacts{currentBoot: true, staging: mounted(259, 1, "rw", "rw")}, false, false, "not resolvable"},
+		{"block lost while published", blockRec, healFacts{currentBoot: true, lost: true}, true, true, "controller was lost"},
+		{"block lost, unpublished", unpublished, healFacts{currentBoot: true, lost: true}, false, false, "not in use"},
+		{"block stale node", blockRec, healFacts{currentBoot: true, disk: newDisk, staleNodes: true}, false, true, "previous device"},
+		{"block healthy", blockRec, healFacts{currentBoot: true, disk: oldDisk}, false, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := planHeal(tc.rec, tc.facts)
+			if p.reconnect != tc.reconnect || p.replace != tc.replace || !strings.Contains(p.reason, tc.reason) {
+				t.Fatalf("plan %+v, want reconnect=%v replace=%v reason containing %q", p, tc.reconnect, tc.replace, tc.reason)
+			}
+		})
+	}
+}

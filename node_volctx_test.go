@@ -1,0 +1,81 @@
+package main
+
+import (
+	"strings"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"srvlab.io/rds-csi/nvme"
+)
+
+const testPrefix = "nqn.2000-02.com.mikrotik:pvc-"
+
+func testGuard(t testing.TB) *nvme.Guard {
+	t.Helper()
+	g, err := nvme.NewGuard(testPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+func TestNodeVolumeContext(t *testing.T) {
+	base := func(kv ...string) map[string]string {
+		m := map[string]string{ctxNQN: testPrefix + "1", ctxAddress: "10.0.0.5"}
+		for i := 0; i < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
+	intp := func(v int) *int { return &v }
+	for _, tc := range []struct {
+		name     string
+		vc       map[string]string
+		code     codes.Code
+		msg      string // part of the error message
+		port     int
+		ctrlLoss *int
+		queue    *int
+	}{
+		{name: "defaults", vc: base(), port: 4420},
+		{name: "earlier driver's PV", vc: base(ctxPort, "4421", ctxCtrlLossTmo, "-1", ctxReconnectDelay, "5", ctxKeepAliveTmo, "10", "volumePath", "/storage-pool/metal-csi", "migrationTimeoutSeconds", "300"),
+			port: 4421, ctrlLoss: intp(-1)},
+		{name: "all options", vc: base(ctxFastIOFailTmo, "-1", ctxNrIOQueues, "2", ctxQueueSize, "128"), port: 4420, queue: intp(128)},
+		{name: "blank option means default", vc: base(ctxCtrlLossTmo, " "), port: 4420},
+		{name: "no nqn", vc: map[string]string{ctxAddress: "10.0.0.5"}, code: codes.InvalidArgument, msg: `no "nqn"`},
+		{name: "nqn outside the prefix", vc: base(ctxNQN, "nqn.2024-01.io.nixos:var"), code: codes.FailedPrecondition, msg: `"nqn.2024-01.io.nixos:var" is outside this node's managed NQN prefix "` + testPrefix + `"`},
+		{name: "no address", vc: map[string]string{ctxNQN: testPrefix + "1"}, code: codes.InvalidArgument, msg: "nvmeAddress"},
+		{name: "host name", vc: base(ctxAddress, "rds.lan"), code: codes.InvalidArgument, msg: "not an IP address"},
+		{name: "port text", vc: base(ctxPort, "nvme"), code: codes.InvalidArgument, msg: "nvmePort=\"nvme\" is not an integer"},
+		{name: "port range", vc: base(ctxPort, "0"), code: codes.InvalidArgument, msg: "between 1 and 65535"},
+		{name: "ctrl_loss below -1", vc: base(ctxCtrlLossTmo, "-2"), code: codes.InvalidArgument, msg: "ctrlLossTmo=-2 must be at least -1"},
+		{name: "reconnect 0", vc: base(ctxReconnectDelay, "0"), code: codes.InvalidArgument, msg: "reconnectDelay=0"},
+		{name: "keep-alive 0", vc: base(ctxKeepAliveTmo, "0"), code: codes.InvalidArgument, msg: "keepAliveTmo=0"},
+		{name: "queue size", vc: base(ctxQueueSize, "2048"), code: codes.InvalidArgument, msg: "between 16 and 1024"},
+		{name: "comma injection", vc: base(ctxCtrlLossTmo, "5,nqn=x"), code: codes.InvalidArgument, msg: "not an integer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tgt, o, err := parseVolumeContext(tc.vc, testGuard(t))
+			if status.Code(err) != tc.code {
+				t.Fatalf("code %v (%v), want %v", status.Code(err), err, tc.code)
+			}
+			if err != nil {
+				if !strings.Contains(err.Error(), tc.msg) {
+					t.Fatalf("message %q lacks %q", err, tc.msg)
+				}
+				return
+			}
+			if tgt.Port != tc.port || tgt.NSID != 1 || tgt.NQN != tc.vc[ctxNQN] || tgt.Address != tc.vc[ctxAddress] {
+				t.Fatalf("target %+v", tgt)
+			}
+			if (o.CtrlLossTmo == nil) != (tc.ctrlLoss == nil) || (o.CtrlLossTmo != nil && *o.CtrlLossTmo != *tc.ctrlLoss) {
+				t.Fatalf("ctrl_loss_tmo %v, want %v", o.CtrlLossTmo, tc.ctrlLoss)
+			}
+			if (o.QueueSize == nil) != (tc.queue == nil) || (o.QueueSize != nil && *o.QueueSize != *tc.queue) {
+				t.Fatalf("queue_size %v, want %v", o.QueueSize, tc.queue)
+			}
+		})
+	}
+}
