@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"srvlab.io/rds-csi/routeros"
@@ -184,4 +186,42 @@ func wantCode(t testing.TB, err error, code codes.Code, parts ...string) {
 			t.Errorf("message %q does not mention %q", status.Convert(err).Message(), p)
 		}
 	}
+}
+
+// serve serves the controller (with the driver's interceptor), identity and, when given, a
+// node service on a unix socket until the test ends, and returns the socket's address.
+func (e *ctrlEnv) serve(node csi.NodeServer) string {
+	e.t.Helper()
+	dir, err := os.MkdirTemp("", "rdscsi") // short: unix socket paths are limited to 108 bytes
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	sock := dir + "/csi.sock"
+	srv := grpc.NewServer(grpc.UnaryInterceptor(rpcInterceptor(discardLog, e.m)))
+	csi.RegisterControllerServer(srv, e.c)
+	csi.RegisterIdentityServer(srv, &identityService{name: defaultDriverName, version: "test", controller: e.c, onlineExpansion: true})
+	if node != nil {
+		csi.RegisterNodeServer(srv, node)
+	}
+	lis, err := net.Listen("unix", sock)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(lis) }()
+	e.t.Cleanup(func() {
+		srv.Stop()
+		os.RemoveAll(dir)
+	})
+	return "unix://" + sock
+}
+
+// dial connects a CSI client to an address from serve.
+func dial(t testing.TB, addr string) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
