@@ -5,8 +5,6 @@ import (
 	"errors"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"srvlab.io/rds-csi/routeros"
 )
@@ -22,9 +20,6 @@ func (c *controllerService) ControllerExpandVolume(ctx context.Context, req *csi
 	case cr.GetRequiredBytes() <= 0 && cr.GetLimitBytes() <= 0:
 		return nil, required("capacity_range with required_bytes", "ControllerExpandVolume")
 	}
-	if !isVolumeID(id) {
-		return nil, status.Errorf(codes.NotFound, "volume %s does not exist: it is not a volume ID this driver makes", id)
-	}
 	size, err := volumeSize(cr, 0)
 	if err != nil {
 		return nil, err
@@ -34,16 +29,9 @@ func (c *controllerService) ControllerExpandVolume(ctx context.Context, req *csi
 		return nil, busy(id)
 	}
 	defer release()
-
-	cur, err := c.rds.getDisk(ctx, id)
-	switch {
-	case errors.Is(err, routeros.ErrNotFound):
-		return nil, status.Errorf(codes.NotFound, "volume %s does not exist: the RDS has no disk with slot %s", id, id)
-	case err != nil:
-		return nil, c.rdsStatus("expand volume "+id, err)
-	}
-	if why := c.managedDisk(cur); why != "" {
-		return nil, status.Errorf(codes.FailedPrecondition, "volume %s cannot be expanded: %s", id, why)
+	cur, err := c.lookupVolume(ctx, id, "expand volume "+id)
+	if err != nil {
+		return nil, err
 	}
 	disk, err := c.rds.resizeDisk(ctx, id, size)
 	switch {

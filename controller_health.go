@@ -29,7 +29,7 @@ func (c *controllerService) ControllerGetVolumeHealth(ctx context.Context, req *
 	if id == "" {
 		return nil, required("volume_id", "ControllerGetVolumeHealth")
 	}
-	disk, err := c.lookupVolume(ctx, id)
+	disk, err := c.lookupVolume(ctx, id, "check the health of volume "+id)
 	if status.Code(err) == codes.NotFound && isVolumeID(id) {
 		files, ferr := c.volumeFiles(ctx, id)
 		if ferr != nil {

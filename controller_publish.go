@@ -2,14 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"srvlab.io/rds-csi/routeros"
 )
 
 // ControllerPublishVolume admits a volume to a node. Nothing changes on the RDS (the node
@@ -31,24 +28,14 @@ func (c *controllerService) ControllerPublishVolume(ctx context.Context, req *cs
 		return nil, status.Errorf(codes.InvalidArgument, "volume capability: %v", err)
 	}
 	maxNodes, _ := accessLimit(req.GetVolumeCapability().GetAccessMode().GetMode(), req.GetVolumeCapability().GetBlock() != nil)
-	if !isVolumeID(id) {
-		return nil, status.Errorf(codes.NotFound, "volume %s does not exist: it is not a volume ID this driver makes", id)
-	}
 	release, ok := c.locks.tryLock(id)
 	if !ok {
 		return nil, busy(id)
 	}
 	defer release()
-
-	disk, err := c.rds.getDisk(ctx, id)
-	switch {
-	case errors.Is(err, routeros.ErrNotFound):
-		return nil, status.Errorf(codes.NotFound, "volume %s does not exist: the RDS has no disk with slot %s", id, id)
-	case err != nil:
-		return nil, c.rdsStatus("publish volume "+id, err)
-	}
-	if why := c.managedDisk(disk); why != "" {
-		return nil, status.Errorf(codes.FailedPrecondition, "volume %s cannot be published: %s", id, why)
+	disk, err := c.lookupVolume(ctx, id, "publish volume "+id)
+	if err != nil {
+		return nil, err
 	}
 	if !disk.NVMeExport {
 		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is not exported over NVMe/TCP, so no node can attach it: on the RDS run /disk set [find slot=%q] nvme-tcp-export=yes", id, id)

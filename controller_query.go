@@ -23,7 +23,7 @@ func (c *controllerService) ValidateVolumeCapabilities(ctx context.Context, req 
 	case len(req.GetVolumeCapabilities()) == 0:
 		return nil, required("volume_capabilities", "ValidateVolumeCapabilities")
 	}
-	disk, err := c.lookupVolume(ctx, id)
+	disk, err := c.lookupVolume(ctx, id, "validate volume "+id)
 	if err != nil {
 		return nil, err
 	}
@@ -49,8 +49,10 @@ func (c *controllerService) ValidateVolumeCapabilities(ctx context.Context, req 
 	}}, nil
 }
 
-// lookupVolume returns the disk of a volume of this driver, or NotFound.
-func (c *controllerService) lookupVolume(ctx context.Context, id string) (*routeros.Disk, error) {
+// lookupVolume returns the disk of a volume of this driver: NotFound when there is none,
+// FailedPrecondition when the slot holds a disk this driver does not manage. `what` names
+// the operation for messages.
+func (c *controllerService) lookupVolume(ctx context.Context, id, what string) (*routeros.Disk, error) {
 	if !isVolumeID(id) {
 		return nil, status.Errorf(codes.NotFound, "volume %s does not exist: it is not a volume ID this driver makes", id)
 	}
@@ -59,10 +61,10 @@ func (c *controllerService) lookupVolume(ctx context.Context, id string) (*route
 	case errors.Is(err, routeros.ErrNotFound):
 		return nil, status.Errorf(codes.NotFound, "volume %s does not exist: the RDS has no disk with slot %s", id, id)
 	case err != nil:
-		return nil, c.rdsStatus("look up volume "+id, err)
+		return nil, c.rdsStatus(what, err)
 	}
 	if why := c.managedDisk(disk); why != "" {
-		return nil, status.Errorf(codes.NotFound, "volume %s is not a volume of this driver: %s", id, why)
+		return nil, status.Errorf(codes.FailedPrecondition, "%s: %s", what, why)
 	}
 	return disk, nil
 }
@@ -72,7 +74,7 @@ func (c *controllerService) ControllerGetVolume(ctx context.Context, req *csi.Co
 	if req.GetVolumeId() == "" {
 		return nil, required("volume_id", "ControllerGetVolume")
 	}
-	disk, err := c.lookupVolume(ctx, req.GetVolumeId())
+	disk, err := c.lookupVolume(ctx, req.GetVolumeId(), "look up volume "+req.GetVolumeId())
 	if err != nil {
 		return nil, err
 	}
