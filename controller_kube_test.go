@@ -85,15 +85,21 @@ func (k *fakeKube) addNode(name, nodeID string) {
 	k.csiNodes[name] = nodeID
 }
 
-// api returns the reader, configured through a kubeconfig file as --kubeconfig would.
-func (k *fakeKube) api(t testing.TB) *kubeAPI {
+// kubeconfigFile writes a kubeconfig for the server, as --kubeconfig would name it.
+func (k *fakeKube) kubeconfigFile(t testing.TB) string {
 	t.Helper()
 	dir := t.TempDir()
 	path := filepath.Join(dir, "kubeconfig")
 	if err := os.WriteFile(path, []byte(fmt.Sprintf(kitKubeconfig, k.srv.URL, writeCA(t, k.srv, dir), fakeKubeToken)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	api, err := newKubeAPI(path, envOf(nil))
+	return path
+}
+
+// api returns the reader, configured through a kubeconfig file.
+func (k *fakeKube) api(t testing.TB) *kubeAPI {
+	t.Helper()
+	api, err := newKubeAPI(k.kubeconfigFile(t), envOf(nil))
 	if err != nil {
 		t.Fatal(err)
 	}
