@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"debug/elf"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// findRoot returns the module root: the nearest directory upwards holding go.mod
+// (`go run ./test/bench` runs from the root, but any directory inside works).
+func findRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory: run from the rds-csi checkout")
+		}
+		dir = parent
+	}
+}
+
+// goTool is the go command: from PATH, else the standard install location.
+func goTool() string {
+	if p, err := exec.LookPath("go"); err == nil {
+		return p
+	}
+	return "/usr/local/go/bin/go"
+}
+
+// gitVersion is what the Makefile stamps into the binary (git describe).
+func gitVersion(root string) string {
+	out, err := exec.Command("git", "-C", root, "describe", "--tags", "--always", "--dirty").Output()
+	if err != nil {
+		return "dev"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// buildBinary builds a static, stripped binary exactly as `make build` does
+// (CGO_ENABLED=0, -trimpath, -ldflags "-s -w -X main.version=…"), with extra build tags.
+func buildBinary(ctx context.Context, root, out, pkg, tags string) error {
+	args := []string{"build", "-trimpath", "-ldflags", "-s -w -X main.version=" + gitVersion(root), "-o", out}
+	if tags != "" {
+		args = append(args, "-tags", tags)
+	}
+	args = append(args, pkg)
+	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, goTool(), args...)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if raw, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go %s: %v: %s", strings.Join(args, " "), err, lastLines(string(raw), 4))
+	}
+	return nil
+}
+
+// binaries are the builds the process figures run.
+type binaries struct {
+	driver    string // the production build
+	driverErr error
+	loop      string // -tags loopnvme: the node plugin with the loop-device stand-in for NVMe/TCP
+	loopErr   error
+}
+
+func buildAll(ctx context.Context, root, dir string) binaries {
+	b := binaries{driver: filepath.Join(dir, "rds-csi"), loop: filepath.Join(dir, "rds-csi-loopnvme")}
+	b.driverErr = buildBinary(ctx, root, b.driver, ".", "")
+	b.loopErr = buildBinary(ctx, root, b.loop, ".", "loopnvme")
+	return b
+}
+
+// binaryFigure is the size of the production build.
+func binaryFigure(b binaries) figure {
+	if b.driverErr != nil {
+		return figBinary.na("build failed: %v", b.driverErr)
+	}
+	st, err := os.Stat(b.driver)
+	if err != nil {
+		return figBinary.na("%v", err)
+	}
+	static := "static"
+	if f, err := elf.Open(b.driver); err != nil {
+		static = "not ELF: " + err.Error()
+	} else {
+		for _, p := range f.Progs {
+			if p.Type == elf.PT_INTERP {
+				static = "DYNAMIC: it has an ELF interpreter"
+			}
+		}
+		f.Close()
+	}
+	return figBinary.measured(float64(st.Size())/(1<<20), "%d bytes; CGO_ENABLED=0 go build -trimpath -ldflags \"-s -w -X main.version=…\" . (%s)", st.Size(), static)
+}

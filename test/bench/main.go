@@ -1,0 +1,184 @@
+// Command bench is rds-csi's footprint-and-speed report (`make bench`, issue 10): it
+// builds the driver as `make build` does, runs it as whole processes against the RouterOS
+// simulator (and, for the node plugin, the loop-device stand-in for NVMe/TCP), runs the
+// packages' Go benchmarks, and prints one table — figure, value, target, ok/MISS — which
+// it also writes as JSON to bench/out/bench-<timestamp>.json and bench/out/latest.json.
+//
+//	go run ./test/bench          # everything but the VM figures (a few minutes)
+//	go run ./test/bench -vm      # the three real-kernel figures, in the test VM
+//
+// A figure that cannot be measured here (a missing prerequisite, a piece of the driver
+// that is not there) is shown as n/a with the reason, never as a number. The exit status
+// is 0 only when every figure was measured and met its target.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The figures and their targets (issue 10).
+var (
+	figBinary    = spec{"binary_size", "stripped static binary size", "MiB", 15}
+	figNodeRSS   = spec{"node_rss_10_staged", "node plugin RSS after start, idle, 10 staged volumes", "MiB", 15}
+	figCtrlRSS   = spec{"controller_rss_idle", "controller RSS idle", "MiB", 20}
+	figStart     = spec{"start_to_identity", "process start to Identity serving (median)", "ms", 50}
+	figCreateP50 = spec{"create_overhead_p50", "CreateVolume overhead beyond RouterOS time (sim, 0 latency), p50", "ms", 2}
+	figCreateP99 = spec{"create_overhead_p99", "CreateVolume overhead beyond RouterOS time (sim, 0 latency), p99", "ms", 10}
+	figParallel  = spec{"parallel_create_ratio", "50 parallel CreateVolume, 50 ms/command, 4 sessions: time vs one-at-a-time", "×", 1.0 / 3}
+	figParse     = spec{"parse_1000_disks", "parse of a 1 000-disk listing", "ms", 5}
+	figResolve   = spec{"resolve_256_subsystems", "disk resolution with 256 subsystems in sysfs", "ms", 2}
+	figMountinfo = spec{"mountinfo_lookup_10000", "mountinfo lookup with 10 000 mounts", "ms", 10}
+	figStage     = spec{"node_stage_p50", "NodeStage (ext4, existing filesystem, loop device) p50", "ms", 50}
+	figPublish   = spec{"node_publish_unpublish_p50", "NodePublish + NodeUnpublish p50", "ms", 5}
+)
+
+// order is the issue's order of the figures in the table.
+var order = []spec{figBinary, figNodeRSS, figCtrlRSS, figStart, figCreateP50, figCreateP99, figParallel,
+	figParse, figResolve, figMountinfo, figStage, figPublish,
+	figVMConnect, figVMTargetBack, figVMHeal}
+
+func main() {
+	vm := flag.Bool("vm", false, "measure the three real-kernel figures in the test VM (test/vm) instead of the others")
+	out := flag.String("out", "", "directory for the JSON reports (default <repo>/bench/out)")
+	keep := flag.Bool("keep", false, "keep the scratch directory (process logs, simulator files) for inspection")
+	flag.Parse()
+
+	root, err := findRoot()
+	if err != nil {
+		fatal(err)
+	}
+	if *out == "" {
+		*out = filepath.Join(root, "bench", "out")
+	}
+	work, err := os.MkdirTemp("", "rds-csi-bench-")
+	if err != nil {
+		fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		<-sigs
+		fmt.Fprintln(os.Stderr, "bench: interrupted: stopping what was started")
+		cancel()
+		killChildren()
+		sweepWork(work)
+		os.Exit(130)
+	}()
+
+	start := time.Now()
+	r := &report{Kind: "bench", Started: start, Host: describeHost(root)}
+	if *vm {
+		r.Kind = "bench-vm"
+		r.Figures = vmFigures(ctx, root, work)
+	} else {
+		r.Figures = localFigures(ctx, root, work)
+	}
+	signal.Stop(sigs)
+	r.Figures = inOrder(r.Figures)
+	r.finish(start)
+	r.print(os.Stdout)
+	path, err := r.write(*out)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: write the report: %v\n", err)
+	} else {
+		fmt.Printf("\nreport: %s\n", path)
+	}
+	if leftovers := sweepWork(work); leftovers != "" {
+		fmt.Fprintf(os.Stderr, "bench: had to clean up after the driver: %s\n", leftovers)
+	}
+	if *keep {
+		fmt.Printf("scratch directory kept: %s\n", work)
+	} else {
+		os.RemoveAll(work)
+	}
+	if err != nil || !r.Passed {
+		os.Exit(1)
+	}
+}
+
+// localFigures are the figures measured on this machine: builds, processes, benchmarks.
+// They run one after another: the machine may be small and shared, and each measurement
+// should have it to itself.
+func localFigures(ctx context.Context, root, work string) []figure {
+	step := func(name string) { fmt.Fprintf(os.Stderr, "bench: %s (%s)\n", name, time.Now().Format("15:04:05")) }
+	step("building the driver as make build does")
+	bins := buildAll(ctx, root, filepath.Join(work, "bin"))
+	figs := []figure{binaryFigure(bins)}
+	step("package benchmarks: parse, resolve, mountinfo")
+	figs = append(figs, packageFigures(ctx, root)...)
+	step("process start to Identity serving")
+	figs = append(figs, startupFigure(bins, work))
+	step("controller: RSS, CreateVolume overhead, parallel creates")
+	figs = append(figs, controllerFigures(ctx, bins, work)...)
+	step("node plugin: 10 staged volumes, RSS, NodeStage, NodePublish")
+	figs = append(figs, nodeFigures(ctx, bins, work)...)
+	return figs
+}
+
+// inOrder sorts the figures into the issue's order (unknown keys last).
+func inOrder(figs []figure) []figure {
+	var out []figure
+	used := make([]bool, len(figs))
+	for _, s := range order {
+		for i, f := range figs {
+			if !used[i] && f.Key == s.key {
+				out = append(out, f)
+				used[i] = true
+			}
+		}
+	}
+	for i, f := range figs {
+		if !used[i] {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+func describeHost(root string) hostInfo {
+	h := hostInfo{GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), Commit: gitVersion(root)}
+	var u syscall.Utsname
+	if syscall.Uname(&u) == nil {
+		h.Kernel = utsString(u.Release[:])
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				h.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if out, err := exec.Command(goTool(), "env", "GOVERSION").Output(); err == nil {
+		h.GoVersion = strings.TrimSpace(string(out))
+	}
+	return h
+}
+
+func utsString(b []int8) string {
+	var sb strings.Builder
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		sb.WriteByte(byte(c))
+	}
+	return sb.String()
+}
+
+func fatal(err error) {
+	fmt.Fprintf(os.Stderr, "bench: %v\n", err)
+	os.Exit(2)
+}

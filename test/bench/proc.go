@@ -1,0 +1,279 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+// driver is one rds-csi process under measurement, with its own directory for the socket,
+// state, NVMe host identity and log.
+type driver struct {
+	name    string
+	dir     string
+	socket  string
+	logPath string
+	cmd     *exec.Cmd
+	started time.Time
+	exited  chan struct{}
+
+	conn  *grpc.ClientConn
+	ident csi.IdentityClient
+	ctrl  csi.ControllerClient
+	node  csi.NodeClient
+}
+
+// children are every process the harness started and has not yet seen exit; an
+// interrupted run kills them (they also get SIGKILL if the harness dies: Pdeathsig).
+var children struct {
+	sync.Mutex
+	m map[*exec.Cmd]bool
+}
+
+func track(cmd *exec.Cmd, live bool) {
+	children.Lock()
+	defer children.Unlock()
+	if children.m == nil {
+		children.m = map[*exec.Cmd]bool{}
+	}
+	if live {
+		children.m[cmd] = true
+	} else {
+		delete(children.m, cmd)
+	}
+}
+
+// killChildren kills whatever the harness started and is still running.
+func killChildren() {
+	children.Lock()
+	defer children.Unlock()
+	for cmd := range children.m {
+		_ = cmd.Process.Kill()
+	}
+}
+
+// newDriver prepares (does not start) a driver process living in dir.
+func newDriver(name, dir string) (*driver, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	return &driver{name: name, dir: dir, socket: filepath.Join(dir, "csi.sock"), logPath: filepath.Join(dir, name+".log")}, nil
+}
+
+// commonArgs are the flags of every driver process in the harness: its own socket, no
+// metrics listener, its own state directory and NVMe host identity.
+func (d *driver) commonArgs(mode string) []string {
+	return []string{
+		"--mode=" + mode,
+		"--endpoint=unix://" + d.socket,
+		"--node-id=bench-node",
+		"--metrics-address=",
+		"--state-dir=" + filepath.Join(d.dir, "state"),
+		"--nvme-host-dir=" + filepath.Join(d.dir, "nvme"),
+		"--shutdown-timeout=20s",
+	}
+}
+
+// start execs the binary; the time of the exec is d.started.
+func (d *driver) start(bin string, args []string) error {
+	_ = os.Remove(d.socket)
+	log, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "=== %s %s\n", bin, strings.Join(args, " "))
+	cmd := exec.Command(bin, args...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = childEnv()
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	d.started = time.Now()
+	if err := cmd.Start(); err != nil {
+		log.Close()
+		return fmt.Errorf("start %s: %w", bin, err)
+	}
+	track(cmd, true)
+	d.cmd, d.exited = cmd, make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		track(cmd, false)
+		log.Close()
+		close(d.exited)
+	}()
+	return nil
+}
+
+func (d *driver) running() bool {
+	select {
+	case <-d.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// tail is the end of the process's log, for error messages.
+func (d *driver) tail(n int) string {
+	b, err := os.ReadFile(d.logPath)
+	if err != nil {
+		return err.Error()
+	}
+	return lastLines(string(b), n)
+}
+
+// firstIdentity polls the socket as tightly as is reasonable and returns the time from
+// exec to the first successful GetPluginInfo. Each attempt dials the socket itself and
+// hands that connection to a fresh gRPC client, so no client-side reconnect backoff
+// delays the answer.
+func (d *driver) firstIdentity(timeout time.Duration) (time.Duration, error) {
+	deadline := d.started.Add(timeout)
+	for time.Now().Before(deadline) {
+		if !d.running() {
+			return 0, fmt.Errorf("%s exited at start: %s", d.name, d.tail(1))
+		}
+		c, err := net.DialTimeout("unix", d.socket, 100*time.Millisecond)
+		if err != nil {
+			time.Sleep(200 * time.Microsecond)
+			continue
+		}
+		used := false
+		conn, err := grpc.NewClient("passthrough:///bench", grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+				if !used {
+					used = true
+					return c, nil
+				}
+				return (&net.Dialer{}).DialContext(ctx, "unix", d.socket)
+			}))
+		if err != nil {
+			c.Close()
+			return 0, err
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Until(deadline))
+		_, err = csi.NewIdentityClient(conn).GetPluginInfo(ctx, &csi.GetPluginInfoRequest{}, grpc.WaitForReady(true))
+		cancel()
+		took := time.Since(d.started)
+		conn.Close()
+		if err == nil {
+			return took, nil
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	return 0, fmt.Errorf("%s did not answer GetPluginInfo within %v: %s", d.name, timeout, d.tail(5))
+}
+
+// connect opens the gRPC client the measurements use.
+func (d *driver) connect() error {
+	if d.conn != nil {
+		return nil
+	}
+	conn, err := grpc.NewClient("unix://"+d.socket, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithAuthority("localhost"))
+	if err != nil {
+		return err
+	}
+	d.conn = conn
+	d.ident, d.ctrl, d.node = csi.NewIdentityClient(conn), csi.NewControllerClient(conn), csi.NewNodeClient(conn)
+	return nil
+}
+
+// waitReady waits until Probe says ready (for a controller: the RDS answered).
+func (d *driver) waitReady(timeout time.Duration) error {
+	if err := d.connect(); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	last := errors.New("no answer")
+	for time.Now().Before(deadline) {
+		if !d.running() {
+			return fmt.Errorf("%s exited (%v): %s", d.name, d.cmd.ProcessState, d.tail(1))
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		r, err := d.ident.Probe(ctx, &csi.ProbeRequest{}, grpc.WaitForReady(true))
+		cancel()
+		switch {
+		case err != nil:
+			last = err
+		case !r.GetReady().GetValue():
+			last = errors.New("Probe: not ready")
+		default:
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("%s not ready within %v (%v): %s", d.name, timeout, last, d.tail(2))
+}
+
+// memory is what /proc/<pid>/status says about the process's memory.
+type memory struct {
+	RSS, HWM, Anon, File int64 // bytes: VmRSS, VmHWM, RssAnon, RssFile
+}
+
+func (d *driver) memory() (memory, error) {
+	return readMemory(d.cmd.Process.Pid)
+}
+
+func readMemory(pid int) (memory, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return memory{}, err
+	}
+	defer f.Close()
+	var m memory
+	fields := map[string]*int64{"VmRSS:": &m.RSS, "VmHWM:": &m.HWM, "RssAnon:": &m.Anon, "RssFile:": &m.File}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		parts := strings.Fields(sc.Text())
+		if len(parts) == 3 && parts[2] == "kB" {
+			if p := fields[parts[0]]; p != nil {
+				kb, _ := strconv.ParseInt(parts[1], 10, 64)
+				*p = kb << 10
+			}
+		}
+	}
+	if m.RSS == 0 {
+		return m, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+	}
+	return m, sc.Err()
+}
+
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
+func (m memory) String() string {
+	return fmt.Sprintf("VmRSS %.1f MiB (anon %.1f, file %.1f), VmHWM %.1f MiB", mib(m.RSS), mib(m.Anon), mib(m.File), mib(m.HWM))
+}
+
+// stop ends the process with SIGTERM (SIGKILL after the grace) and closes the client.
+func (d *driver) stop() error {
+	if d.conn != nil {
+		d.conn.Close()
+		d.conn = nil
+	}
+	if d.cmd == nil || !d.running() {
+		return nil
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+		if !d.cmd.ProcessState.Success() {
+			return fmt.Errorf("%s exited with %v after SIGTERM", d.name, d.cmd.ProcessState)
+		}
+		return nil
+	case <-time.After(30 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+		return fmt.Errorf("%s did not stop within 30s of SIGTERM; killed", d.name)
+	}
+}

@@ -1,0 +1,156 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// What the kernel says, read directly from configfs, sysfs and mountinfo.
+
+const nvmetRoot = "/sys/kernel/config/nvmet"
+
+func attr(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "<" + err.Error() + ">"
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// nvmetPortOf finds the nvmet port (its configfs name) that serves nqn.
+func nvmetPortOf(nqn string) (string, error) {
+	ports, _ := os.ReadDir(filepath.Join(nvmetRoot, "ports"))
+	for _, p := range ports {
+		if _, err := os.Lstat(filepath.Join(nvmetRoot, "ports", p.Name(), "subsystems", nqn)); err == nil {
+			return p.Name(), nil
+		}
+	}
+	return "", fmt.Errorf("no nvmet port serves %s", nqn)
+}
+
+// portDown unlinks the subsystem from its port, as nvmet-port-down does: the target drops
+// the host's controllers and refuses reconnects until portUp.
+func portDown(port, nqn string) error {
+	return os.Remove(filepath.Join(nvmetRoot, "ports", port, "subsystems", nqn))
+}
+
+func portUp(port, nqn string) error {
+	return os.Symlink(filepath.Join(nvmetRoot, "subsystems", nqn), filepath.Join(nvmetRoot, "ports", port, "subsystems", nqn))
+}
+
+type controller struct{ name, state string }
+
+// controllersOf lists the host's controllers of subsystem nqn.
+func controllersOf(nqn string) []controller {
+	var out []controller
+	entries, _ := os.ReadDir("/sys/class/nvme")
+	for _, e := range entries {
+		dir := filepath.Join("/sys/class/nvme", e.Name())
+		if attr(filepath.Join(dir, "subsysnqn")) == nqn {
+			out = append(out, controller{e.Name(), attr(filepath.Join(dir, "state"))})
+		}
+	}
+	return out
+}
+
+// liveDisk returns the usable disk of nqn (name, major:minor) when a controller of it is
+// live and the /dev node exists.
+func liveDisk(nqn string) (name, majmin string, ok bool) {
+	live := false
+	for _, c := range controllersOf(nqn) {
+		live = live || c.state == "live"
+	}
+	if !live {
+		return "", "", false
+	}
+	var disks []string
+	subs, _ := filepath.Glob("/sys/class/nvme-subsystem/*")
+	for _, s := range subs {
+		if attr(filepath.Join(s, "subsysnqn")) == nqn {
+			found, _ := filepath.Glob(filepath.Join(s, "nvme*n*"))
+			disks = append(disks, found...)
+		}
+	}
+	for _, c := range controllersOf(nqn) { // nvme_core.multipath=N: the disk hangs off the controller
+		found, _ := filepath.Glob(filepath.Join("/sys/class/nvme", c.name, c.name+"n*"))
+		disks = append(disks, found...)
+	}
+	for _, d := range disks {
+		name := filepath.Base(d)
+		if strings.Contains(strings.TrimPrefix(name, "nvme"), "c") { // a hidden per-path disk
+			continue
+		}
+		if _, err := os.Stat("/dev/" + name); err == nil {
+			return name, attr(filepath.Join("/sys/block", name, "dev")), true
+		}
+	}
+	return "", "", false
+}
+
+// mountEntry is one line of /proc/self/mountinfo: mount ID, device, mount point.
+type mountEntry struct{ id, majmin, point string }
+
+func mountinfo() ([]mountEntry, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []mountEntry
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		a := strings.Fields(sc.Text())
+		if len(a) < 5 {
+			return nil, fmt.Errorf("mountinfo line %q", sc.Text())
+		}
+		out = append(out, mountEntry{id: a[0], majmin: a[2], point: a[4]})
+	}
+	return out, sc.Err()
+}
+
+// volumeMounts is what the kernel shows of a volume: its live disk (if any) and the
+// mounts at its staging and publish paths.
+type volumeMounts struct {
+	disk, majmin     string
+	staging, publish []mountEntry
+}
+
+func mountsOf(v *volume) (volumeMounts, error) {
+	var m volumeMounts
+	m.disk, m.majmin, _ = liveDisk(v.nqn)
+	all, err := mountinfo()
+	if err != nil {
+		return m, err
+	}
+	for _, e := range all {
+		switch e.point {
+		case v.staging:
+			m.staging = append(m.staging, e)
+		case v.target:
+			m.publish = append(m.publish, e)
+		}
+	}
+	if len(m.staging) != 1 || len(m.publish) != 1 {
+		return m, errors.New("not exactly one mount at each of the staging and publish paths")
+	}
+	return m, nil
+}
+
+// healedFrom reports whether the volume is healed since before: a live disk, and exactly
+// one mount at each path, both of that disk, each a replacement of the mount that was
+// there. A replaced mount shows the new disk's device number, or a new mount ID; neither
+// alone is proof: the kernel hands out the lowest free mount ID again, and a disk number
+// comes back only once nothing holds the old disk (so a stale mount keeps it taken).
+func (m volumeMounts) healedFrom(before volumeMounts) bool {
+	if m.disk == "" || len(m.staging) != 1 || len(m.publish) != 1 {
+		return false
+	}
+	replaced := func(now, was mountEntry) bool {
+		return now.majmin == m.majmin && (now.majmin != was.majmin || now.id != was.id)
+	}
+	return replaced(m.staging[0], before.staging[0]) && replaced(m.publish[0], before.publish[0])
+}

@@ -1,0 +1,296 @@
+// Command vmguest measures the node plugin's recovery figures on a real kernel. It runs
+// inside the test VM (test/vm/run-in-vm.sh, started by `go run ./test/bench -vm`) as root,
+// next to static rds-csi and rds-sim binaries: the simulator exports its disks through the
+// kernel NVMe target (rds-sim --nvmet), rds-csi --mode=all serves controller and node, and
+// the volumes are attached over real NVMe/TCP on 127.0.0.1.
+//
+// It prints one line per figure, "BENCH-FIGURE <json>", which the harness reads:
+//
+//   - target back: a volume (ctrlLossTmo -1, reconnectDelay 2) loses its target for
+//     longer than reconnect_delay; from the moment the target is back, how long until
+//     NodeGetVolumeHealth reports the volume healthy again (polled every 20 ms, as a
+//     health monitor would, only from that moment on);
+//   - ctrl_loss healed: a volume (ctrlLossTmo 3, reconnectDelay 1) loses its target until
+//     the kernel gives the controller up; from the moment the target is back, how long
+//     until the node has reconnected and replaced both mounts (staging and publish) by
+//     itself — observed in sysfs and mountinfo only, no RPC that could prompt it.
+//
+// Each scenario runs several times; the figure is the slowest run.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+)
+
+const (
+	managedPrefix = "nqn.2000-02.com.mikrotik:pvc-"
+	simListen     = "127.0.0.1:2222"
+	// work is on /srv/nvmet (ext4 on a RAM-backed loop device): nvmet's file backend
+	// needs O_DIRECT, which tmpfs lacks.
+	work = "/srv/nvmet/bench"
+)
+
+// result is one figure as the harness reads it: a value in seconds, or why there is none.
+type result struct {
+	Key    string   `json:"key"`
+	Value  *float64 `json:"value,omitempty"`
+	Reason string   `json:"reason,omitempty"`
+	Detail string   `json:"detail,omitempty"`
+}
+
+func emit(r result) {
+	b, _ := json.Marshal(r)
+	fmt.Printf("BENCH-FIGURE %s\n", b)
+}
+
+func main() {
+	csiBin := flag.String("csi", "./rds-csi", "static rds-csi binary")
+	simBin := flag.String("sim", "./rds-sim", "static rds-sim binary")
+	trials := flag.Int("trials", 3, "runs of each scenario")
+	flag.Parse()
+	keys := []string{"vm_target_back_normal", "vm_ctrl_loss_healed"}
+	s, err := setUp(*csiBin, *simBin)
+	if err != nil {
+		for _, k := range keys {
+			emit(result{Key: k, Reason: "set-up in the VM: " + err.Error()})
+		}
+		s.tearDown()
+		os.Exit(1)
+	}
+	emit(s.targetBack(*trials))
+	emit(s.ctrlLossHealed(*trials))
+	s.tearDown()
+}
+
+// system is the simulator and the driver running in the VM.
+type system struct {
+	sim, drv *process
+	client   *client
+}
+
+func setUp(csiBin, simBin string) (*system, error) {
+	s := &system{}
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		return s, err
+	}
+	k, err := writeKeys(filepath.Join(work, "keys"))
+	if err != nil {
+		return s, err
+	}
+	hostDir := filepath.Join(work, "nvme")
+	if err := writeIdentity(hostDir); err != nil {
+		return s, err
+	}
+	s.sim, err = start("rds-sim", filepath.Join(work, "rds-sim.log"), simBin, "--listen", simListen, "--dir", filepath.Join(work, "rds"), "--nvmet",
+		"--host-key", k.hostKey, "--authorized-keys", k.authorized)
+	if err != nil {
+		return s, err
+	}
+	if err := s.sim.waitLog("rds-sim: listening on", 20*time.Second); err != nil {
+		return s, err
+	}
+	socket := filepath.Join(work, "csi.sock")
+	s.drv, err = start("rds-csi", filepath.Join(work, "rds-csi.log"), csiBin,
+		"--mode=all", "--endpoint=unix://"+socket, "--node-id=bench-vm", "--metrics-address=",
+		"--managed-nqn-prefix="+managedPrefix, "--nvme-host-dir="+hostDir, "--state-dir="+filepath.Join(work, "state"),
+		"--rds-address=127.0.0.1", "--rds-ssh-port=2222", "--rds-user=admin",
+		"--rds-key-file="+k.clientKey, "--rds-known-hosts="+k.knownHosts)
+	if err != nil {
+		return s, err
+	}
+	if s.client, err = dial(socket); err != nil {
+		return s, err
+	}
+	return s, s.client.waitReady(s.drv, 30*time.Second)
+}
+
+func (s *system) tearDown() {
+	if s.client != nil {
+		s.client.close()
+	}
+	if s.drv != nil {
+		if err := s.drv.stop(30 * time.Second); err != nil {
+			fmt.Println("vmguest:", err)
+		}
+	}
+	if s.sim != nil {
+		if err := s.sim.stop(10 * time.Second); err != nil {
+			fmt.Println("vmguest:", err)
+		}
+	}
+}
+
+// failed prints the logs' tails and returns the figure as not measured.
+func (s *system) failed(key string, err error) result {
+	fmt.Printf("vmguest: %s: %v\n--- rds-csi log (tail) ---\n%s\n--- rds-sim log (tail) ---\n%s\n", key, err, s.drv.tail(40), s.sim.tail(10))
+	return result{Key: key, Reason: err.Error()}
+}
+
+const reconnectDelay = 2
+
+// targetBack: the target goes away for 2 × reconnect_delay + 1 s with ctrl_loss_tmo off
+// (the default: the kernel queues I/O and keeps reconnecting); measured from the target's
+// return until NodeGetVolumeHealth is empty again.
+func (s *system) targetBack(trials int) result {
+	const key = "vm_target_back_normal"
+	v, err := s.client.createVolume(map[string]string{"reconnectDelay": fmt.Sprint(reconnectDelay)})
+	if err != nil {
+		return s.failed(key, err)
+	}
+	defer s.client.remove(v)
+	if err := s.client.attach(v); err != nil {
+		return s.failed(key, err)
+	}
+	var runs []time.Duration
+	for i := range trials {
+		if err := s.client.waitHealthy(v, true, 20*time.Second); err != nil {
+			return s.failed(key, fmt.Errorf("before outage %d: %w", i+1, err))
+		}
+		port, err := nvmetPortOf(v.nqn)
+		if err != nil {
+			return s.failed(key, err)
+		}
+		down := time.Now()
+		if err := portDown(port, v.nqn); err != nil {
+			return s.failed(key, err)
+		}
+		if err := s.client.waitHealthy(v, false, 15*time.Second); err != nil {
+			_ = portUp(port, v.nqn)
+			return s.failed(key, fmt.Errorf("outage %d: the node never reported the volume unhealthy: %w", i+1, err))
+		}
+		time.Sleep(time.Until(down.Add((2*reconnectDelay + 1) * time.Second)))
+		if err := portUp(port, v.nqn); err != nil {
+			return s.failed(key, err)
+		}
+		up := time.Now()
+		if err := s.client.waitHealthy(v, true, 30*time.Second); err != nil {
+			return s.failed(key, fmt.Errorf("after outage %d: %w", i+1, err))
+		}
+		runs = append(runs, time.Since(up))
+		if err := writeSync(filepath.Join(v.target, "after-outage"), []byte("ok\n")); err != nil {
+			return s.failed(key, fmt.Errorf("write after outage %d: %w", i+1, err))
+		}
+	}
+	return measured(key, runs, fmt.Sprintf("ctrlLossTmo -1, reconnectDelay %ds (target = reconnect_delay + 1 s), target away %ds; "+
+		"time from the target's return until NodeGetVolumeHealth is empty, polled every 20 ms; then a synced write on the volume", reconnectDelay, 2*reconnectDelay+1))
+}
+
+// ctrlLossHealed: the target stays away until the kernel gives the controller up
+// (ctrl_loss_tmo 3), then comes back; measured until the node has a live disk again and
+// both the staging mount and the publish bind mount are new mounts of it.
+func (s *system) ctrlLossHealed(trials int) result {
+	const key = "vm_ctrl_loss_healed"
+	v, err := s.client.createVolume(map[string]string{"ctrlLossTmo": "3", "reconnectDelay": "1"})
+	if err != nil {
+		return s.failed(key, err)
+	}
+	defer s.client.remove(v)
+	if err := s.client.attach(v); err != nil {
+		return s.failed(key, err)
+	}
+	var runs []time.Duration
+	var notes []string
+	for i := range trials {
+		before, err := mountsOf(v)
+		if err != nil {
+			return s.failed(key, fmt.Errorf("before loss %d: %w", i+1, err))
+		}
+		data := []byte(fmt.Sprintf("written before loss %d\n", i+1))
+		if err := writeSync(filepath.Join(v.target, "before-loss"), data); err != nil {
+			return s.failed(key, err)
+		}
+		port, err := nvmetPortOf(v.nqn)
+		if err != nil {
+			return s.failed(key, err)
+		}
+		down := time.Now()
+		if err := portDown(port, v.nqn); err != nil {
+			return s.failed(key, err)
+		}
+		if !waitFor(30*time.Second, 10*time.Millisecond, func() bool { return len(controllersOf(v.nqn)) == 0 }) {
+			_ = portUp(port, v.nqn)
+			return s.failed(key, fmt.Errorf("loss %d: the kernel kept the controller 30 s after ctrl_loss_tmo=3", i+1))
+		}
+		lost := time.Since(down)
+		if err := portUp(port, v.nqn); err != nil {
+			return s.failed(key, err)
+		}
+		up := time.Now()
+		var after volumeMounts
+		healed := waitFor(60*time.Second, 5*time.Millisecond, func() bool {
+			m, err := mountsOf(v)
+			if err != nil || !m.healedFrom(before) {
+				return false
+			}
+			after = m
+			return true
+		})
+		if !healed {
+			m, _ := mountsOf(v)
+			return s.failed(key, fmt.Errorf("loss %d: not healed 60 s after the target came back: before %+v, now %+v", i+1, before, m))
+		}
+		runs = append(runs, time.Since(up))
+		notes = append(notes, fmt.Sprintf("%s→%s (controller dropped %v after the target went)", before.disk, after.disk, lost.Round(100*time.Millisecond)))
+		if got, err := os.ReadFile(filepath.Join(v.target, "before-loss")); err != nil || string(got) != string(data) {
+			return s.failed(key, fmt.Errorf("loss %d: after healing the volume reads %q, %v; want %q", i+1, got, err, data))
+		}
+		if err := writeSync(filepath.Join(v.target, "after-heal"), []byte("ok\n")); err != nil {
+			return s.failed(key, fmt.Errorf("write after heal %d: %w", i+1, err))
+		}
+	}
+	return measured(key, runs, fmt.Sprintf("ctrlLossTmo 3, reconnectDelay 1, rds-csi's default --heal-interval; target away until the kernel dropped the controller, "+
+		"then the time from its return until a live disk is mounted anew at the staging and publish paths (mountinfo and sysfs polled every 5 ms, no RPC); "+
+		"disks %s; data written before the loss read back", strings.Join(notes, ", ")))
+}
+
+// measured makes the figure of the runs: the slowest, in seconds, with every run listed.
+func measured(key string, runs []time.Duration, detail string) result {
+	if len(runs) == 0 {
+		return result{Key: key, Reason: "no run completed"}
+	}
+	worst := slices.Max(runs)
+	v := worst.Seconds()
+	var each []string
+	for _, r := range runs {
+		each = append(each, r.Round(time.Millisecond).String())
+	}
+	return result{Key: key, Value: &v, Detail: fmt.Sprintf("slowest of %d runs (%s); %s", len(runs), strings.Join(each, ", "), detail)}
+}
+
+// waitFor polls cond every step until it holds or d has passed.
+func waitFor(d, step time.Duration, cond func() bool) bool {
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		if cond() {
+			return true
+		}
+		time.Sleep(step)
+	}
+	return cond()
+}
+
+func writeSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Sync()
+	}
+	return errors.Join(err, f.Close())
+}
+
+// rpcContext bounds every call as kubelet does.
+func rpcContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 2*time.Minute)
+}
