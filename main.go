@@ -27,6 +27,9 @@ func main() {
 // run is main without the process exit, so tests can drive it. Exit codes: 0 ok, 1 a
 // runtime failure, 2 bad configuration.
 func run(args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "doctor" {
+		return runDoctor(args[1:], getenv, stdout, stderr)
+	}
 	cfg, err := parseConfig(args, getenv, stdout)
 	if errors.Is(err, errHelp) {
 		return 0

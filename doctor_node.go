@@ -1,0 +1,319 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"srvlab.io/rds-csi/nvme"
+)
+
+// The node checks only read: they never connect, disconnect, mount or write, and they never
+// create the host identity (the node plugin does that once, at its first start).
+
+// doctorHungKernel is the advice for a node check that did not finish in time.
+const doctorHungKernel = "a read of sysfs or /dev is stuck in the kernel, usually behind a dead NVMe controller: look at `dmesg | grep -i nvme` on the host"
+
+// doctorUUIDHostNQN is the NVMe spec's UUID-based host NQN form (nvme-cli writes it too).
+const doctorUUIDHostNQN = "nqn.2014-08.org.nvmexpress:uuid:"
+
+// doctorPlaceholderPrefix stands in for an invalid managed prefix so that the checks that do
+// not depend on it can still run; it matches no NQN a real target uses.
+const doctorPlaceholderPrefix = "nqn.2014-08.invalid.rds-csi-doctor:none-"
+
+// doctorAlwaysSent are the connect options the node plugin always sends.
+var doctorAlwaysSent = []string{"transport", "traddr", "trsvcid", "nqn", "hostnqn", "hostid", "ctrl_loss_tmo", "reconnect_delay"}
+
+// doctorSometimesSent are sent when a StorageClass sets them.
+var doctorSometimesSent = []string{"keep_alive_tmo", "fast_io_fail_tmo", "nr_io_queues", "queue_size"}
+
+// doctorNodeView is what the first node check learns for the others.
+type doctorNodeView struct {
+	host     *nvme.Host // nil when sysfs could not be read at all
+	features nvme.Features
+	probed   bool // /dev/nvme-fabrics answered
+}
+
+func (d *doctor) nodeChecks() {
+	guard, guardErr := nvme.NewGuard(d.cfg.ManagedNQNPrefix)
+	_, view := doctorRun(d, "nvme-fabrics", doctorHungKernel, func(ctx context.Context) (checkResult, doctorNodeView) {
+		return d.checkFabrics(guard)
+	})
+	d.run("connect options", doctorHungKernel, func(context.Context) checkResult { return d.checkConnectOptions(view) })
+	d.run("host identity", doctorHungKernel, func(context.Context) checkResult { return d.checkIdentity(view.host) })
+	d.run("managed prefix", doctorHungKernel, func(context.Context) checkResult { return d.checkPrefix(guardErr) })
+	d.run("subsystems", doctorHungKernel, func(context.Context) checkResult { return d.checkSubsystems(view.host, guardErr) })
+	d.stagingChecks(view.host, guardErr)
+}
+
+// openHost builds an nvme.Host without creating the host identity: nvme.NewHost writes
+// hostnqn and hostid when they are missing, so when they are (or are unusable) the Host is
+// given a throw-away placeholder identity instead. The doctor never connects, so the
+// identity it holds is never used; the real files are checked by checkIdentity.
+func (d *doctor) openHost(guard *nvme.Guard) (*nvme.Host, error) {
+	if guard == nil {
+		var err error
+		if guard, err = nvme.NewGuard(doctorPlaceholderPrefix); err != nil {
+			return nil, err
+		}
+	}
+	newHost := func(hostDir string) (*nvme.Host, error) {
+		return nvme.NewHost(nvme.Config{SysfsRoot: d.cfg.SysfsRoot, DevRoot: d.cfg.DevRoot, HostDir: hostDir,
+			Guard: guard, Logger: slog.New(slog.DiscardHandler)})
+	}
+	if doctorIdentityFilesExist(d.cfg.NVMeHostDir) {
+		// Both files exist, so NewHost only reads them.
+		if h, err := newHost(d.cfg.NVMeHostDir); err == nil || !errors.Is(err, nvme.ErrIdentityConflict) {
+			return h, err
+		}
+	}
+	dir, err := os.MkdirTemp("", "rds-csi-doctor-")
+	if err != nil {
+		return nil, fmt.Errorf("make a placeholder NVMe identity (the real one is missing or unusable): %w", err)
+	}
+	defer os.RemoveAll(dir)
+	const id = "00000000-0000-4000-8000-000000000000"
+	for name, v := range map[string]string{"hostid": id, "hostnqn": doctorUUIDHostNQN + id} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o644); err != nil {
+			return nil, fmt.Errorf("make a placeholder NVMe identity: %w", err)
+		}
+	}
+	return newHost(dir)
+}
+
+func doctorIdentityFilesExist(dir string) bool {
+	for _, name := range []string{"hostnqn", "hostid"} {
+		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *doctor) checkFabrics(guard *nvme.Guard) (checkResult, doctorNodeView) {
+	host, err := d.openHost(guard)
+	if err != nil {
+		return failResult("give the node plugin the host's /sys and /dev (as deploy.yaml does), then re-run",
+			"cannot read the NVMe state of this node: %v", err), doctorNodeView{}
+	}
+	view := doctorNodeView{host: host}
+	path := filepath.Join(d.cfg.DevRoot, "nvme-fabrics")
+	f, err := host.Probe()
+	switch {
+	case errors.Is(err, nvme.ErrFabricsMissing):
+		return failResult("on the host: `modprobe nvme-tcp`, and `echo nvme-tcp > /etc/modules-load.d/nvme-tcp.conf` so it loads at every boot; in a pod, mount the host's /dev (hostPath /dev)",
+			"%s is missing: the nvme-tcp kernel module is not loaded, so no volume can be attached", path), view
+	case err != nil:
+		return failResult("run the node plugin privileged with the host's /dev mounted; `dmesg | grep -i nvme` on the host tells why the kernel refuses",
+			"%s cannot be read: %v", path, err), view
+	}
+	view.features, view.probed = f, true
+	return okResult("%s is present (NVMe over Fabrics is loaded)", path), view
+}
+
+func (d *doctor) checkConnectOptions(v doctorNodeView) checkResult {
+	if !v.probed {
+		return skipResult("not checked: needs /dev/nvme-fabrics")
+	}
+	if v.features.Options == nil {
+		return okResult("this kernel does not list its options (before 5.17): each connect sends %s, and the kernel names any it rejects", strings.Join(doctorAlwaysSent, ", "))
+	}
+	var missing, missingOptional []string
+	for _, o := range doctorAlwaysSent {
+		if !v.features.Supports(o) {
+			missing = append(missing, o)
+		}
+	}
+	for _, o := range doctorSometimesSent {
+		if !v.features.Supports(o) {
+			missingOptional = append(missingOptional, o)
+		}
+	}
+	switch {
+	case len(missing) > 0:
+		return failResult("use a kernel whose nvme-fabrics supports them (any kernel from the last years does; this one may be built without NVMe/TCP: `modprobe nvme-tcp`)",
+			"the kernel does not support %s, which every connect sends", strings.Join(missing, ", "))
+	case len(missingOptional) > 0:
+		return warnResult("remove the StorageClass parameters that set them (keepAliveTmo sets keep_alive_tmo) from the classes this node uses, or use a newer kernel",
+			"the kernel supports every option the driver always sends, but not %s: volumes that set them fail to attach here", strings.Join(missingOptional, ", "))
+	}
+	return okResult("the kernel supports %s", strings.Join(append(append([]string(nil), doctorAlwaysSent...), doctorSometimesSent...), ", "))
+}
+
+// checkIdentity reads /etc/nvme/hostnqn and hostid, checks their form, and compares them
+// with the identities the host's existing NVMe controllers were connected with.
+func (d *doctor) checkIdentity(host *nvme.Host) checkResult {
+	dir := d.cfg.NVMeHostDir
+	var missing []string
+	for _, name := range []string{"hostnqn", "hostid"} {
+		_, err := os.Stat(filepath.Join(dir, name))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			missing = append(missing, filepath.Join(dir, name))
+		case err != nil:
+			return failResult("mount the host's /etc/nvme into the node plugin (hostPath, as deploy.yaml does)", "cannot read the NVMe host identity: %v", err)
+		}
+	}
+	if len(missing) > 0 {
+		return warnResult(fmt.Sprintf("start the node plugin on this node: it writes them once (hostid from the machine's DMI UUID, hostnqn %s<hostid>) and keeps them; never copy them from another node", doctorUUIDHostNQN),
+			"%s missing: the node plugin creates the identity at its first start", strings.Join(missing, " and ")+doctorVerb(len(missing), " is", " are"))
+	}
+	// Both files exist, so this only reads and validates them.
+	id, _, err := nvme.LoadOrCreateIdentity(dir, d.cfg.SysfsRoot)
+	if err != nil {
+		return failResult("fix the file named above (an NQN like "+doctorUUIDHostNQN+"<uuid>, an ID like 4e7f3a52-0a3b-4b5e-9a6c-2f1d8e7c6b5a), or remove it so the node plugin makes a new one; the RDS then must allow the new host NQN",
+			"the node plugin cannot start: %v", err)
+	}
+	form := "its own form (not the UUID form; fine as long as no other node has it)"
+	if u, isUUID := strings.CutPrefix(id.HostNQN, doctorUUIDHostNQN); isUUID {
+		if !strings.EqualFold(u, id.HostID) {
+			return warnResult("leave it while volumes are attached (changing the identity of a connected host breaks its reconnects); on a node with none, make hostid the UUID in hostnqn",
+				"hostnqn %s names UUID %s, but hostid is %s: the usual pairing differs, a sign the files came from different places (a cloned image?)", id.HostNQN, u, id.HostID)
+		}
+		form = "UUID form, matching hostid"
+	}
+	if host == nil {
+		return okResult("%s / %s (%s); not compared with connected controllers: sysfs is unreadable", id.HostNQN, id.HostID, form)
+	}
+	subs, err := host.Subsystems()
+	if err != nil {
+		return failResult("give the node plugin the host's /sys", "identity %s is well formed, but the connected controllers cannot be listed: %v", id.HostNQN, err)
+	}
+	using := 0
+	for _, s := range subs {
+		for _, c := range s.Controllers {
+			sameNQN, sameID := c.HostNQN == id.HostNQN, strings.EqualFold(c.HostID, id.HostID)
+			switch {
+			case c.HostID != "" && sameNQN != sameID:
+				return failResult(fmt.Sprintf("make %s and hostid match the existing connections again (%s / %s), or disconnect %s once nothing uses it", filepath.Join(dir, "hostnqn"), c.HostNQN, c.HostID, c.Name),
+					"controller %s (%s) uses host NQN %s with host ID %s, but this node's identity is %s / %s: the kernel allows one pairing, so new connects fail", c.Name, s.NQN, c.HostNQN, c.HostID, id.HostNQN, id.HostID)
+			case s.Managed && !sameNQN:
+				return warnResult("restore the previous /etc/nvme/hostnqn and hostid if they were replaced by mistake; otherwise drain the node so its volumes reconnect with the current identity",
+					"managed controller %s (%s) was connected as %s, but this node's identity is now %s: the identity changed while volumes were attached", c.Name, s.NQN, c.HostNQN, id.HostNQN)
+			case sameNQN:
+				using++
+			}
+		}
+	}
+	return okResult("%s / %s (%s); %d connected controller%s use%s it", id.HostNQN, id.HostID, form, using, doctorPlural(using), doctorVerb(using, "s", ""))
+}
+
+func (d *doctor) checkPrefix(guardErr error) checkResult {
+	p := d.cfg.ManagedNQNPrefix
+	const fix = "set --managed-nqn-prefix (CSI_MANAGED_NQN_PREFIX) to the start of the NQNs of this driver's volumes: nqn.2000-02.com.mikrotik:pvc- with the default NQNs, or the slot prefix pvc- when the RDS runs RouterOS before 7.21"
+	switch {
+	case p == "":
+		return failResult(fix, "--managed-nqn-prefix is empty: the node plugin refuses to start without it (it touches only NVMe subsystems inside it)")
+	case guardErr != nil:
+		return failResult(fix, "%v", guardErr)
+	case strings.HasPrefix(p, "nqn."):
+		return okResult("%q: the node plugin touches only subsystems whose NQN starts with it", p)
+	}
+	return okResult("slot prefix %q: the node plugin touches only subsystems whose NQN, after its last ':', starts with it", p)
+}
+
+func (d *doctor) checkSubsystems(host *nvme.Host, guardErr error) checkResult {
+	switch {
+	case host == nil:
+		return skipResult("not checked: sysfs is unreadable")
+	case guardErr != nil:
+		return skipResult("not checked: needs a valid --managed-nqn-prefix to tell managed subsystems from others")
+	}
+	subs, err := host.Subsystems()
+	if err != nil {
+		return failResult("give the node plugin the host's /sys", "cannot list NVMe subsystems: %v", err)
+	}
+	var managed int
+	var notLive []string
+	var details []string
+	for _, s := range subs {
+		role := "left alone (outside the managed prefix)"
+		if s.Managed {
+			managed++
+			role = "managed"
+			if !doctorAnyLive(s.Controllers) {
+				notLive = append(notLive, fmt.Sprintf("%s (%s)", s.NQN, doctorDescribeCtrls(s.Controllers)))
+			}
+		}
+		details = append(details, fmt.Sprintf("%s %s: %s; %s%s", s.Name, s.NQN, role, doctorDescribeCtrls(s.Controllers), doctorDescribeDisks(s.Disks)))
+	}
+	summary := "none connected"
+	if len(subs) > 0 {
+		summary = fmt.Sprintf("%d connected: %d managed, %d left alone", len(subs), managed, len(subs)-managed)
+	}
+	if len(notLive) > 0 {
+		r := warnResult("a controller that is connecting is waiting for the RDS: check that it is up and reachable from this node on the NVMe/TCP port (I/O is queued meanwhile and resumes on reconnect); one with no controllers left is held open by a stale mount, which the node plugin heals",
+			"%s; %d managed without a live controller: %s", summary, len(notLive), strings.Join(notLive, "; "))
+		r.details = details
+		return r
+	}
+	r := okResult("%s", summary)
+	r.details = details
+	return r
+}
+
+func doctorAnyLive(ctrls []nvme.Controller) bool {
+	for _, c := range ctrls {
+		if c.Live() {
+			return true
+		}
+	}
+	return false
+}
+
+func doctorDescribeCtrls(ctrls []nvme.Controller) string {
+	if len(ctrls) == 0 {
+		return "no controllers"
+	}
+	parts := make([]string, len(ctrls))
+	for i, c := range ctrls {
+		parts[i] = fmt.Sprintf("%s %s", c.Name, c.State)
+		if c.TrAddr != "" {
+			parts[i] += fmt.Sprintf(" (%s:%d)", c.TrAddr, c.TrSvcID)
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+func doctorDescribeDisks(disks []nvme.Disk) string {
+	if len(disks) == 0 {
+		return ""
+	}
+	parts := make([]string, len(disks))
+	for i, dk := range disks {
+		parts[i] = fmt.Sprintf("%s %s", dk.Name, doctorBytes(dk.SizeBytes))
+	}
+	return "; disk " + strings.Join(parts, ", ")
+}
+
+// doctorBytes prints a size in the largest binary unit that keeps it at or above 1.
+func doctorBytes(n int64) string {
+	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
+	v, i := float64(n), 0
+	for v >= 1024 && i < len(units)-1 {
+		v, i = v/1024, i+1
+	}
+	if i == 0 {
+		return fmt.Sprintf("%d B", n)
+	}
+	return fmt.Sprintf("%.1f %s", v, units[i])
+}
+
+func doctorPlural(n int) string {
+	if n == 1 {
+		return ""
+	}
+	return "s"
+}
+
+func doctorVerb(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}

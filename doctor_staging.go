@@ -1,0 +1,198 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"srvlab.io/rds-csi/nvme"
+)
+
+// The staging checks read the node plugin's own staging records (staging_record.go) and
+// judge each staged volume with the node plugin's own healing rules (planHeal), from facts
+// gathered read-only: what the doctor calls stale is exactly what the plugin will heal.
+
+// doctorRecordFile is one record file as read: its record, or why the node plugin
+// ignores it.
+type doctorRecordFile struct {
+	path string
+	rec  stagingRecord
+	err  error
+}
+
+const doctorHealFix = "the node plugin heals this by itself (reconnect, then replace the staging mount and its publish targets) every --heal-interval: wait for it, and if it stays, read the node plugin's log for this volume and check that the RDS is reachable from this node"
+
+// stagingChecks reports the records, then one line per staged volume.
+func (d *doctor) stagingChecks(host *nvme.Host, guardErr error) {
+	dir := filepath.Join(d.cfg.StateDir, "volumes")
+	_, files := doctorRun(d, "staging records", doctorHungKernel, func(context.Context) (checkResult, []doctorRecordFile) {
+		files, err := doctorReadRecords(dir)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			return okResult("none: %s does not exist (nothing has been staged on this node)", dir), nil
+		case err != nil:
+			return failResult("mount the node's state directory into the node plugin (hostPath "+d.cfg.StateDir+", as deploy.yaml does)",
+				"cannot read %s: %v", dir, err), nil
+		}
+		return okResult("%d in %s", len(files), dir), files
+	})
+	bootID := d.bootID()
+	for _, f := range files {
+		d.run("volume "+strings.TrimSuffix(filepath.Base(f.path), ".json"), doctorHungKernel, func(ctx context.Context) checkResult {
+			switch {
+			case f.err != nil:
+				return warnResult("nothing to do while the volume is in use; once it is unstaged (or if no pod on this node uses it), move the file away",
+					"the node plugin ignores record %s: %v", f.path, f.err)
+			case host == nil:
+				return skipResult("not checked: sysfs is unreadable")
+			case guardErr != nil:
+				return skipResult("not checked: needs a valid --managed-nqn-prefix")
+			}
+			return d.checkStagedVolume(ctx, host, f.rec, bootID)
+		})
+	}
+}
+
+// doctorReadRecords reads the records the node plugin would load (see openRecordStore,
+// which cannot be used here: it creates the directory), sorted by name.
+func doctorReadRecords(dir string) ([]doctorRecordFile, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []doctorRecordFile
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !strings.HasSuffix(name, ".json") || strings.HasPrefix(name, ".") {
+			continue
+		}
+		f := doctorRecordFile{path: filepath.Join(dir, name)}
+		b, err := os.ReadFile(f.path)
+		if err == nil {
+			err = json.Unmarshal(b, &f.rec)
+		}
+		switch {
+		case err != nil:
+		case f.rec.Version != stagingRecordVersion:
+			err = fmt.Errorf("it is of version %d, not %d", f.rec.Version, stagingRecordVersion)
+		case f.rec.VolumeID+".json" != name:
+			err = fmt.Errorf("it names volume %q, not the one in its file name", f.rec.VolumeID)
+		}
+		f.err = err
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// doctorBootID is the kernel's boot ID, which the node plugin tags its records with.
+func doctorBootID() string { return kernelBootID(slog.New(slog.DiscardHandler)) }
+
+// checkStagedVolume gathers the facts the node plugin's healing decides on, without
+// changing anything, and reports what they mean; publish targets are listed as details.
+func (d *doctor) checkStagedVolume(ctx context.Context, host *nvme.Host, rec stagingRecord, bootID string) checkResult {
+	disk, derr := host.Resolve(rec.NQN, rec.NSID)
+	if errors.Is(derr, nvme.ErrNotManaged) {
+		return warnResult("if --managed-nqn-prefix was changed, restore the prefix the volume was staged with: the node plugin never touches subsystems outside it, so this volume can be neither healed nor unstaged",
+			"its NQN %s is outside the managed prefix %q", rec.NQN, d.cfg.ManagedNQNPrefix)
+	}
+	facts := healFacts{currentBoot: rec.BootID == bootID, lost: errors.Is(derr, nvme.ErrNotConnected)}
+	if derr == nil {
+		facts.disk = disk
+	}
+	stacked := 0
+	if !rec.Block {
+		entries, err := d.mounts(ctx, rec.StagingPath)
+		if err != nil {
+			return failResult("run the doctor where the node plugin runs (its mount namespace)", "%v", err)
+		}
+		facts.staging, stacked = top(entries), len(entries)
+	} else if facts.disk != nil {
+		facts.staleNodes = staleBlockNodes(rec, diskDev(facts.disk))
+	}
+	r := judgeStagedVolume(rec, facts, planHeal(rec, facts), derr, stacked)
+	if !facts.currentBoot || facts.disk == nil {
+		return r
+	}
+	for _, target := range rec.publishTargets() {
+		line, stale, err := d.describePublishTarget(ctx, rec, target, facts.disk)
+		if err != nil {
+			return failResult("run the doctor where the node plugin runs (its mount namespace)", "%v", err)
+		}
+		r.details = append(r.details, "publish "+target+": "+line)
+		if stale && r.status == verdictOK {
+			// the staging mount is right, so no heal comes: only a new publish fixes it
+			r = checkResult{status: verdictFail, details: r.details, finding: "publish target " + target + " is stale: " + line,
+				fix: "restart the pod that uses the volume on this node, so that kubelet publishes it again"}
+		}
+	}
+	return r
+}
+
+// judgeStagedVolume turns the node plugin's healing plan for a volume into a verdict.
+func judgeStagedVolume(rec stagingRecord, f healFacts, plan healPlan, derr error, stacked int) checkResult {
+	switch {
+	case !f.currentBoot:
+		return okResult("%s", plan.reason)
+	case rec.Healing:
+		return warnResult(doctorHealFix, "%s: mounts may be missing until it is done", plan.reason)
+	case plan.reconnect || plan.replace:
+		return failResult(doctorHealFix, "stale: %s", plan.reason)
+	case !rec.Block && f.staging == nil:
+		return warnResult("kubelet stages the volume again when a pod on this node needs it; if none does (kubectl get volumeattachment shows where it is attached), the record is left over from an interrupted unstage and the next NodeUnstageVolume removes it",
+			"recorded as staged, but nothing is mounted at %s", rec.StagingPath)
+	case f.lost:
+		return warnResult("nothing to do: the node plugin connects it again as soon as a pod on this node needs it (kubelet publishes it), or kubelet unstages it",
+			"%s: %v", plan.reason, derr)
+	case f.disk == nil:
+		return warnResult("the node plugin resolves it again at every pass; if it stays, see the subsystems line above and check the RDS",
+			"%s: %v", plan.reason, derr)
+	case plan.reason != "":
+		return failResult(fmt.Sprintf("the node plugin leaves it alone, as nothing proves it is this volume's: look at it (findmnt %s), unmount it by hand if it is stale, then let kubelet stage the volume again", rec.StagingPath),
+			"%s", plan.reason)
+	case stacked > 1:
+		return warnResult("drain the node (kubectl drain) so the volume is unstaged, which unmounts every layer, then let it stage again",
+			"%s is mounted from %s, but %d mounts are stacked there: earlier stages left mounts behind", rec.StagingPath, f.disk.Name, stacked)
+	case rec.Block:
+		return okResult("raw block on %s (%d:%d)", f.disk.Name, f.disk.Major, f.disk.Minor)
+	}
+	return okResult("%s mounted at %s from %s (%d:%d)", f.staging.FSType, rec.StagingPath, f.disk.Name, f.disk.Major, f.disk.Minor)
+}
+
+// describePublishTarget says what a publish target holds: a bind mount of the volume's
+// filesystem, or for raw block a device node of its disk. stale is true when it holds
+// another device.
+func (d *doctor) describePublishTarget(ctx context.Context, rec stagingRecord, target string, disk *nvme.Disk) (line string, stale bool, err error) {
+	var got devNum
+	if rec.Block {
+		var st unix.Stat_t
+		switch err := unix.Lstat(target, &st); {
+		case err != nil:
+			return fmt.Sprintf("no device node (%v)", err), false, nil
+		case st.Mode&unix.S_IFMT != unix.S_IFBLK:
+			return "not a block device node", false, nil
+		}
+		got = devNum{unix.Major(st.Rdev), unix.Minor(st.Rdev)}
+	} else {
+		entries, err := d.mounts(ctx, target)
+		if err != nil {
+			return "", false, err
+		}
+		t := top(entries)
+		if t == nil {
+			return "nothing mounted (the pod may be gone)", false, nil
+		}
+		got = entryDev(t)
+	}
+	if got != diskDev(disk) {
+		return fmt.Sprintf("on %d:%d, but the volume's disk is %s (%d:%d)", got.major, got.minor, disk.Name, disk.Major, disk.Minor), true, nil
+	}
+	return fmt.Sprintf("on %s (%d:%d)", disk.Name, got.major, got.minor), false, nil
+}
