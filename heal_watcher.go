@@ -49,22 +49,32 @@ func (n *nodeService) requestHeal() {
 	}
 }
 
-// healPass checks every staged volume once. A volume busy with an RPC is skipped: the
-// RPC sees the same facts, and the next pass comes soon.
+// healPass checks every staged volume once. Looking needs no lock (it only reads), so
+// the watcher never makes an RPC answer Aborted for a healthy volume; the volume lock is
+// taken only to heal, and the facts are gathered again under it. A volume busy with an
+// RPC is skipped: the next pass comes soon.
 func (n *nodeService) healPass(ctx context.Context) {
 	for _, rec := range n.records.all() {
 		if ctx.Err() != nil {
 			return
 		}
-		release, ok := n.locks.tryLock(rec.VolumeID)
-		if !ok {
-			continue
-		}
 		vctx, cancel := context.WithTimeout(ctx, healTimeout)
-		_, _ = n.healVolume(vctx, rec, false)
+		if facts, _ := n.observe(vctx, rec, false); n.needsHeal(rec, facts) {
+			if release, ok := n.locks.tryLock(rec.VolumeID); ok {
+				if current, ok := n.records.get(rec.VolumeID); ok {
+					_, _ = n.healVolume(vctx, current, false)
+				}
+				release()
+			}
+		}
 		cancel()
-		release()
 	}
+}
+
+// needsHeal reports whether planHeal wants something done.
+func (n *nodeService) needsHeal(rec stagingRecord, f healFacts) bool {
+	p := planHeal(rec, f)
+	return p.reconnect || p.replace
 }
 
 // healVolume looks at one staged volume and heals it when planHeal says so. It returns
