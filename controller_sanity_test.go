@@ -1,8 +1,3 @@
-// The constraint keeps this file out of the build until go.mod requires
-// github.com/kubernetes-csi/csi-test/v5 (go mod tidy adds it, as it reads constrained files
-// too); drop the constraint in that same commit.
-
-//go:build csisanity
 
 package main
 
