@@ -13,6 +13,9 @@ const maxNQNLen = 223
 // (the RDS slot, which is the volume ID, e.g. "pvc-<uuid>").
 var slotPrefixRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{3,}$`)
 
+// slotNameRe is a whole RDS slot name, the subsystem NQN of RouterOS before 7.21.
+var slotNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+
 // ValidatePrefix checks a managed NQN prefix. Two forms are accepted:
 //   - an NQN prefix: starts with "nqn.", has a naming authority, a ':' and at least one
 //     character after it, and is shorter than 223 bytes (e.g. "nqn.2000-02.com.mikrotik:pvc-");
@@ -105,7 +108,11 @@ func (g *Guard) Check(nqn string) error {
 
 // reject explains why nqn is not managed, or returns "".
 func (g *Guard) reject(nqn string) string {
-	if !strings.HasPrefix(nqn, "nqn.") || len(nqn) >= maxNQNLen {
+	// RouterOS before 7.21 names each export's subsystem after its slot ("pvc-…", no
+	// "nqn." form); a slot-style prefix exists for exactly those, so there a bare slot name
+	// is a valid subsystem name.
+	bareSlot := g.slot && !strings.Contains(nqn, ":") && slotNameRe.MatchString(nqn)
+	if !bareSlot && !strings.HasPrefix(nqn, "nqn.") || len(nqn) >= maxNQNLen {
 		return fmt.Sprintf("it is not a valid NQN (must start with \"nqn.\" and be under %d bytes)", maxNQNLen)
 	}
 	if bad := badNQNChar(nqn); bad != "" {
@@ -113,11 +120,8 @@ func (g *Guard) reject(nqn string) string {
 	}
 	name, what := nqn, "managed prefix"
 	if g.slot {
-		colon := strings.LastIndexByte(nqn, ':')
-		if colon < 0 {
-			return fmt.Sprintf("it has no ':' and so no slot name to match the managed slot prefix %q", g.prefix)
-		}
-		name, what = nqn[colon+1:], "managed slot prefix (matched after the last ':')"
+		// The slot is the part after the NQN's last ':', or the whole bare slot name.
+		name, what = nqn[strings.LastIndexByte(nqn, ':')+1:], "managed slot prefix (matched after the last ':')"
 	}
 	if !strings.HasPrefix(name, g.prefix) || len(name) == len(g.prefix) {
 		return fmt.Sprintf("it is outside the %s %q; this driver never touches subsystems it does not own", what, g.prefix)

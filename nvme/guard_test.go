@@ -81,7 +81,13 @@ func TestGuardManages(t *testing.T) {
 		{"pvc-", "nqn.2024-01.io.nixos:var:pvc-1", true}, // the slot is after the last ':'
 		{"pvc-", "nqn.2024-01.io.pvc-:var", false},       // the prefix elsewhere does not count
 		{"pvc-", "nqn.2024-01.io.example:pvc-", false},
-		{"pvc-", "pvc-1", false}, // not an NQN at all
+		// RouterOS before 7.21: the subsystem NQN is the bare slot name.
+		{"pvc-", "pvc-1", true},
+		{"pvc-", "pvc-", false},
+		{"pvc-", "var", false},
+		{"pvc-", "pvc-1,hostnqn=evil", false},
+		{"pvc-", "PVC-1", false},
+		{mikrotik + "pvc-", "pvc-1", false}, // an NQN prefix never matches bare slot names
 	}
 	for _, tt := range tests {
 		t.Run(tt.prefix+"|"+tt.nqn, func(t *testing.T) {
