@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -51,7 +52,12 @@ func main() {
 	vm := flag.Bool("vm", false, "measure the three real-kernel figures in the test VM (test/vm) instead of the others")
 	out := flag.String("out", "", "directory for the JSON reports (default <repo>/bench/out)")
 	keep := flag.Bool("keep", false, "keep the scratch directory (process logs, simulator files) for inspection")
+	only := flag.String("only", "", "measure only these comma-separated groups ("+strings.Join(groupNames(), ", ")+"); prints the table, writes no report")
 	flag.Parse()
+	selected, err := parseGroups(*only)
+	if err != nil {
+		fatal(err)
+	}
 
 	root, err := findRoot()
 	if err != nil {
@@ -83,17 +89,19 @@ func main() {
 		r.Kind = "bench-vm"
 		r.Figures = vmFigures(ctx, root, work)
 	} else {
-		r.Figures = localFigures(ctx, root, work)
+		r.Figures = localFigures(ctx, root, work, selected)
 	}
 	signal.Stop(sigs)
 	r.Figures = inOrder(r.Figures)
 	r.finish(start)
 	r.print(os.Stdout)
-	path, err := r.write(*out)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "bench: write the report: %v\n", err)
-	} else {
-		fmt.Printf("\nreport: %s\n", path)
+	if selected == nil {
+		var path string
+		if path, err = r.write(*out); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: write the report: %v\n", err)
+		} else {
+			fmt.Printf("\nreport: %s\n", path)
+		}
 	}
 	if leftovers := sweepWork(work); leftovers != "" {
 		fmt.Fprintf(os.Stderr, "bench: had to clean up after the driver: %s\n", leftovers)
@@ -108,22 +116,65 @@ func main() {
 	}
 }
 
+// groups are the parts of the local run, in the order they run. They run one after
+// another: the machine may be small and shared, and each measurement should have it to
+// itself.
+var groups = []struct {
+	name, what string
+	run        func(ctx context.Context, root, work string, bins binaries) []figure
+}{
+	{"size", "binary size", func(_ context.Context, _, _ string, b binaries) []figure { return []figure{binaryFigure(b)} }},
+	{"packages", "package benchmarks: parse, resolve, mountinfo", func(ctx context.Context, root, _ string, _ binaries) []figure {
+		return packageFigures(ctx, root)
+	}},
+	{"startup", "process start to Identity serving", func(_ context.Context, _, work string, b binaries) []figure {
+		return []figure{startupFigure(b, work)}
+	}},
+	{"controller", "controller: RSS, CreateVolume overhead, parallel creates", func(ctx context.Context, _, work string, b binaries) []figure {
+		return controllerFigures(ctx, b, work)
+	}},
+	{"node", "node plugin: 10 staged volumes, RSS, NodeStage, NodePublish", func(ctx context.Context, _, work string, b binaries) []figure {
+		return nodeFigures(ctx, b, work)
+	}},
+}
+
+func groupNames() []string {
+	var names []string
+	for _, g := range groups {
+		names = append(names, g.name)
+	}
+	return names
+}
+
+// parseGroups reads -only; nil means all groups.
+func parseGroups(list string) (map[string]bool, error) {
+	if list == "" {
+		return nil, nil
+	}
+	sel := map[string]bool{}
+	for _, name := range strings.Split(list, ",") {
+		name = strings.TrimSpace(name)
+		if !slices.Contains(groupNames(), name) {
+			return nil, fmt.Errorf("-only: unknown group %q (groups: %s)", name, strings.Join(groupNames(), ", "))
+		}
+		sel[name] = true
+	}
+	return sel, nil
+}
+
 // localFigures are the figures measured on this machine: builds, processes, benchmarks.
-// They run one after another: the machine may be small and shared, and each measurement
-// should have it to itself.
-func localFigures(ctx context.Context, root, work string) []figure {
+func localFigures(ctx context.Context, root, work string, selected map[string]bool) []figure {
 	step := func(name string) { fmt.Fprintf(os.Stderr, "bench: %s (%s)\n", name, time.Now().Format("15:04:05")) }
 	step("building the driver as make build does")
 	bins := buildAll(ctx, root, filepath.Join(work, "bin"))
-	figs := []figure{binaryFigure(bins)}
-	step("package benchmarks: parse, resolve, mountinfo")
-	figs = append(figs, packageFigures(ctx, root)...)
-	step("process start to Identity serving")
-	figs = append(figs, startupFigure(bins, work))
-	step("controller: RSS, CreateVolume overhead, parallel creates")
-	figs = append(figs, controllerFigures(ctx, bins, work)...)
-	step("node plugin: 10 staged volumes, RSS, NodeStage, NodePublish")
-	figs = append(figs, nodeFigures(ctx, bins, work)...)
+	var figs []figure
+	for _, g := range groups {
+		if selected != nil && !selected[g.name] {
+			continue
+		}
+		step(g.what)
+		figs = append(figs, g.run(ctx, root, work, bins)...)
+	}
 	return figs
 }
 

@@ -33,7 +33,7 @@ const vmScript = `#!/bin/sh
 echo "=== bench-vm: BenchmarkVMConnect"
 ./nvme.test -test.run '^$' -test.bench '^BenchmarkVMConnect$' -test.benchtime %dx -test.v
 echo "=== bench-vm: node recovery (vmguest)"
-./vmguest -csi ./rds-csi -sim ./rds-sim -trials 3
+./vmguest -csi ./rds-csi -sim ./rds-sim -trials 5
 echo "=== bench-vm: done"
 `
 

@@ -239,7 +239,8 @@ func (s *system) ctrlLossHealed(trials int) result {
 			return s.failed(key, fmt.Errorf("loss %d: not healed 60 s after the target came back: before %+v, now %+v", i+1, before, m))
 		}
 		runs = append(runs, time.Since(up))
-		notes = append(notes, fmt.Sprintf("%s→%s (controller dropped %v after the target went)", before.disk, after.disk, lost.Round(100*time.Millisecond)))
+		notes = append(notes, fmt.Sprintf("run %d: %s→%s, controller dropped %v after the target went, %s", i+1, before.disk, after.disk,
+			lost.Round(100*time.Millisecond), s.healAttempts(v, down, up)))
 		if got, err := os.ReadFile(filepath.Join(v.target, "before-loss")); err != nil || string(got) != string(data) {
 			return s.failed(key, fmt.Errorf("loss %d: after healing the volume reads %q, %v; want %q", i+1, got, err, data))
 		}
@@ -249,7 +250,21 @@ func (s *system) ctrlLossHealed(trials int) result {
 	}
 	return measured(key, runs, fmt.Sprintf("ctrlLossTmo 3, reconnectDelay 1, rds-csi's default --heal-interval; target away until the kernel dropped the controller, "+
 		"then the time from its return until a live disk is mounted anew at the staging and publish paths (mountinfo and sysfs polled every 5 ms, no RPC); "+
-		"disks %s; data written before the loss read back", strings.Join(notes, ", ")))
+		"data written before the loss read back; %s", strings.Join(notes, "; ")))
+}
+
+// healAttempts describes the node's reconnect attempts (heal passes) around the target's
+// return at up, from its log.
+func (s *system) healAttempts(v *volume, down, up time.Time) string {
+	attempts := logEvents(s.drv.logPath, "reconnecting a lost volume", v.id, down)
+	var rel []string
+	for _, t := range attempts {
+		rel = append(rel, fmt.Sprintf("%+.2fs", t.Sub(up).Seconds()))
+	}
+	if len(rel) == 0 {
+		return "no reconnect attempt logged"
+	}
+	return "reconnect attempts at " + strings.Join(rel, " ") + " from the target's return"
 }
 
 // measured makes the figure of the runs: the slowest, in seconds, with every run listed.
