@@ -67,6 +67,10 @@ func (n *nodeService) stage(ctx context.Context, rec *stagingRecord) error {
 		return err
 	}
 	if rec.Block {
+		if rec.dev() != diskDev(disk) {
+			// Reconnected under new names: point the publish nodes at the new disk.
+			return n.replaceBlockNodes(rec, disk)
+		}
 		return nil
 	}
 	return n.mountStaging(ctx, rec, disk)
@@ -85,7 +89,9 @@ func (n *nodeService) connect(ctx context.Context, rec *stagingRecord) (*nvme.Di
 	if rec.BootID != n.bootID {
 		rec.BootID, rec.Major, rec.Minor, rec.Healing = n.bootID, disk.Major, disk.Minor, false
 	}
-	if rec.Block || rec.Major == 0 {
+	if rec.Major == 0 && rec.Minor == 0 {
+		// First stage: nothing mounted or published yet. Later the recorded device
+		// changes only once the mounts or nodes of the old one were replaced.
 		rec.Major, rec.Minor = disk.Major, disk.Minor
 	}
 	if err := n.records.put(*rec); err != nil {
