@@ -20,17 +20,8 @@ const expandWait = 10 * time.Second
 // volume only needs the rescan. It returns the disk's size.
 func (n *nodeService) NodeExpandVolume(ctx context.Context, req *csi.NodeExpandVolumeRequest) (*csi.NodeExpandVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if err := requireVolumeID(id); err != nil {
-		return nil, err
-	}
-	if req.GetVolumePath() == "" {
-		return nil, status.Error(codes.InvalidArgument, "volume_path is missing")
-	}
-	rec, ok := n.records.get(id)
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "volume %s is not staged on this node", id)
-	}
-	if _, err := n.volumePath(ctx, rec, req.GetVolumePath()); err != nil {
+	rec, _, err := n.stagedAt(ctx, id, req.GetVolumePath())
+	if err != nil {
 		return nil, err
 	}
 	release, err := n.lockVolume(id)

@@ -18,17 +18,7 @@ import (
 // watcher when something is wrong.
 func (n *nodeService) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
 	id := req.GetVolumeId()
-	if err := requireVolumeID(id); err != nil {
-		return nil, err
-	}
-	if req.GetVolumePath() == "" {
-		return nil, status.Error(codes.InvalidArgument, "volume_path is missing")
-	}
-	rec, ok := n.records.get(id)
-	if !ok {
-		return nil, status.Errorf(codes.NotFound, "volume %s is not staged on this node", id)
-	}
-	path, err := n.volumePath(ctx, rec, req.GetVolumePath())
+	rec, path, err := n.stagedAt(ctx, id, req.GetVolumePath())
 	if err != nil {
 		return nil, err
 	}
@@ -50,6 +40,24 @@ func (n *nodeService) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVo
 		{Unit: csi.VolumeUsage_BYTES, Total: s.TotalBytes, Available: s.AvailableBytes, Used: s.UsedBytes},
 		{Unit: csi.VolumeUsage_INODES, Total: s.TotalInodes, Available: s.FreeInodes, Used: s.UsedInodes},
 	}}, nil
+}
+
+// stagedAt validates a request naming a volume and one of its paths, and returns the
+// volume's record and the cleaned path: InvalidArgument for missing fields, NotFound for
+// a volume not staged here or a path that is not the volume's.
+func (n *nodeService) stagedAt(ctx context.Context, id, path string) (stagingRecord, string, error) {
+	if err := requireVolumeID(id); err != nil {
+		return stagingRecord{}, "", err
+	}
+	if path == "" {
+		return stagingRecord{}, "", status.Error(codes.InvalidArgument, "volume_path is missing")
+	}
+	rec, ok := n.records.get(id)
+	if !ok {
+		return stagingRecord{}, "", status.Errorf(codes.NotFound, "volume %s is not staged on this node", id)
+	}
+	path, err := n.volumePath(ctx, rec, path)
+	return rec, path, err
 }
 
 // volumePath checks that path is where the volume is staged or published on this node,
