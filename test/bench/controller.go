@@ -57,7 +57,7 @@ func controllerFigures(ctx context.Context, bins binaries, work string) []figure
 		return naAll(err.Error(), specs...)
 	}
 
-	figs := []figure{controllerRSS(d)}
+	figs := []figure{controllerRSS(d, "http://"+metricsAddr+"/metrics")}
 	figs = append(figs, createOverhead(ctx, d, r, "http://"+metricsAddr+"/metrics")...)
 	figs = append(figs, parallelCreate(ctx, d, r))
 	if err := d.stop(); err != nil {
@@ -67,13 +67,23 @@ func controllerFigures(ctx context.Context, bins binaries, work string) []figure
 }
 
 // controllerRSS reads VmRSS once the controller has been ready and idle for a while.
-func controllerRSS(d *driver) figure {
+func controllerRSS(d *driver, metricsURL string) figure {
 	time.Sleep(controllerIdle)
 	m, err := d.memory()
 	if err != nil {
 		return figCtrlRSS.na("%v", err)
 	}
-	return figCtrlRSS.measured(mib(m.RSS), "production build, --mode=controller against the simulator, ready (Probe) and idle %v: %s", controllerIdle, m)
+	return figCtrlRSS.measured(mib(m.RSS), "production build, --mode=controller against the simulator (metrics listener on, as deployed), ready (Probe) and idle %v: %s; %s",
+		controllerIdle, m, goMemoryOf(metricsURL))
+}
+
+// goMemoryOf describes the Go runtime's memory of a process, or why it could not.
+func goMemoryOf(metricsURL string) string {
+	g, err := scrapeGoMemory(metricsURL)
+	if err != nil {
+		return "no go_memstats: " + err.Error()
+	}
+	return g.String()
 }
 
 // createOverhead measures CreateVolume through the controller's gRPC socket against the

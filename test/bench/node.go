@@ -59,7 +59,12 @@ func nodeFigures(ctx context.Context, bins binaries, work string) []figure {
 	if err != nil {
 		return naAll(err.Error(), specs...)
 	}
+	metricsAddr, err := freeLoopbackAddr()
+	if err != nil {
+		return naAll(err.Error(), specs...)
+	}
 	args := append(d.commonArgs("node"), "--managed-nqn-prefix="+managedPrefix, "--loop-nvme-exports-dir="+r.exportsDir())
+	args = replaceArg(args, "--metrics-address=", metricsAddr)
 	if err := d.start(bins.loop, args); err != nil {
 		return naAll(err.Error(), specs...)
 	}
@@ -92,8 +97,8 @@ func nodeFigures(ctx context.Context, bins binaries, work string) []figure {
 	if err != nil {
 		figs = append(figs, figNodeRSS.na("%v", err))
 	} else {
-		figs = append(figs, figNodeRSS.measured(mib(m.RSS), "loopnvme build, --mode=node, %d ext4 volumes staged over gRPC (first stage, with mkfs: p50 %s), idle %v: %s",
-			stagedVolumes, ms(pct(firstStage, 50)), nodeIdle, m))
+		figs = append(figs, figNodeRSS.measured(mib(m.RSS), "loopnvme build, --mode=node (metrics listener on, as deployed), %d ext4 volumes staged over gRPC (first stage, with mkfs: p50 %s), idle %v: %s; %s",
+			stagedVolumes, ms(pct(firstStage, 50)), nodeIdle, m, goMemoryOf("http://"+metricsAddr+"/metrics")))
 	}
 	figs = append(figs, stageFigure(ctx, d, vols), publishFigure(ctx, d, vols))
 	return figs

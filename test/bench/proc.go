@@ -216,9 +216,11 @@ func (d *driver) waitReady(timeout time.Duration) error {
 	return fmt.Errorf("%s not ready within %v (%v): %s", d.name, timeout, last, d.tail(2))
 }
 
-// memory is what /proc/<pid>/status says about the process's memory.
+// memory is what /proc/<pid>/status says about the process's memory, and how much of
+// the executable's own mappings is resident (from /proc/<pid>/smaps), by permission.
 type memory struct {
-	RSS, HWM, Anon, File int64 // bytes: VmRSS, VmHWM, RssAnon, RssFile
+	RSS, HWM, Anon, File int64            // bytes: VmRSS, VmHWM, RssAnon, RssFile
+	Exe                  map[string]int64 // resident bytes of the executable's mappings, by perms ("r-xp", "r--p", "rw-p")
 }
 
 func (d *driver) memory() (memory, error) {
@@ -231,7 +233,7 @@ func readMemory(pid int) (memory, error) {
 		return memory{}, err
 	}
 	defer f.Close()
-	var m memory
+	m := memory{Exe: map[string]int64{}}
 	fields := map[string]*int64{"VmRSS:": &m.RSS, "VmHWM:": &m.HWM, "RssAnon:": &m.Anon, "RssFile:": &m.File}
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -246,13 +248,45 @@ func readMemory(pid int) (memory, error) {
 	if m.RSS == 0 {
 		return m, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
 	}
-	return m, sc.Err()
+	if err := sc.Err(); err != nil {
+		return m, err
+	}
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return m, nil
+	}
+	smaps, err := os.Open(fmt.Sprintf("/proc/%d/smaps", pid))
+	if err != nil {
+		return m, nil
+	}
+	defer smaps.Close()
+	perms := ""
+	sc = bufio.NewScanner(smaps)
+	for sc.Scan() {
+		parts := strings.Fields(sc.Text())
+		switch {
+		case len(parts) >= 5 && strings.Contains(parts[0], "-") && !strings.HasSuffix(parts[0], ":"):
+			perms = ""
+			if len(parts) >= 6 && parts[5] == exe {
+				perms = parts[1]
+			}
+		case perms != "" && len(parts) == 3 && parts[0] == "Rss:":
+			kb, _ := strconv.ParseInt(parts[1], 10, 64)
+			m.Exe[perms] += kb << 10
+		}
+	}
+	return m, nil
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }
 
 func (m memory) String() string {
-	return fmt.Sprintf("VmRSS %.1f MiB (anon %.1f, file %.1f), VmHWM %.1f MiB", mib(m.RSS), mib(m.Anon), mib(m.File), mib(m.HWM))
+	s := fmt.Sprintf("VmRSS %.1f MiB (anon %.1f, file %.1f), VmHWM %.1f MiB", mib(m.RSS), mib(m.Anon), mib(m.File), mib(m.HWM))
+	if len(m.Exe) > 0 {
+		s += fmt.Sprintf("; resident of the executable: code (r-x) %.1f MiB, read-only data and pclntab (r--) %.1f MiB, data (rw-) %.1f MiB",
+			mib(m.Exe["r-xp"]), mib(m.Exe["r--p"]), mib(m.Exe["rw-p"]))
+	}
+	return s
 }
 
 // stop ends the process with SIGTERM (SIGKILL after the grace) and closes the client.
