@@ -7,6 +7,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -43,9 +44,10 @@ type nodeService struct {
 	// kick asks the healing watcher for a pass now (NodeGetVolumeStats saw trouble).
 	kick chan struct{}
 	// heals remembers the last healing outcome per volume, for VolumeCondition.
-	heals sync.Map // volume ID → healOutcome
-	done  chan struct{}
-	once  sync.Once
+	heals   sync.Map // volume ID → healOutcome
+	done    chan struct{}
+	started atomic.Bool
+	once    sync.Once
 }
 
 // filesystems are the mount package's filesystem operations, a seam so tests can prove
@@ -110,6 +112,7 @@ func kernelBootID(log *slog.Logger) string {
 // from the records and the mount table, sweep NVMe subsystems nobody claims, then heal
 // stale volumes every HealInterval (and whenever NodeGetVolumeStats asks).
 func (n *nodeService) run(ctx context.Context) {
+	n.started.Store(true)
 	defer close(n.done)
 	n.rebuild(ctx)
 	n.sweep(ctx)
@@ -120,6 +123,9 @@ func (n *nodeService) run(ctx context.Context) {
 // heal is not cut off between unmounting and mounting by the process exiting.
 func (n *nodeService) close() {
 	n.once.Do(func() {
+		if !n.started.Load() {
+			return
+		}
 		select {
 		case <-n.done:
 		case <-time.After(10 * time.Second):
