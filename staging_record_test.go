@@ -10,7 +10,7 @@ import (
 	"srvlab.io/rds-csi/nvme"
 )
 
-func TestStagingRecordRoundTrip(t *testing.T) {
+func TestNodeStagingRecordRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	s, bad, err := openRecordStore(dir)
 	if err != nil || len(bad) != 0 {
@@ -59,7 +59,7 @@ func TestStagingRecordRoundTrip(t *testing.T) {
 	}
 }
 
-func TestStagingRecordStoreRefuses(t *testing.T) {
+func TestNodeStagingRecordStoreRefuses(t *testing.T) {
 	dir := t.TempDir()
 	vols := filepath.Join(dir, "volumes")
 	if err := os.MkdirAll(vols, 0o700); err != nil {
