@@ -217,7 +217,7 @@ func (d *demo) startDriver(driverBin, simAddr string) (string, error) {
 
 func fsCap() *csi.VolumeCapability {
 	return &csi.VolumeCapability{
-		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: "ext4"}},
+		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: "xfs"}},
 		AccessMode: &csi.VolumeCapability_AccessMode{Mode: csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER},
 	}
 }
@@ -257,8 +257,11 @@ func (d *demo) attach(v *volume) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := os.MkdirAll(v.staging, 0o750); err != nil {
-		return "", err
+	// kubelet creates the staging directory and the publish target's parent.
+	for _, dir := range []string{v.staging, filepath.Dir(v.target)} {
+		if err := os.MkdirAll(dir, 0o750); err != nil {
+			return "", err
+		}
 	}
 	if _, err := d.node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: v.id, StagingTargetPath: v.staging,
 		VolumeCapability: fsCap(), VolumeContext: v.context, PublishContext: pub.PublishContext}); err != nil {
@@ -308,7 +311,7 @@ func (d *demo) lifecycle() error {
 		what string
 		f    func() (string, error)
 	}{
-		{"CreateVolume 64 MiB ext4", func() (s string, err error) { vol, s, err = d.create("pvc-demo-volume", 64*mib, nil); return }},
+		{"CreateVolume 320 MiB xfs", func() (s string, err error) { vol, s, err = d.create("pvc-demo-volume", 320*mib, nil); return }},
 		{"attach it to the node", func() (string, error) { return d.attach(vol) }},
 		{"write a file through the mount", func() (string, error) {
 			p := filepath.Join(vol.target, "hello.txt")
@@ -317,16 +320,16 @@ func (d *demo) lifecycle() error {
 			}
 			return p, syncPath(p)
 		}},
-		{"expand to 128 MiB while in use", func() (string, error) {
+		{"expand to 512 MiB while in use", func() (string, error) {
 			ctx, cancel := d.ctx()
 			defer cancel()
 			c, err := d.ctrl.ControllerExpandVolume(ctx, &csi.ControllerExpandVolumeRequest{VolumeId: vol.id,
-				CapacityRange: &csi.CapacityRange{RequiredBytes: 128 * mib}, VolumeCapability: fsCap()})
+				CapacityRange: &csi.CapacityRange{RequiredBytes: 512 * mib}, VolumeCapability: fsCap()})
 			if err != nil {
 				return "", err
 			}
 			n, err := d.node.NodeExpandVolume(ctx, &csi.NodeExpandVolumeRequest{VolumeId: vol.id, VolumePath: vol.target,
-				StagingTargetPath: vol.staging, CapacityRange: &csi.CapacityRange{RequiredBytes: 128 * mib}, VolumeCapability: fsCap()})
+				StagingTargetPath: vol.staging, CapacityRange: &csi.CapacityRange{RequiredBytes: 512 * mib}, VolumeCapability: fsCap()})
 			if err != nil {
 				return "", err
 			}
@@ -365,7 +368,7 @@ func (d *demo) lifecycle() error {
 			}},
 			{"restore it into a new volume", func() (s string, err error) {
 				src := &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: snapID}}}
-				restored, s, err = d.create("pvc-demo-restored", 128*mib, src)
+				restored, s, err = d.create("pvc-demo-restored", 512*mib, src)
 				return
 			}},
 			{"attach the restored volume", func() (string, error) { return d.attach(restored) }},
