@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -50,10 +51,21 @@ func gitVersion(root string) string {
 
 // buildBinary builds a static, stripped binary exactly as `make build` does
 // (CGO_ENABLED=0, -trimpath, -ldflags "-s -w -X main.version=…"), with extra build tags.
+// Tags set for every build through GOFLAGS (e.g. exported by the Makefile) are kept:
+// a -tags on the command line would otherwise replace them.
 func buildBinary(ctx context.Context, root, out, pkg, tags string) error {
-	args := []string{"build", "-trimpath", "-ldflags", "-s -w -X main.version=" + gitVersion(root), "-o", out}
-	if tags != "" {
-		args = append(args, "-tags", tags)
+	return goBuild(ctx, root, out, pkg, tags, true)
+}
+
+// goBuild is buildBinary, optionally keeping the symbols.
+func goBuild(ctx context.Context, root, out, pkg, tags string, strip bool) error {
+	ldflags := "-X main.version=" + gitVersion(root)
+	if strip {
+		ldflags = "-s -w " + ldflags
+	}
+	args := []string{"build", "-trimpath", "-ldflags", ldflags, "-o", out}
+	if all := mergeTags(goflagsTags(), tags); all != "" {
+		args = append(args, "-tags", all)
 	}
 	args = append(args, pkg)
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
@@ -65,6 +77,36 @@ func buildBinary(ctx context.Context, root, out, pkg, tags string) error {
 		return fmt.Errorf("go %s: %v: %s", strings.Join(args, " "), err, lastLines(string(raw), 4))
 	}
 	return nil
+}
+
+// goflagsTags returns the build tags GOFLAGS sets (-tags=a,b or -tags a,b).
+func goflagsTags() string {
+	fields := strings.Fields(os.Getenv("GOFLAGS"))
+	for i, f := range fields {
+		if v, ok := strings.CutPrefix(f, "-tags="); ok {
+			return v
+		}
+		if v, ok := strings.CutPrefix(f, "--tags="); ok {
+			return v
+		}
+		if (f == "-tags" || f == "--tags") && i+1 < len(fields) {
+			return fields[i+1]
+		}
+	}
+	return ""
+}
+
+// mergeTags joins comma-separated tag lists without repeats.
+func mergeTags(lists ...string) string {
+	var tags []string
+	for _, l := range lists {
+		for _, t := range strings.Split(l, ",") {
+			if t = strings.TrimSpace(t); t != "" && !slices.Contains(tags, t) {
+				tags = append(tags, t)
+			}
+		}
+	}
+	return strings.Join(tags, ",")
 }
 
 // binaries are the builds the process figures run.
@@ -82,8 +124,9 @@ func buildAll(ctx context.Context, root, dir string) binaries {
 	return b
 }
 
-// binaryFigure is the size of the production build.
-func binaryFigure(b binaries) figure {
+// binaryFigure is the size of the production build; when it misses, the detail says what
+// the binary is made of.
+func binaryFigure(ctx context.Context, root, work string, b binaries) figure {
 	if b.driverErr != nil {
 		return figBinary.na("build failed: %v", b.driverErr)
 	}
@@ -102,5 +145,17 @@ func binaryFigure(b binaries) figure {
 		}
 		f.Close()
 	}
-	return figBinary.measured(float64(st.Size())/(1<<20), "%d bytes; CGO_ENABLED=0 go build -trimpath -ldflags \"-s -w -X main.version=…\" . (%s)", st.Size(), static)
+	tags := ""
+	if t := goflagsTags(); t != "" {
+		tags = " -tags " + t
+	}
+	f := figBinary.measured(float64(st.Size())/(1<<20), "%d bytes; CGO_ENABLED=0 go build -trimpath%s -ldflags \"-s -w -X main.version=…\" . (%s)", st.Size(), tags, static)
+	if f.Status == statusMiss {
+		profile, err := sizeProfile(ctx, root, filepath.Dir(b.driver))
+		if err != nil {
+			profile = "no size profile: " + err.Error()
+		}
+		f.Detail += "; " + profile
+	}
+	return f
 }

@@ -123,7 +123,9 @@ var groups = []struct {
 	name, what string
 	run        func(ctx context.Context, root, work string, bins binaries) []figure
 }{
-	{"size", "binary size", func(_ context.Context, _, _ string, b binaries) []figure { return []figure{binaryFigure(b)} }},
+	{"size", "binary size", func(ctx context.Context, root, work string, b binaries) []figure {
+		return []figure{binaryFigure(ctx, root, work, b)}
+	}},
 	{"packages", "package benchmarks: parse, resolve, mountinfo", func(ctx context.Context, root, _ string, _ binaries) []figure {
 		return packageFigures(ctx, root)
 	}},
