@@ -24,6 +24,9 @@ type CreateDiskRequest struct {
 	SizeBytes int64  // rounded up to a whole MiB; 0 = the existing file's size (restore/clone)
 	Port      int    // NVMe/TCP port; 0 = DefaultNVMePort
 	NQN       string // subsystem NQN; "" leaves it unset (the NQN is then the slot)
+	// Comment is the disk's comment ("" = none), set in the same command so a disk never
+	// exists without it; restores and clones record their source in it.
+	Comment string
 }
 
 // CreateDisk creates the disk and returns it as the RDS reports it after creation (exact
@@ -55,6 +58,9 @@ func (c *Client) CreateDisk(ctx context.Context, req CreateDiskRequest) (d *Disk
 			return nil, err
 		}
 	}
+	if err := ValidateComment(req.Comment); err != nil {
+		return nil, err
+	}
 	withNQN := req.NQN != "" && !c.noNQNArg.Load()
 	cmd, nqnAt := createCommand(req, port, withNQN)
 	_, err = c.run(ctx, op, cmd)
@@ -84,6 +90,9 @@ func createCommand(req CreateDiskRequest, port int, withNQN bool) (string, [2]in
 		b.WriteString(" file-size=" + FormatSize(req.SizeBytes))
 	}
 	b.WriteString(" slot=" + quote(req.Slot) + " nvme-tcp-export=yes nvme-tcp-server-port=" + strconv.Itoa(port))
+	if req.Comment != "" {
+		b.WriteString(" comment=" + quote(req.Comment))
+	}
 	var span [2]int
 	if withNQN {
 		b.WriteString(" ")

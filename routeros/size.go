@@ -60,9 +60,19 @@ func parseInteger(s string) (int64, error) {
 // parseHumanSize reads RouterOS's rounded human sizes ("10.0GiB", "512.0MiB", "1.5KiB",
 // "20B"), and plain byte counts. The result is approximate: RouterOS rounds to one decimal.
 func parseHumanSize(s string) (int64, error) {
+	v, _, err := parseHumanSizeParts(s)
+	if err != nil {
+		return 0, err
+	}
+	return int64(math.Round(v)), nil
+}
+
+// parseHumanSizeParts reads a human size into its value in bytes and the unit of its last
+// printed digit (see printedULP).
+func parseHumanSizeParts(s string) (v, ulp float64, err error) {
 	t := strings.TrimSpace(s)
 	if n, err := parseInteger(t); err == nil {
-		return n, nil
+		return float64(n), 1, nil
 	}
 	i := 0
 	for i < len(t) && (t[i] >= '0' && t[i] <= '9' || t[i] == '.') {
@@ -70,7 +80,7 @@ func parseHumanSize(s string) (int64, error) {
 	}
 	num, err := strconv.ParseFloat(t[:i], 64)
 	if err != nil || i == 0 {
-		return 0, fmt.Errorf("%q is not a size", s)
+		return 0, 0, fmt.Errorf("%q is not a size", s)
 	}
 	var unit float64
 	switch strings.ToUpper(strings.TrimSpace(t[i:])) {
@@ -87,11 +97,11 @@ func parseHumanSize(s string) (int64, error) {
 	case "P", "PB", "PIB":
 		unit = float64(tib << 10)
 	default:
-		return 0, fmt.Errorf("%q has an unknown size unit", s)
+		return 0, 0, fmt.Errorf("%q has an unknown size unit", s)
 	}
-	v := num * unit
+	v = num * unit
 	if v >= math.MaxInt64 {
-		return 0, fmt.Errorf("%q is too large", s)
+		return 0, 0, fmt.Errorf("%q is too large", s)
 	}
-	return int64(math.Round(v)), nil
+	return v, printedULP(t[:i], unit), nil
 }

@@ -95,6 +95,23 @@ func validateCleanPath(p string) error {
 	return nil
 }
 
+// maxCommentLen bounds disk comments this package sets.
+const maxCommentLen = 255
+
+// ValidateComment checks a comment for an item: at most 255 characters of letters, digits,
+// spaces and `.:_-/=`, nothing RouterOS could read as syntax even before quoting.
+func ValidateComment(s string) error {
+	if len(s) > maxCommentLen {
+		return invalidf("comment %q… is longer than %d bytes", clip(s, 80), maxCommentLen)
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(" .:_-/=", c) >= 0) {
+			return invalidf("comment %q contains %q: only letters, digits, spaces and '.:_-/=' are allowed", clip(s, 80), c)
+		}
+	}
+	return nil
+}
+
 // ValidateNQN checks an NVMe Qualified Name: at most 223 bytes, `nqn.yyyy-mm.` followed by
 // a reverse domain name and optionally `:` and a string, or the `nqn.2014-08.org.nvmexpress:uuid:`
 // form. The string part is limited to [A-Za-z0-9._:-] (the NVMe rules allow more UTF-8;

@@ -83,10 +83,20 @@ func (s *Sim) fileCopy(env *execEnv, c *command) (result, error) {
 	s.copies[dstHost] = job
 	s.pruneCopies()
 	dur := s.opts.CopyDuration
+	prealloc := dur > 0 && s.opts.CopyPreallocate
+	if prealloc {
+		if err := dst.Truncate(job.total); err != nil {
+			dst.Close()
+			_ = os.Remove(dstHost)
+			delete(s.copies, dstHost)
+			cancel()
+			return result{}, failure("create %q: %v", dstName, err)
+		}
+	}
 	go func() {
 		defer close(job.done)
 		defer cancel()
-		job.err = copyData(ctx, srcHost, dst, job.total, dur)
+		job.err = copyData(ctx, srcHost, dst, job.total, dur, prealloc)
 		if cerr := dst.Close(); job.err == nil {
 			job.err = cerr
 		}
@@ -128,8 +138,9 @@ func (s *Sim) pruneCopies() {
 
 // copyData copies total bytes of srcPath into dst. Without a duration it first tries a
 // reflink (FICLONE: instant on btrfs/xfs); otherwise it copies only the data extents, piece
-// by piece, growing dst to each piece's end so readers see the size advance.
-func copyData(ctx context.Context, srcPath string, dst *os.File, total int64, dur time.Duration) error {
+// by piece, growing dst to each piece's end so readers see the size advance — unless dst
+// was preallocated to its full size, when only its modification time advances.
+func copyData(ctx context.Context, srcPath string, dst *os.File, total int64, dur time.Duration, prealloc bool) error {
 	src, err := os.Open(srcPath)
 	if err != nil {
 		return err
@@ -160,6 +171,9 @@ func copyData(ctx context.Context, srcPath string, dst *os.File, total int64, du
 		a, b := total*i/steps, total*(i+1)/steps
 		if err := copyExtents(src, dst, a, b); err != nil {
 			return err
+		}
+		if prealloc {
+			continue
 		}
 		if err := dst.Truncate(b); err != nil {
 			return err

@@ -11,7 +11,8 @@
 // must not depend on it:
 //   - errors go to stdout with exit status 0 unless SetErrorOutput says otherwise;
 //   - /file copy is synchronous unless Options.CopyDuration is set; /file print shows a
-//     running copy's destination with its current, rounded size;
+//     running copy's destination with its current, rounded size (its full size from the
+//     start with Options.CopyPreallocate) and a last-modified that advances as it is written;
 //   - /disk add and /file copy create missing parent directories;
 //   - /file remove refuses a file a disk still uses, and never removes a non-empty directory;
 //   - from 7.21 an exported disk without nvme-tcp-server-nqn prints it as "" (the NQN is

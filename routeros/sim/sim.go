@@ -46,6 +46,11 @@ type Options struct {
 	// CopyDuration makes /file copy return at once and the destination grow to its full
 	// size over this long, so "copy still running" is observable through /file print.
 	CopyDuration time.Duration
+	// CopyPreallocate, with CopyDuration, gives a copy's destination its full size at once
+	// and fills it over CopyDuration, as a copy that preallocates would: its size then says
+	// nothing about progress, only its last-modified advancing does. Whether RouterOS
+	// copies like this is unverified; drivers must not take the size alone as completion.
+	CopyPreallocate bool
 	// MaxSessions limits concurrent exec channels per SSH connection; 0 means no limit.
 	MaxSessions int
 	// NVMet exports every exported disk through the kernel NVMe target (configfs); New
