@@ -67,6 +67,9 @@ func goBuild(ctx context.Context, root, out, pkg, tags string, strip bool) error
 	if all := mergeTags(goflagsTags(), tags); all != "" {
 		args = append(args, "-tags", all)
 	}
+	if prof != nil && pkg == "." {
+		args = append(args, "-overlay", prof.overlay)
+	}
 	args = append(args, pkg)
 	ctx, cancel := context.WithTimeout(ctx, 4*time.Minute)
 	defer cancel()
@@ -74,9 +77,28 @@ func goBuild(ctx context.Context, root, out, pkg, tags string, strip bool) error
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if raw, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go %s: %v: %s", strings.Join(args, " "), err, lastLines(string(raw), 4))
+		what := pkg
+		if t := mergeTags(goflagsTags(), tags); t != "" {
+			what += " -tags " + t
+		}
+		return fmt.Errorf("go build %s: %v: %s", what, err, firstLines(string(raw), 2))
 	}
 	return nil
+}
+
+// firstLines returns the first n lines of s that are not "# package" headers, joined:
+// a compiler's first errors are the ones that matter.
+func firstLines(s string, n int) string {
+	var out []string
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		if strings.HasPrefix(l, "# ") {
+			continue
+		}
+		if out = append(out, l); len(out) == n {
+			break
+		}
+	}
+	return strings.Join(out, " | ")
 }
 
 // goflagsTags returns the build tags GOFLAGS sets (-tags=a,b or -tags a,b).

@@ -58,7 +58,14 @@ func controllerFigures(ctx context.Context, bins binaries, work string) []figure
 	}
 
 	figs := []figure{controllerRSS(d, "http://"+metricsAddr+"/metrics")}
+	prof.heap(d, "controller-idle")
 	figs = append(figs, createOverhead(ctx, d, r, "http://"+metricsAddr+"/metrics")...)
+	n := 0
+	prof.cpu(d, "controller-create-volume", 5, func() error {
+		n++
+		_, err := d.ctrl.CreateVolume(ctx, createRequest(fmt.Sprintf("pvc-%08d-0000-4000-8000-0000000000cc", n)))
+		return err
+	})
 	figs = append(figs, parallelCreate(ctx, d, r))
 	if err := d.stop(); err != nil {
 		noteAll(figs, err.Error())

@@ -52,6 +52,7 @@ func main() {
 	vm := flag.Bool("vm", false, "measure the three real-kernel figures in the test VM (test/vm) instead of the others")
 	out := flag.String("out", "", "directory for the JSON reports (default <repo>/bench/out)")
 	keep := flag.Bool("keep", false, "keep the scratch directory (process logs, simulator files) for inspection")
+	profile := flag.Bool("profile", false, "build the driver with net/http/pprof (go build -overlay) and save CPU and heap profiles of the process figures under <out>/profiles-<time>; the figures of such a run are not the official ones and no report is written")
 	only := flag.String("only", "", "measure only these comma-separated groups ("+strings.Join(groupNames(), ", ")+"); prints the table, writes no report")
 	flag.Parse()
 	selected, err := parseGroups(*only)
@@ -85,6 +86,12 @@ func main() {
 
 	start := time.Now()
 	r := &report{Kind: "bench", Started: start, Host: describeHost(root)}
+	if *profile {
+		if prof, err = newProfiler(root, work, filepath.Join(*out, "profiles-"+start.UTC().Format("20060102T150405Z"))); err != nil {
+			fatal(err)
+		}
+		r.Kind = "bench-profile"
+	}
 	if *vm {
 		r.Kind = "bench-vm"
 		r.Figures = vmFigures(ctx, root, work)
@@ -95,7 +102,8 @@ func main() {
 	r.Figures = inOrder(r.Figures)
 	r.finish(start)
 	r.print(os.Stdout)
-	if selected == nil {
+	fmt.Print(prof.summary())
+	if selected == nil && prof == nil {
 		var path string
 		if path, err = r.write(*out); err != nil {
 			fmt.Fprintf(os.Stderr, "bench: write the report: %v\n", err)

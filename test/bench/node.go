@@ -100,7 +100,27 @@ func nodeFigures(ctx context.Context, bins binaries, work string) []figure {
 		figs = append(figs, figNodeRSS.measured(mib(m.RSS), "loopnvme build, --mode=node (metrics listener on, as deployed), %d ext4 volumes staged over gRPC (first stage, with mkfs: p50 %s), idle %v: %s; %s",
 			stagedVolumes, ms(pct(firstStage, 50)), nodeIdle, m, goMemoryOf("http://"+metricsAddr+"/metrics")))
 	}
+	prof.heap(d, "node-10-staged")
 	figs = append(figs, stageFigure(ctx, d, vols), publishFigure(ctx, d, vols))
+	prof.cpu(d, "node-stage", 5, func() error {
+		for _, v := range vols {
+			if _, err := d.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: v.id, StagingTargetPath: v.staging}); err != nil {
+				return err
+			}
+			if _, err := stage(ctx, d, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	prof.cpu(d, "node-publish-unpublish", 5, func() error {
+		for _, v := range vols {
+			if _, err := publishUnpublish(ctx, d, v); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 	return figs
 }
 
@@ -180,15 +200,9 @@ func publishFigure(ctx context.Context, d *driver, vols []nodeVolume) figure {
 	for range publishRounds {
 		for _, v := range vols {
 			start := time.Now()
-			_, err := d.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
-				VolumeId: v.id, StagingTargetPath: v.staging, TargetPath: v.target, VolumeCapability: mountCapability(), VolumeContext: v.context,
-			})
-			published := time.Since(start)
+			published, err := publishUnpublish(ctx, d, v)
 			if err != nil {
-				return figPublish.na("%s", nodeUnavailable("NodePublishVolume", err, d))
-			}
-			if _, err := d.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: v.id, TargetPath: v.target}); err != nil {
-				return figPublish.na("NodeUnpublishVolume: %v", err)
+				return figPublish.na("%s", nodeUnavailable("", err, d))
 			}
 			pairs, pubs = append(pairs, time.Since(start)), append(pubs, published)
 		}
@@ -197,13 +211,30 @@ func publishFigure(ctx context.Context, d *driver, vols []nodeVolume) figure {
 		len(pairs), ms(pct(pairs, 50)), ms(pct(pairs, 99)), ms(pct(pubs, 50)))
 }
 
-// nodeUnavailable explains a failed node call; Unimplemented means that part of the node
-// service has not been written yet.
+// publishUnpublish publishes the staged volume and unpublishes it again; it returns how
+// long the publish took.
+func publishUnpublish(ctx context.Context, d *driver, v nodeVolume) (time.Duration, error) {
+	start := time.Now()
+	_, err := d.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{
+		VolumeId: v.id, StagingTargetPath: v.staging, TargetPath: v.target, VolumeCapability: mountCapability(), VolumeContext: v.context,
+	})
+	published := time.Since(start)
+	if err != nil {
+		return 0, fmt.Errorf("NodePublishVolume: %w", err)
+	}
+	if _, err := d.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: v.id, TargetPath: v.target}); err != nil {
+		return 0, fmt.Errorf("NodeUnpublishVolume: %w", err)
+	}
+	return published, nil
+}
+
+// nodeUnavailable explains a failed node call (call names it unless err does);
+// Unimplemented means that part of the node service has not been written yet.
 func nodeUnavailable(call string, err error, d *driver) string {
 	if status.Code(err) == codes.Unimplemented {
-		return "the node service does not implement " + call + " yet"
+		return fmt.Sprintf("the node service does not implement it yet: %s %v", call, err)
 	}
-	msg := fmt.Sprintf("%s: %v", call, err)
+	msg := strings.TrimPrefix(fmt.Sprintf("%s: %v", call, err), ": ")
 	if !d.running() {
 		msg += "; the node plugin exited: " + d.tail(4)
 	}

@@ -30,6 +30,8 @@ type driver struct {
 	cmd     *exec.Cmd
 	started time.Time
 	exited  chan struct{}
+	// pprofAddr serves net/http/pprof in a -profile run.
+	pprofAddr string
 
 	conn  *grpc.ClientConn
 	ident csi.IdentityClient
@@ -99,6 +101,13 @@ func (d *driver) start(bin string, args []string) error {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = childEnv()
+	if prof != nil {
+		if d.pprofAddr, err = freeLoopbackAddr(); err != nil {
+			log.Close()
+			return err
+		}
+		cmd.Env = append(cmd.Env, prof.env(d.pprofAddr)...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	d.started = time.Now()
 	if err := cmd.Start(); err != nil {
