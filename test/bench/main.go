@@ -23,6 +23,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -75,12 +76,19 @@ func main() {
 	defer cancel()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	var interrupted atomic.Bool
 	go func() {
 		<-sigs
+		interrupted.Store(true)
 		fmt.Fprintln(os.Stderr, "bench: interrupted: stopping what was started")
-		cancel()
 		killChildren()
-		sweepWork(work)
+		cancel()
+		if did := sweepWork(work); did != "" {
+			fmt.Fprintf(os.Stderr, "bench: cleaned up: %s\n", did)
+		}
+		if !*keep {
+			os.RemoveAll(work)
+		}
 		os.Exit(130)
 	}()
 
@@ -99,6 +107,9 @@ func main() {
 		r.Figures = localFigures(ctx, root, work, selected)
 	}
 	signal.Stop(sigs)
+	if interrupted.Load() {
+		select {} // the interrupt handler cleans up and exits; an interrupted run has no report
+	}
 	r.Figures = inOrder(r.Figures)
 	r.finish(start)
 	r.print(os.Stdout)
