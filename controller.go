@@ -32,8 +32,9 @@ type controllerService struct {
 	// every node ID is taken as given (an optional feature off must not break publishing).
 	nodes   nodeRegistry
 	locks   *volumeLocks
-	bases   []string // --rds-volume-path, then --rds-allowed-paths
-	rdsAddr string   // host:port, for messages
+	copies  *copyTracker // the file copies of snapshots, restores and clones
+	bases   []string     // --rds-volume-path, then --rds-allowed-paths
+	rdsAddr string       // host:port, for messages
 
 	// Background intervals; variables so tests can shorten them.
 	migrationCheckEvery, poolRefreshEvery time.Duration
@@ -84,6 +85,8 @@ func newController(cfg *Config, log *slog.Logger, m *metrics, client *routeros.C
 		}
 	})
 	c.rds = &rdsOps{client: client, timeout: cfg.RDSCommandTimeout, health: c.health}
+	// half the sessions at most for copy commands, which may hold one for the whole copy
+	c.copies = newCopyTracker(c.rds.copyFile, log, cfg.RDSMaxSessions/2)
 	c.fencing = newFencing(source, cfg.DriverName, log)
 	c.fencing.onMigrationTimeout = func(string, []string, time.Duration) { m.migrationTimeouts.Inc() }
 	if nr, ok := source.(nodeRegistry); ok {
@@ -123,7 +126,8 @@ func (c *controllerService) close()                        { _ = c.client.Close(
 
 // controllerCapabilities are what the controller does. LIST_VOLUMES with published nodes
 // lets the external-attacher reconcile attachments; GET/LIST_VOLUME_HEALTH replace the
-// VOLUME_CONDITION of CSI before 1.13. Snapshots and clones are not advertised yet.
+// VOLUME_CONDITION of CSI before 1.13. Snapshots, restores and clones copy the volume's
+// file on the RDS (controller_snapshot*.go).
 var controllerCapabilities = []csi.ControllerServiceCapability_RPC_Type{
 	csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
 	csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME,
@@ -135,6 +139,10 @@ var controllerCapabilities = []csi.ControllerServiceCapability_RPC_Type{
 	csi.ControllerServiceCapability_RPC_GET_CAPACITY,
 	csi.ControllerServiceCapability_RPC_EXPAND_VOLUME,
 	csi.ControllerServiceCapability_RPC_SINGLE_NODE_MULTI_WRITER,
+	csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
+	csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
+	csi.ControllerServiceCapability_RPC_GET_SNAPSHOT,
+	csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
 }
 
 func (c *controllerService) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {

@@ -13,7 +13,8 @@ import (
 	"srvlab.io/rds-csi/routeros"
 )
 
-// CreateVolume makes a file disk <volumePath>/<id>.img exported over NVMe/TCP. It is
+// CreateVolume makes a file disk <volumePath>/<id>.img exported over NVMe/TCP, empty or,
+// with a content source, a copy of a snapshot or volume (createFromSource). It is
 // idempotent by name: a retry — also one after a create that was cut off after the RDS had
 // made the disk (deadline, dropped connection) — finds the disk and returns it, so there is
 // never a duplicate or a leaked file.
@@ -24,9 +25,6 @@ func (c *controllerService) CreateVolume(ctx context.Context, req *csi.CreateVol
 	use, err := checkCapabilities(req.GetVolumeCapabilities())
 	if err != nil {
 		return nil, err
-	}
-	if req.GetVolumeContentSource() != nil {
-		return nil, status.Error(codes.InvalidArgument, "creating a volume from a snapshot or by cloning another volume is not supported yet: create the PVC without dataSource/dataSourceRef")
 	}
 	params, err := c.parseParams(req.GetParameters())
 	if err != nil {
@@ -48,6 +46,9 @@ func (c *controllerService) CreateVolume(ctx context.Context, req *csi.CreateVol
 		return nil, busy(id)
 	}
 	defer release()
+	if req.GetVolumeContentSource() != nil {
+		return c.createFromSource(ctx, req, id, params, use.minimum)
+	}
 
 	filePath := path.Join(params.volumePath, volumeFileName(id))
 	disk, err := c.rds.createDisk(ctx, routeros.CreateDiskRequest{

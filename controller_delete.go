@@ -49,12 +49,16 @@ func (c *controllerService) DeleteVolume(ctx context.Context, req *csi.DeleteVol
 	if why := c.managedDisk(disk); why != "" {
 		return nil, status.Errorf(codes.FailedPrecondition, "volume %s was not deleted: %s; it was left untouched", id, why)
 	}
+	if dst := c.copies.copyingFrom(disk.FilePath); dst != "" {
+		return nil, status.Errorf(codes.Aborted, "volume %s is still being copied into %s (a snapshot or clone of it); retry when that has finished", id, dst)
+	}
 	if err := c.rds.removeDisk(ctx, id); err != nil {
 		return nil, c.rdsStatus("delete volume "+id+": remove its disk", err)
 	}
 	if err := c.rds.removeFile(ctx, disk.FilePath); err != nil {
 		return nil, c.rdsStatus(fmt.Sprintf("delete volume %s: remove its file %s (the disk is gone already; the retry removes the file)", id, disk.FilePath), err)
 	}
+	c.copies.forget(disk.FilePath)
 	return &csi.DeleteVolumeResponse{}, nil
 }
 
@@ -78,6 +82,7 @@ func (c *controllerService) removeLeftoverFiles(ctx context.Context, id string) 
 		if err := c.rds.removeFile(ctx, f.Path); err != nil {
 			return c.rdsStatus("delete volume "+id+": remove its leftover file "+f.Path, err)
 		}
+		c.copies.forget(f.Path) // it may have been a restore or clone still being copied
 	}
 	return nil
 }

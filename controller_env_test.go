@@ -78,6 +78,7 @@ func newCtrlEnv(t testing.TB, opts ...envOption) *ctrlEnv {
 	if e.c, err = newController(cfg, discardLog, e.m, client, setup.source); err != nil {
 		t.Fatal(err)
 	}
+	quickCopies(e.c.copies)
 	return e
 }
 

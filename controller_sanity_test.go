@@ -1,4 +1,3 @@
-
 package main
 
 import (
@@ -157,8 +156,13 @@ var sanitySkipCapability = map[string]csi.ControllerServiceCapability_RPC_Type{
 }
 
 func allowedSanitySkip(reason string) bool {
-	if reason == "testnodevolumeattachlimit not enabled" {
+	switch reason {
+	case "testnodevolumeattachlimit not enabled":
 		return true // a node limit the node service's own sanity run covers
+	case "SNAPSHOT_ACCESSIBILITY_CONSTRAINTS not supported":
+		// a plugin capability for topology-constrained snapshots; the identity service
+		// advertises no topology at all (one RDS serves every node)
+		return !pluginAdvertises(csi.PluginCapability_Service_SNAPSHOT_ACCESSIBILITY_CONSTRAINTS)
 	}
 	capability, ok := sanitySkipCapability[reason]
 	if !ok {
@@ -186,4 +190,18 @@ func (sanityNode) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesR
 
 func (sanityNode) NodeUnpublishVolume(context.Context, *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	return &csi.NodeUnpublishVolumeResponse{}, nil
+}
+
+// pluginAdvertises reports whether the identity service lists a plugin service capability.
+func pluginAdvertises(want csi.PluginCapability_Service_Type) bool {
+	resp, err := (&identityService{controller: &controllerService{}}).GetPluginCapabilities(context.Background(), &csi.GetPluginCapabilitiesRequest{})
+	if err != nil {
+		return true // unknown: the skip is not excused
+	}
+	for _, c := range resp.GetCapabilities() {
+		if c.GetService().GetType() == want {
+			return true
+		}
+	}
+	return false
 }

@@ -67,10 +67,10 @@ func TestControllerCreateRefusals(t *testing.T) {
 			CapacityRange: &csi.CapacityRange{RequiredBytes: 2 << 30, LimitBytes: 1 << 30}}, codes.InvalidArgument, []string{"at most 1 GiB"}},
 		{"snapshot source", &csi.CreateVolumeRequest{Name: "pvc-x", VolumeCapabilities: []*csi.VolumeCapability{rwo},
 			VolumeContentSource: &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Snapshot{Snapshot: &csi.VolumeContentSource_SnapshotSource{SnapshotId: "s"}}}},
-			codes.InvalidArgument, []string{"snapshot", "not supported yet"}},
+			codes.NotFound, []string{"snapshot s does not exist"}},
 		{"clone source", &csi.CreateVolumeRequest{Name: "pvc-x", VolumeCapabilities: []*csi.VolumeCapability{rwo},
 			VolumeContentSource: &csi.VolumeContentSource{Type: &csi.VolumeContentSource_Volume{Volume: &csi.VolumeContentSource_VolumeSource{VolumeId: "pvc-y"}}}},
-			codes.InvalidArgument, []string{"cloning", "not supported yet"}},
+			codes.NotFound, []string{"volume pvc-y does not exist"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

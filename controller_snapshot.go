@@ -1,0 +1,228 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// CreateSnapshot copies the source volume's file into <volumePath>/.snapshots/ (see
+// snapshotPath). It answers ready_to_use=false while the copy runs and true once the copy
+// is confirmed complete (see copyTracker); the CO calls again until then. It is idempotent
+// by name: the same name and source find the same snapshot, the same name with another
+// source is AlreadyExists.
+//
+// Consistency: the copy is of the file as the RDS holds it. A reflink copy is atomic and
+// crash-consistent (as if the power had been pulled); a byte copy of a volume that is
+// written meanwhile is not even that, as blocks are read at different times. Snapshot a
+// volume while its writers are frozen or stopped (KubeVirt freezes a VM's file systems
+// for a VirtualMachineSnapshot) for an image an application can rely on.
+func (c *controllerService) CreateSnapshot(ctx context.Context, req *csi.CreateSnapshotRequest) (*csi.CreateSnapshotResponse, error) {
+	name, source := req.GetName(), req.GetSourceVolumeId()
+	switch {
+	case name == "":
+		return nil, required("name", "CreateSnapshot")
+	case source == "":
+		return nil, required("source_volume_id", "CreateSnapshot")
+	}
+	if err := checkSnapshotParams(req.GetParameters()); err != nil {
+		return nil, err
+	}
+	id := snapshotIDFor(name)
+	release, ok := c.locks.tryLock(snapshotLockKey(id))
+	if !ok {
+		return nil, busySnapshot(id)
+	}
+	defer release()
+
+	existing, err := c.findSnapshot(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if i := slices.IndexFunc(existing, func(s snapshot) bool { return s.source != source }); i >= 0 {
+		return nil, status.Errorf(codes.AlreadyExists, "snapshot %s (name %q) already exists, of volume %s; this request asks for a snapshot of volume %s: use another name or delete the existing snapshot",
+			id, name, existing[i].source, source)
+	}
+	if len(existing) > 0 {
+		s := existing[0]
+		st, err := c.awaitCopy(ctx, s.file.Path, s.size)
+		switch {
+		case err != nil:
+			return nil, c.rdsStatus("check snapshot "+id, err)
+		case st.phase == copyFailed:
+			return nil, c.copyFailure(ctx, "snapshot "+id+" of volume "+source, s.file.Path, path.Dir(s.file.Path), s.size, st.err)
+		case st.phase == copyDone || st.phase == copyRunning:
+			return snapshotResponse(s, st.phase == copyDone), nil
+		case st.phase == copyStalled:
+			c.log.Warn("the copy of a snapshot stopped before it was complete; taking the snapshot again", "snapshot_id", id, "state", st.detail)
+			if err := c.rds.removeFile(ctx, s.file.Path); err != nil {
+				return nil, c.rdsStatus("snapshot "+id+": remove its incomplete copy "+s.file.Path, err)
+			}
+			c.copies.forget(s.file.Path)
+		}
+		// absent (removed meanwhile) or stalled: take it anew
+	}
+	return c.newSnapshot(ctx, id, source)
+}
+
+// newSnapshot starts the copy of a new snapshot and waits for it within the RPC's time.
+func (c *controllerService) newSnapshot(ctx context.Context, id, source string) (*csi.CreateSnapshotResponse, error) {
+	releaseSource, ok := c.locks.tryLock(source)
+	if !ok {
+		return nil, busy(source)
+	}
+	disk, err := c.lookupVolume(ctx, source, "snapshot volume "+source)
+	if err != nil {
+		releaseSource()
+		return nil, err
+	}
+	s := snapshot{id: id, source: source, size: disk.Size, created: time.Now().UTC().Truncate(time.Second)}
+	s.file.Path = snapshotPath(path.Dir(disk.FilePath), id, source, disk.Size, s.created)
+	c.copies.start(disk.FilePath, s.file.Path)
+	// Held until the command is registered: a delete or resize of the source waits for it.
+	releaseSource()
+
+	st, err := c.awaitCopy(ctx, s.file.Path, s.size)
+	switch {
+	case err != nil:
+		return nil, c.rdsStatus("snapshot "+id+": check its copy", err)
+	case st.phase == copyFailed:
+		return nil, c.copyFailure(ctx, fmt.Sprintf("snapshot %s of volume %s (%s)", id, source, humanBytes(s.size)), s.file.Path, path.Dir(disk.FilePath), s.size, st.err)
+	case st.phase == copyAbsent:
+		return nil, status.Errorf(codes.Aborted, "snapshot %s: its copy %s disappeared from the RDS while it was made; retry", id, s.file.Path)
+	}
+	return snapshotResponse(s, st.phase == copyDone), nil
+}
+
+func snapshotResponse(s snapshot, ready bool) *csi.CreateSnapshotResponse {
+	return &csi.CreateSnapshotResponse{Snapshot: snapshotInfo(s, ready)}
+}
+
+func snapshotInfo(s snapshot, ready bool) *csi.Snapshot {
+	return &csi.Snapshot{
+		SnapshotId: s.id, SourceVolumeId: s.source, SizeBytes: s.size,
+		CreationTime: timestamppb.New(s.created), ReadyToUse: ready,
+	}
+}
+
+// checkSnapshotParams: VolumeSnapshotClass parameters are not used; the sidecar's own
+// (csi.storage.k8s.io/…) are accepted and ignored.
+func checkSnapshotParams(params map[string]string) error {
+	var unknown []string
+	for k := range params {
+		if !strings.HasPrefix(k, reservedParamPrefix) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		return status.Errorf(codes.InvalidArgument, "unknown VolumeSnapshotClass parameters %s: rds-csi snapshots take none; remove them", strings.Join(unknown, ", "))
+	}
+	return nil
+}
+
+// busySnapshot is Aborted while another operation holds the snapshot ID.
+func busySnapshot(id string) error {
+	return status.Errorf(codes.Aborted, "an operation on snapshot %s is already in progress; retry when it has finished", id)
+}
+
+// DeleteSnapshot removes the snapshot's file, nothing else. It is idempotent; a snapshot
+// still being copied into a new volume is refused until that copy has finished.
+func (c *controllerService) DeleteSnapshot(ctx context.Context, req *csi.DeleteSnapshotRequest) (*csi.DeleteSnapshotResponse, error) {
+	id := req.GetSnapshotId()
+	if id == "" {
+		return nil, required("snapshot_id", "DeleteSnapshot")
+	}
+	release, ok := c.locks.tryLock(snapshotLockKey(id))
+	if !ok {
+		return nil, busySnapshot(id)
+	}
+	defer release()
+	snaps, err := c.findSnapshot(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range snaps {
+		if dst := c.copies.copyingFrom(s.file.Path); dst != "" {
+			return nil, status.Errorf(codes.Aborted, "snapshot %s is still being copied into %s (a volume restored from it); retry when that has finished", id, dst)
+		}
+		if err := c.rds.removeFile(ctx, s.file.Path); err != nil {
+			return nil, c.rdsStatus("delete snapshot "+id+": remove its file "+s.file.Path, err)
+		}
+		c.copies.forget(s.file.Path)
+	}
+	return &csi.DeleteSnapshotResponse{}, nil
+}
+
+// ListSnapshots lists snapshots by ID, by source volume, or all, in ID order; the token is
+// the last ID returned. ready_to_use is judged as in CreateSnapshot; a snapshot this
+// process has not confirmed yet (after a restart) is looked at twice, settle apart, when
+// the RPC's time allows, so a listing is not needlessly "not ready".
+func (c *controllerService) ListSnapshots(ctx context.Context, req *csi.ListSnapshotsRequest) (*csi.ListSnapshotsResponse, error) {
+	after, err := decodeListToken(req.GetStartingToken(), req.GetMaxEntries())
+	if err != nil {
+		return nil, err
+	}
+	began := c.copies.now()
+	for {
+		asked := c.copies.now()
+		snaps, err := c.listSnapshots(ctx)
+		if err != nil {
+			return nil, err
+		}
+		snaps = slices.DeleteFunc(snaps, func(s snapshot) bool {
+			return s.id <= after || req.GetSnapshotId() != "" && s.id != req.GetSnapshotId() ||
+				req.GetSourceVolumeId() != "" && s.source != req.GetSourceVolumeId()
+		})
+		snaps = slices.CompactFunc(snaps, func(a, b snapshot) bool { return a.id == b.id })
+		resp := &csi.ListSnapshotsResponse{}
+		if limit := int(req.GetMaxEntries()); limit > 0 && len(snaps) > limit {
+			snaps = snaps[:limit]
+			resp.NextToken = encodeListToken(snaps[limit-1].id)
+		}
+		var recheck time.Time
+		for _, s := range snaps {
+			st := c.copies.state(s.file.Path, &s.file, s.size, asked)
+			resp.Entries = append(resp.Entries, &csi.ListSnapshotsResponse_Entry{Snapshot: snapshotInfo(s, st.phase == copyDone)})
+			if st.recheck.After(recheck) {
+				recheck = st.recheck
+			}
+		}
+		if recheck.IsZero() || !c.copies.mayWait(ctx, began, recheck) {
+			return resp, nil
+		}
+		select {
+		case <-time.After(time.Until(recheck)):
+		case <-ctx.Done():
+			return resp, nil
+		}
+	}
+}
+
+// GetSnapshot returns one snapshot, or NotFound.
+func (c *controllerService) GetSnapshot(ctx context.Context, req *csi.GetSnapshotRequest) (*csi.GetSnapshotResponse, error) {
+	id := req.GetSnapshotId()
+	if id == "" {
+		return nil, required("snapshot_id", "GetSnapshot")
+	}
+	snaps, err := c.findSnapshot(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(snaps) == 0 {
+		return nil, status.Errorf(codes.NotFound, "snapshot %s does not exist", id)
+	}
+	st, err := c.awaitCopy(ctx, snaps[0].file.Path, snaps[0].size)
+	if err != nil {
+		return nil, c.rdsStatus("check snapshot "+id, err)
+	}
+	return &csi.GetSnapshotResponse{Snapshot: snapshotInfo(snaps[0], st.phase == copyDone)}, nil
+}

@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"srvlab.io/rds-csi/routeros"
+)
+
+// copyTracker runs and follows the file copies on the RDS that snapshots, restores and
+// clones are made of, and decides when one is complete.
+//
+// Whether RouterOS's `/file copy` returns when the copy is done, returns at once and copies
+// in the background, preallocates the destination or makes a reflink is unverified, so
+// completion is decided from what can be observed, and the rule holds for all of them. A
+// copy is complete when
+//
+//  1. the copy command this process started for it (if any) has returned without error —
+//     a synchronous copy is never taken as done while its command runs;
+//  2. /file print shows the destination at the exact size expected, as far as its rounded
+//     figure tells (routeros.PrintedSizeMatches), so a copy that grows its file is not done
+//     until its last piece is written; and
+//  3. two observations at least `settle` apart show the same printed size and the same
+//     last-modified: nothing wrote the file in between (last-modified is printed to the
+//     second, so a settle of 2 s or more spans a tick of that clock), which catches a copy
+//     that preallocates the full size and then fills it.
+//
+// The residual risk is a background copy that preallocates and then pauses for longer than
+// `settle` without writing; it would be taken as complete early. Memory only speeds this up:
+// after a restart the next observations decide again, from the RDS alone.
+//
+// A copy whose destination shows a wrong size and has not changed for `stall` (and whose
+// command is not running here) is stalled — its writer died, say with the previous
+// controller process — and the callers start it again.
+type copyTracker struct {
+	run func(ctx context.Context, src, dst string) error // the copy command
+	log *slog.Logger
+	now func() time.Time
+
+	// settle is the quiet time that confirms a copy; stall the time without any change
+	// after which an incomplete copy is given up; commandTimeout bounds one copy command
+	// (a synchronous copy of a large volume takes long). poll, waitMax and margin shape the
+	// waiting inside an RPC (see awaitCopy). Fields, so tests can shorten them.
+	settle, stall, commandTimeout time.Duration
+	poll, waitMax, margin         time.Duration
+
+	// slots bounds the copy commands running at once: a synchronous copy holds an SSH
+	// session for its whole length, and the other RPCs need sessions too.
+	slots chan struct{}
+
+	mu   sync.Mutex
+	runs map[string]*copyRun        // by destination: copy commands this process started
+	seen map[string]copyObservation // by destination: when it was first seen as it is now
+	done map[string]copyObservation // by destination: confirmed complete, as it looked then
+	from map[string]map[string]bool // by source: destinations of running copy commands
+}
+
+// Defaults of the copy timing (see copyTracker).
+const (
+	defaultCopySettle         = 3 * time.Second
+	defaultCopyStall          = 5 * time.Minute
+	defaultCopyCommandTimeout = 6 * time.Hour
+	defaultCopyPoll           = time.Second
+	defaultCopyWaitMax        = time.Minute
+	defaultCopyMargin         = 2 * time.Second
+)
+
+func newCopyTracker(run func(ctx context.Context, src, dst string) error, log *slog.Logger, concurrent int) *copyTracker {
+	return &copyTracker{
+		run: run, log: log, now: time.Now,
+		settle: defaultCopySettle, stall: defaultCopyStall, commandTimeout: defaultCopyCommandTimeout,
+		poll: defaultCopyPoll, waitMax: defaultCopyWaitMax, margin: defaultCopyMargin,
+		slots: make(chan struct{}, max(concurrent, 1)),
+		runs:  map[string]*copyRun{}, seen: map[string]copyObservation{},
+		done: map[string]copyObservation{}, from: map[string]map[string]bool{},
+	}
+}
+
+// copyRun is one copy command started by this process.
+type copyRun struct {
+	src      string
+	finished chan struct{}
+	err      error     // set before finished is closed
+	ended    time.Time // set before finished is closed
+}
+
+func (r *copyRun) running() bool {
+	select {
+	case <-r.finished:
+		return false
+	default:
+		return true
+	}
+}
+
+// copyObservation is a destination as /file print showed it.
+type copyObservation struct {
+	sizeText string
+	modified time.Time
+	at       time.Time // this process's clock: when the listing that showed it returned
+}
+
+func (o copyObservation) same(p copyObservation) bool {
+	return o.sizeText == p.sizeText && o.modified.Equal(p.modified)
+}
+
+type copyPhase int
+
+const (
+	copyAbsent  copyPhase = iota // no destination and no copy command running
+	copyRunning                  // being written, or not yet confirmed complete
+	copyDone                     // complete (see copyTracker)
+	copyFailed                   // the copy command failed: err
+	copyStalled                  // incomplete and unchanged for the stall time
+)
+
+// copyState is what is known of one copy.
+type copyState struct {
+	phase   copyPhase
+	err     error     // copyFailed: why
+	detail  string    // copyRunning, copyStalled: progress, for messages
+	recheck time.Time // copyRunning at full size: when the quiet time is over
+}
+
+// start runs the copy command for dst in the background unless one runs already. The
+// command outlives the RPC that started it (under commandTimeout), so a copy longer than
+// any RPC deadline still completes.
+func (t *copyTracker) start(src, dst string) {
+	t.mu.Lock()
+	if r := t.runs[dst]; r != nil && r.running() {
+		t.mu.Unlock()
+		return
+	}
+	r := &copyRun{src: src, finished: make(chan struct{})}
+	t.runs[dst] = r
+	delete(t.seen, dst)
+	delete(t.done, dst)
+	if t.from[src] == nil {
+		t.from[src] = map[string]bool{}
+	}
+	t.from[src][dst] = true
+	t.mu.Unlock()
+	t.log.Info("copying a file on the RDS", "from", src, "to", dst)
+	go func() {
+		defer close(r.finished)
+		defer func() { r.ended = t.now() }()
+		defer t.finished(src, dst)
+		ctx, cancel := context.WithTimeout(context.Background(), t.commandTimeout)
+		defer cancel()
+		select {
+		case t.slots <- struct{}{}:
+			defer func() { <-t.slots }()
+		case <-ctx.Done():
+			r.err = fmt.Errorf("no copy slot became free within %v: %w", t.commandTimeout, ctx.Err())
+			return
+		}
+		began := t.now()
+		if r.err = t.run(ctx, src, dst); r.err != nil {
+			t.log.Warn("a copy on the RDS failed", "from", src, "to", dst, "err", r.err)
+			return
+		}
+		t.log.Info("the copy command returned", "from", src, "to", dst, "took", t.now().Sub(began).Round(time.Millisecond))
+	}()
+}
+
+func (t *copyTracker) finished(src, dst string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.from[src], dst)
+	if len(t.from[src]) == 0 {
+		delete(t.from, src)
+	}
+}
+
+// state judges a copy from one observation of its destination (nil: not listed), asked
+// for at `asked` (this process's clock, before the listing was requested), and the exact
+// size it must reach.
+func (t *copyTracker) state(dst string, f *routeros.File, want int64, asked time.Time) copyState {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.now()
+	running := false
+	if r := t.runs[dst]; r != nil {
+		running = r.running()
+		switch {
+		case !running && r.err != nil:
+			t.forgetLocked(dst)
+			return copyState{phase: copyFailed, err: r.err}
+		case !running && !r.ended.Before(asked):
+			// the command returned after the listing was asked for: the listing may predate
+			// the copy, so it proves nothing; look again
+			return copyState{phase: copyRunning, recheck: now, detail: "the copy command has just returned"}
+		}
+	}
+	if f == nil {
+		if running {
+			return copyState{phase: copyRunning, detail: "the copy command has not created the file yet"}
+		}
+		t.forgetLocked(dst)
+		return copyState{phase: copyAbsent}
+	}
+	obs := copyObservation{sizeText: f.SizeText, modified: f.LastModified, at: now}
+	if d, ok := t.done[dst]; ok {
+		if d.same(obs) {
+			return copyState{phase: copyDone}
+		}
+		delete(t.done, dst) // written since, or another file by that name
+	}
+	first, ok := t.seen[dst]
+	if !ok || !first.same(obs) {
+		t.seen[dst], first = obs, obs
+	}
+	// first.at is when the first listing returned, asked when this one was requested: the
+	// file was unchanged for at least the time between
+	quiet := asked.Sub(first.at)
+	progress := fmt.Sprintf("%s of %s written", f.SizeText, humanBytes(want))
+	switch {
+	case running:
+		return copyState{phase: copyRunning, detail: progress + "; the copy command is still running"}
+	case !routeros.PrintedSizeMatches(f.SizeText, want):
+		if quiet >= t.stall {
+			return copyState{phase: copyStalled, detail: fmt.Sprintf("%s, and nothing changed for %v", progress, quiet.Round(time.Second))}
+		}
+		return copyState{phase: copyRunning, detail: progress}
+	case quiet >= t.settle:
+		delete(t.seen, dst)
+		delete(t.runs, dst)
+		t.done[dst] = obs
+		return copyState{phase: copyDone}
+	}
+	return copyState{phase: copyRunning, recheck: first.at.Add(t.settle),
+		detail: fmt.Sprintf("%s; checking that nothing writes it any more", progress)}
+}
+
+// forget drops what is known of dst (its file was removed, or became a volume's disk).
+func (t *copyTracker) forget(dst string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.forgetLocked(dst)
+}
+
+func (t *copyTracker) forgetLocked(dst string) {
+	delete(t.runs, dst)
+	delete(t.seen, dst)
+	delete(t.done, dst)
+}
+
+// copyingFrom returns a destination a copy command of this process is still copying src
+// into ("" when none): the source must not be deleted under it.
+func (t *copyTracker) copyingFrom(src string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for dst := range t.from[src] {
+		return dst
+	}
+	return ""
+}
+
+// finishedCh returns a channel closed when dst's running copy command returns (nil when
+// none runs), so a waiting RPC wakes at once.
+func (t *copyTracker) finishedCh(dst string) <-chan struct{} {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if r := t.runs[dst]; r != nil && r.running() {
+		return r.finished
+	}
+	return nil
+}
+
+// mayWait reports whether an RPC that began at `began` may wait until `until` for a copy:
+// within waitMax, and leaving `margin` before the caller's deadline.
+func (t *copyTracker) mayWait(ctx context.Context, began, until time.Time) bool {
+	if ctx.Err() != nil || until.Sub(began) > t.waitMax {
+		return false
+	}
+	deadline, ok := ctx.Deadline()
+	return !ok || time.Until(deadline) >= until.Sub(t.now())+t.margin
+}
