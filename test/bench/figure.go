@@ -123,10 +123,26 @@ type hostInfo struct {
 	Kernel    string `json:"kernel"`
 	CPUs      int    `json:"cpus"`
 	CPUModel  string `json:"cpu_model"`
+	// LoadBefore and LoadAfter are the 1-minute load averages when the run started and
+	// ended: other work on the machine inflates every latency figure.
+	LoadBefore float64 `json:"load_before"`
+	LoadAfter  float64 `json:"load_after"`
+}
+
+// loadAverage is the 1-minute load average (0 when unknown).
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	var l float64
+	fmt.Sscanf(string(b), "%f", &l)
+	return l
 }
 
 func (r *report) finish(start time.Time) {
 	r.Took = time.Since(start).Round(100 * time.Millisecond).String()
+	r.Host.LoadAfter = loadAverage()
 	r.Passed = true
 	r.Problems = nil
 	for _, f := range r.Figures {
@@ -144,8 +160,12 @@ func (r *report) finish(start time.Time) {
 // print writes the table: figure, value, target, ok/MISS (or n/a and why), then the
 // details of each row.
 func (r *report) print(w io.Writer) {
-	fmt.Fprintf(w, "\nrds-csi %s — commit %s, %s, %d CPU %s, kernel %s, took %s\n\n",
-		r.Kind, r.Host.Commit, r.Host.GoVersion, r.Host.CPUs, r.Host.CPUModel, r.Host.Kernel, r.Took)
+	fmt.Fprintf(w, "\nrds-csi %s — commit %s, %s, %d CPU %s, kernel %s, took %s, load average %.1f before, %.1f after\n",
+		r.Kind, r.Host.Commit, r.Host.GoVersion, r.Host.CPUs, r.Host.CPUModel, r.Host.Kernel, r.Took, r.Host.LoadBefore, r.Host.LoadAfter)
+	if busy := max(r.Host.LoadBefore, r.Host.LoadAfter); busy > float64(r.Host.CPUs) {
+		fmt.Fprintf(w, "WARNING: the machine was busy (load %.1f on %d CPUs): other work inflates the latency figures; rerun on a quiet machine before reading much into a miss\n", busy, r.Host.CPUs)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "#\tfigure\tvalue\ttarget\tresult")
 	for i, f := range r.Figures {

@@ -6,18 +6,30 @@ import (
 	"fmt"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 )
 
-// benchResult is one line of `go test -bench` output: the benchmark's name (without the
-// -GOMAXPROCS suffix), its iterations and every metric by unit (ns/op, B/op, allocs/op and
-// the benchmark's own ReportMetric units).
+// benchResult is a benchmark's result lines of `go test -bench` output (one per -count):
+// its name (without the -GOMAXPROCS suffix), the iterations of its last run and every
+// metric by unit (ns/op, B/op, allocs/op and the benchmark's own ReportMetric units), one
+// value per run.
 type benchResult struct {
 	Name       string
 	Iterations int
-	Metrics    map[string]float64
+	Metrics    map[string][]float64
+}
+
+// metric is the median of the runs' values of unit (0 when absent).
+func (r benchResult) metric(unit string) float64 {
+	vs := slices.Clone(r.Metrics[unit])
+	if len(vs) == 0 {
+		return 0
+	}
+	slices.Sort(vs)
+	return vs[len(vs)/2]
 }
 
 var procsSuffix = regexp.MustCompile(`-\d+$`)
@@ -37,7 +49,8 @@ func parseBenchOutput(out string) map[string]benchResult {
 		if err != nil {
 			continue
 		}
-		r := benchResult{Name: procsSuffix.ReplaceAllString(fields[0], ""), Iterations: n, Metrics: map[string]float64{}}
+		name := procsSuffix.ReplaceAllString(fields[0], "")
+		values := map[string]float64{}
 		ok := true
 		for i := 2; i+1 < len(fields); i += 2 {
 			v, err := strconv.ParseFloat(fields[i], 64)
@@ -45,19 +58,28 @@ func parseBenchOutput(out string) map[string]benchResult {
 				ok = false
 				break
 			}
-			r.Metrics[fields[i+1]] = v
+			values[fields[i+1]] = v
 		}
-		if ok {
-			results[r.Name] = r
+		if !ok {
+			continue
 		}
+		r, seen := results[name]
+		if !seen {
+			r = benchResult{Name: name, Metrics: map[string][]float64{}}
+		}
+		r.Iterations = n
+		for unit, v := range values {
+			r.Metrics[unit] = append(r.Metrics[unit], v)
+		}
+		results[name] = r
 	}
 	return results
 }
 
 // goBench runs `go test -run '^$' -bench pattern -benchmem` on the packages and returns
 // the parsed results with the raw output (for error messages).
-func goBench(ctx context.Context, root, pattern, benchtime string, tags string, pkgs ...string) (map[string]benchResult, string, error) {
-	args := []string{"test", "-run", "^$", "-bench", pattern, "-benchmem", "-benchtime", benchtime, "-count", "1"}
+func goBench(ctx context.Context, root, pattern, benchtime string, count int, tags string, pkgs ...string) (map[string]benchResult, string, error) {
+	args := []string{"test", "-run", "^$", "-bench", pattern, "-benchmem", "-benchtime", benchtime, "-count", strconv.Itoa(count)}
 	if tags != "" {
 		args = append(args, "-tags", tags)
 	}
@@ -83,15 +105,15 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, " | ")
 }
 
-// benchMetric returns the metric of the named result, or an error naming what is missing.
+// benchMetric returns the median of the named result's metric over its runs, or an error
+// naming what is missing.
 func benchMetric(results map[string]benchResult, name, unit string) (float64, error) {
 	r, ok := results[name]
 	if !ok {
 		return 0, fmt.Errorf("%s did not run", name)
 	}
-	v, ok := r.Metrics[unit]
-	if !ok {
+	if len(r.Metrics[unit]) == 0 {
 		return 0, fmt.Errorf("%s reported no %s", name, unit)
 	}
-	return v, nil
+	return r.metric(unit), nil
 }

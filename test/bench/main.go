@@ -26,6 +26,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"srvlab.io/rds-csi/test/bench/internal/child"
 )
 
 // The figures and their targets (issue 10).
@@ -81,7 +83,7 @@ func main() {
 		<-sigs
 		interrupted.Store(true)
 		fmt.Fprintln(os.Stderr, "bench: interrupted: stopping what was started")
-		killChildren()
+		child.KillAll()
 		cancel()
 		if did := sweepWork(work); did != "" {
 			fmt.Fprintf(os.Stderr, "bench: cleaned up: %s\n", did)
@@ -220,7 +222,7 @@ func inOrder(figs []figure) []figure {
 }
 
 func describeHost(root string) hostInfo {
-	h := hostInfo{GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), Commit: gitVersion(root)}
+	h := hostInfo{GoVersion: runtime.Version(), CPUs: runtime.NumCPU(), Commit: gitVersion(root), LoadBefore: loadAverage()}
 	var u syscall.Utsname
 	if syscall.Uname(&u) == nil {
 		h.Kernel = utsString(u.Release[:])

@@ -19,6 +19,9 @@ var packageBenchmarks = []struct {
 	{figMountinfo, "./mount", "BenchmarkLookup10000", nil},
 }
 
+// benchCount is how many times each package benchmark runs; its figure is the median.
+const benchCount = 3
+
 // packageFigures runs the parse, resolve and mountinfo benchmarks in one `go test` and
 // reads their ns/op.
 func packageFigures(ctx context.Context, root string) []figure {
@@ -27,7 +30,7 @@ func packageFigures(ctx context.Context, root string) []figure {
 		names = append(names, b.bench)
 		pkgs = append(pkgs, b.pkg)
 	}
-	results, out, runErr := goBench(ctx, root, "^("+strings.Join(names, "|")+")$", "1s", "", pkgs...)
+	results, out, runErr := goBench(ctx, root, "^("+strings.Join(names, "|")+")$", "1s", benchCount, "", pkgs...)
 	var figs []figure
 	for _, b := range packageBenchmarks {
 		figs = append(figs, benchFigure(b.spec, results, b.pkg, b.bench, b.cases, runErr, out))
@@ -60,12 +63,12 @@ func benchFigure(s spec, results map[string]benchResult, pkg, bench string, case
 			label = ""
 		}
 		parts = append(parts, fmt.Sprintf("%s%s ms/op (%.0f B/op, %.0f allocs/op)",
-			label, formatNumber(ns/1e6), r.Metrics["B/op"], r.Metrics["allocs/op"]))
+			label, formatNumber(ns/1e6), r.metric("B/op"), r.metric("allocs/op")))
 		worst = max(worst, ns)
 	}
 	worstNote := ""
 	if len(names) > 1 {
 		worstNote = "; the worst case is shown"
 	}
-	return s.measured(worst/1e6, "go test -bench %s %s: %s%s", bench, pkg, strings.Join(parts, ", "), worstNote)
+	return s.measured(worst/1e6, "go test -bench %s -count %d %s, medians: %s%s", bench, benchCount, pkg, strings.Join(parts, ", "), worstNote)
 }

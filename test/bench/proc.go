@@ -3,21 +3,19 @@ package main
 import (
 	"bufio"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"srvlab.io/rds-csi/test/bench/internal/child"
 )
 
 // driver is one rds-csi process under measurement, with its own directory for the socket,
@@ -27,9 +25,7 @@ type driver struct {
 	dir     string
 	socket  string
 	logPath string
-	cmd     *exec.Cmd
-	started time.Time
-	exited  chan struct{}
+	proc    *child.Process
 	// pprofAddr serves net/http/pprof in a -profile run.
 	pprofAddr string
 
@@ -37,35 +33,6 @@ type driver struct {
 	ident csi.IdentityClient
 	ctrl  csi.ControllerClient
 	node  csi.NodeClient
-}
-
-// children are every process the harness started and has not yet seen exit; an
-// interrupted run kills them (they also get SIGKILL if the harness dies: Pdeathsig).
-var children struct {
-	sync.Mutex
-	m map[*exec.Cmd]bool
-}
-
-func track(cmd *exec.Cmd, live bool) {
-	children.Lock()
-	defer children.Unlock()
-	if children.m == nil {
-		children.m = map[*exec.Cmd]bool{}
-	}
-	if live {
-		children.m[cmd] = true
-	} else {
-		delete(children.m, cmd)
-	}
-}
-
-// killChildren kills whatever the harness started and is still running.
-func killChildren() {
-	children.Lock()
-	defer children.Unlock()
-	for cmd := range children.m {
-		_ = cmd.Process.Kill()
-	}
 }
 
 // newDriver prepares (does not start) a driver process living in dir.
@@ -90,65 +57,34 @@ func (d *driver) commonArgs(mode string) []string {
 	}
 }
 
-// start execs the binary; the time of the exec is d.started.
+// start execs the binary; the time of the exec is d.proc.Started.
 func (d *driver) start(bin string, args []string) error {
 	_ = os.Remove(d.socket)
-	log, err := os.OpenFile(d.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	env := childEnv()
+	if prof != nil {
+		var err error
+		if d.pprofAddr, err = freeLoopbackAddr(); err != nil {
+			return err
+		}
+		env = append(env, prof.env(d.pprofAddr)...)
+	}
+	p, err := child.Start(d.name, d.logPath, bin, args, env)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(log, "=== %s %s\n", bin, strings.Join(args, " "))
-	cmd := exec.Command(bin, args...)
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.Env = childEnv()
-	if prof != nil {
-		if d.pprofAddr, err = freeLoopbackAddr(); err != nil {
-			log.Close()
-			return err
-		}
-		cmd.Env = append(cmd.Env, prof.env(d.pprofAddr)...)
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	d.started = time.Now()
-	if err := cmd.Start(); err != nil {
-		log.Close()
-		return fmt.Errorf("start %s: %w", bin, err)
-	}
-	track(cmd, true)
-	d.cmd, d.exited = cmd, make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		track(cmd, false)
-		log.Close()
-		close(d.exited)
-	}()
+	d.proc = p
 	return nil
 }
 
-func (d *driver) running() bool {
-	select {
-	case <-d.exited:
-		return false
-	default:
-		return true
-	}
-}
-
-// tail is the end of the process's log, for error messages.
-func (d *driver) tail(n int) string {
-	b, err := os.ReadFile(d.logPath)
-	if err != nil {
-		return err.Error()
-	}
-	return lastLines(string(b), n)
-}
+func (d *driver) running() bool     { return d.proc.Running() }
+func (d *driver) tail(n int) string { return d.proc.Tail(n, " | ") }
 
 // firstIdentity polls the socket as tightly as is reasonable and returns the time from
 // exec to the first successful GetPluginInfo. Each attempt dials the socket itself and
 // hands that connection to a fresh gRPC client, so no client-side reconnect backoff
 // delays the answer.
 func (d *driver) firstIdentity(timeout time.Duration) (time.Duration, error) {
-	deadline := d.started.Add(timeout)
+	deadline := d.proc.Started.Add(timeout)
 	for time.Now().Before(deadline) {
 		if !d.running() {
 			return 0, fmt.Errorf("%s exited at start: %s", d.name, d.tail(1))
@@ -174,7 +110,7 @@ func (d *driver) firstIdentity(timeout time.Duration) (time.Duration, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Until(deadline))
 		_, err = csi.NewIdentityClient(conn).GetPluginInfo(ctx, &csi.GetPluginInfoRequest{}, grpc.WaitForReady(true))
 		cancel()
-		took := time.Since(d.started)
+		took := time.Since(d.proc.Started)
 		conn.Close()
 		if err == nil {
 			return took, nil
@@ -203,26 +139,7 @@ func (d *driver) waitReady(timeout time.Duration) error {
 	if err := d.connect(); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(timeout)
-	last := errors.New("no answer")
-	for time.Now().Before(deadline) {
-		if !d.running() {
-			return fmt.Errorf("%s exited (%v): %s", d.name, d.cmd.ProcessState, d.tail(1))
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		r, err := d.ident.Probe(ctx, &csi.ProbeRequest{}, grpc.WaitForReady(true))
-		cancel()
-		switch {
-		case err != nil:
-			last = err
-		case !r.GetReady().GetValue():
-			last = errors.New("Probe: not ready")
-		default:
-			return nil
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("%s not ready within %v (%v): %s", d.name, timeout, last, d.tail(2))
+	return child.WaitReady(d.proc, d.ident, timeout)
 }
 
 // memory is what /proc/<pid>/status says about the process's memory, and how much of
@@ -233,7 +150,7 @@ type memory struct {
 }
 
 func (d *driver) memory() (memory, error) {
-	return readMemory(d.cmd.Process.Pid)
+	return readMemory(d.proc.Pid())
 }
 
 func readMemory(pid int) (memory, error) {
@@ -304,19 +221,8 @@ func (d *driver) stop() error {
 		d.conn.Close()
 		d.conn = nil
 	}
-	if d.cmd == nil || !d.running() {
+	if d.proc == nil {
 		return nil
 	}
-	_ = d.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-d.exited:
-		if !d.cmd.ProcessState.Success() {
-			return fmt.Errorf("%s exited with %v after SIGTERM", d.name, d.cmd.ProcessState)
-		}
-		return nil
-	case <-time.After(30 * time.Second):
-		_ = d.cmd.Process.Kill()
-		<-d.exited
-		return fmt.Errorf("%s did not stop within 30s of SIGTERM; killed", d.name)
-	}
+	return d.proc.Stop(30 * time.Second)
 }

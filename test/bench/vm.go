@@ -120,7 +120,7 @@ func connectFigure(out, accel string) figure {
 	r := results["BenchmarkVMConnect"]
 	return figVMConnect.measured(added, "nvme BenchmarkVMConnect in the VM (%s), %d rounds: the kernel alone shows the disk %s ms after its fabrics write returns; "+
 		"the driver resolves it %s ms after; the driver's share (Connect − its write − the kernel's delay) is shown",
-		accel, r.Iterations, formatNumber(r.Metrics["kernel-disk-ms/op"]), formatNumber(r.Metrics["driver-disk-ms/op"]))
+		accel, r.Iterations, formatNumber(r.metric("kernel-disk-ms/op")), formatNumber(r.metric("driver-disk-ms/op")))
 }
 
 // sectionOf returns the console output from the marker of the named part on.

@@ -34,35 +34,6 @@ func dial(socket string) (*client, error) {
 
 func (c *client) close() { c.conn.Close() }
 
-// waitReady waits until Probe says ready (the controller reached the simulator).
-func (c *client) waitReady(p *process, d time.Duration) error {
-	var last error = errors.New("no answer")
-	ok := waitFor(d, 50*time.Millisecond, func() bool {
-		if !p.running() {
-			return true
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		r, err := c.ident.Probe(ctx, &csi.ProbeRequest{}, grpc.WaitForReady(true))
-		switch {
-		case err != nil:
-			last = err
-		case !r.GetReady().GetValue():
-			last = errors.New("Probe: not ready")
-		default:
-			last = nil
-		}
-		return last == nil
-	})
-	if !p.running() {
-		return fmt.Errorf("rds-csi exited: %s", p.tail(5))
-	}
-	if !ok {
-		return fmt.Errorf("rds-csi not ready within %v: %v", d, last)
-	}
-	return nil
-}
-
 // volume is a created ext4 volume and the paths kubelet would stage and publish it at.
 type volume struct {
 	id, nqn         string

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -11,6 +9,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
+
+	"srvlab.io/rds-csi/routeros/sim"
 )
 
 // keyFiles are what an operator sets up between the driver and the RDS.
@@ -40,18 +40,11 @@ func writeKeys(dir string) (keyFiles, error) {
 }
 
 func writeKey(path string) (ssh.PublicKey, error) {
-	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	signer, pem, err := sim.NewKey()
 	if err != nil {
 		return nil, err
 	}
-	block, err := ssh.MarshalPrivateKey(priv, "")
-	if err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
-		return nil, err
-	}
-	return ssh.NewPublicKey(pub)
+	return signer.PublicKey(), os.WriteFile(path, pem, 0o600)
 }
 
 // writeIdentity gives the node the /etc/nvme a provisioned host has.

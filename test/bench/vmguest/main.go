@@ -29,6 +29,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"srvlab.io/rds-csi/test/bench/internal/child"
 )
 
 const (
@@ -73,7 +75,7 @@ func main() {
 
 // system is the simulator and the driver running in the VM.
 type system struct {
-	sim, drv *process
+	sim, drv *child.Process
 	client   *client
 }
 
@@ -90,27 +92,27 @@ func setUp(csiBin, simBin string) (*system, error) {
 	if err := writeIdentity(hostDir); err != nil {
 		return s, err
 	}
-	s.sim, err = start("rds-sim", filepath.Join(work, "rds-sim.log"), simBin, "--listen", simListen, "--dir", filepath.Join(work, "rds"), "--nvmet",
-		"--host-key", k.hostKey, "--authorized-keys", k.authorized)
+	s.sim, err = child.Start("rds-sim", filepath.Join(work, "rds-sim.log"), simBin, []string{"--listen", simListen, "--dir", filepath.Join(work, "rds"), "--nvmet",
+		"--host-key", k.hostKey, "--authorized-keys", k.authorized}, nil)
 	if err != nil {
 		return s, err
 	}
-	if err := s.sim.waitLog("rds-sim: listening on", 20*time.Second); err != nil {
+	if err := s.sim.WaitLine("rds-sim: listening on", 20*time.Second); err != nil {
 		return s, err
 	}
 	socket := filepath.Join(work, "csi.sock")
-	s.drv, err = start("rds-csi", filepath.Join(work, "rds-csi.log"), csiBin,
-		"--mode=all", "--endpoint=unix://"+socket, "--node-id=bench-vm", "--metrics-address=",
-		"--managed-nqn-prefix="+managedPrefix, "--nvme-host-dir="+hostDir, "--state-dir="+filepath.Join(work, "state"),
+	s.drv, err = child.Start("rds-csi", filepath.Join(work, "rds-csi.log"), csiBin, []string{
+		"--mode=all", "--endpoint=unix://" + socket, "--node-id=" + nodeID, "--metrics-address=",
+		"--managed-nqn-prefix=" + managedPrefix, "--nvme-host-dir=" + hostDir, "--state-dir=" + filepath.Join(work, "state"),
 		"--rds-address=127.0.0.1", "--rds-ssh-port=2222", "--rds-user=admin",
-		"--rds-key-file="+k.clientKey, "--rds-known-hosts="+k.knownHosts)
+		"--rds-key-file=" + k.clientKey, "--rds-known-hosts=" + k.knownHosts}, nil)
 	if err != nil {
 		return s, err
 	}
 	if s.client, err = dial(socket); err != nil {
 		return s, err
 	}
-	return s, s.client.waitReady(s.drv, 30*time.Second)
+	return s, child.WaitReady(s.drv, s.client.ident, 30*time.Second)
 }
 
 func (s *system) tearDown() {
@@ -118,12 +120,12 @@ func (s *system) tearDown() {
 		s.client.close()
 	}
 	if s.drv != nil {
-		if err := s.drv.stop(30 * time.Second); err != nil {
+		if err := s.drv.Stop(30 * time.Second); err != nil {
 			fmt.Println("vmguest:", err)
 		}
 	}
 	if s.sim != nil {
-		if err := s.sim.stop(10 * time.Second); err != nil {
+		if err := s.sim.Stop(10 * time.Second); err != nil {
 			fmt.Println("vmguest:", err)
 		}
 	}
@@ -131,57 +133,91 @@ func (s *system) tearDown() {
 
 // failed prints the logs' tails and returns the figure as not measured.
 func (s *system) failed(key string, err error) result {
-	fmt.Printf("vmguest: %s: %v\n--- rds-csi log (tail) ---\n%s\n--- rds-sim log (tail) ---\n%s\n", key, err, s.drv.tail(40), s.sim.tail(10))
+	fmt.Printf("vmguest: %s: %v\n--- rds-csi log (tail) ---\n%s\n--- rds-sim log (tail) ---\n%s\n", key, err, s.drv.Tail(40, "\n"), s.sim.Tail(10, "\n"))
 	return result{Key: key, Reason: err.Error()}
 }
 
 const reconnectDelay = 2
+
+// trial is one run of a scenario on its volume: the time measured and a note for the
+// detail.
+type trial func(run int, v *volume) (took time.Duration, note string, err error)
+
+// scenario creates an ext4 volume with the parameters, attaches it (controller publish,
+// stage, publish), runs the trial the given number of times and deletes the volume.
+func (s *system) scenario(key string, params map[string]string, trials int, t trial) (runs []time.Duration, notes []string, failed *result) {
+	fail := func(err error) ([]time.Duration, []string, *result) {
+		r := s.failed(key, err)
+		return nil, nil, &r
+	}
+	v, err := s.client.createVolume(params)
+	if err != nil {
+		return fail(err)
+	}
+	defer s.client.remove(v)
+	if err := s.client.attach(v); err != nil {
+		return fail(err)
+	}
+	for i := range trials {
+		took, note, err := t(i+1, v)
+		if err != nil {
+			return fail(fmt.Errorf("run %d: %w", i+1, err))
+		}
+		runs, notes = append(runs, took), append(notes, note)
+	}
+	return runs, notes, nil
+}
+
+// takeDown removes the volume's target (its nvmet port link) and returns how to bring it
+// back.
+func takeDown(v *volume) (up func() error, err error) {
+	port, err := nvmetPortOf(v.nqn)
+	if err != nil {
+		return nil, err
+	}
+	if err := portDown(port, v.nqn); err != nil {
+		return nil, err
+	}
+	return func() error { return portUp(port, v.nqn) }, nil
+}
 
 // targetBack: the target goes away for 2 × reconnect_delay + 1 s with ctrl_loss_tmo off
 // (the default: the kernel queues I/O and keeps reconnecting); measured from the target's
 // return until NodeGetVolumeHealth is empty again.
 func (s *system) targetBack(trials int) result {
 	const key = "vm_target_back_normal"
-	v, err := s.client.createVolume(map[string]string{"reconnectDelay": fmt.Sprint(reconnectDelay)})
-	if err != nil {
-		return s.failed(key, err)
-	}
-	defer s.client.remove(v)
-	if err := s.client.attach(v); err != nil {
-		return s.failed(key, err)
-	}
-	var runs []time.Duration
-	for i := range trials {
+	away := (2*reconnectDelay + 1) * time.Second
+	runs, _, failed := s.scenario(key, map[string]string{"reconnectDelay": fmt.Sprint(reconnectDelay)}, trials, func(_ int, v *volume) (time.Duration, string, error) {
 		if err := s.client.waitHealthy(v, true, 20*time.Second); err != nil {
-			return s.failed(key, fmt.Errorf("before outage %d: %w", i+1, err))
-		}
-		port, err := nvmetPortOf(v.nqn)
-		if err != nil {
-			return s.failed(key, err)
+			return 0, "", fmt.Errorf("before the outage: %w", err)
 		}
 		down := time.Now()
-		if err := portDown(port, v.nqn); err != nil {
-			return s.failed(key, err)
+		up, err := takeDown(v)
+		if err != nil {
+			return 0, "", err
 		}
 		if err := s.client.waitHealthy(v, false, 15*time.Second); err != nil {
-			_ = portUp(port, v.nqn)
-			return s.failed(key, fmt.Errorf("outage %d: the node never reported the volume unhealthy: %w", i+1, err))
+			return 0, "", errors.Join(fmt.Errorf("the node never reported the volume unhealthy: %w", err), up())
 		}
-		time.Sleep(time.Until(down.Add((2*reconnectDelay + 1) * time.Second)))
-		if err := portUp(port, v.nqn); err != nil {
-			return s.failed(key, err)
+		time.Sleep(time.Until(down.Add(away)))
+		if err := up(); err != nil {
+			return 0, "", err
 		}
-		up := time.Now()
+		back := time.Now()
 		if err := s.client.waitHealthy(v, true, 30*time.Second); err != nil {
-			return s.failed(key, fmt.Errorf("after outage %d: %w", i+1, err))
+			return 0, "", fmt.Errorf("after the outage: %w", err)
 		}
-		runs = append(runs, time.Since(up))
+		took := time.Since(back)
 		if err := writeSync(filepath.Join(v.target, "after-outage"), []byte("ok\n")); err != nil {
-			return s.failed(key, fmt.Errorf("write after outage %d: %w", i+1, err))
+			return 0, "", fmt.Errorf("write after the outage: %w", err)
 		}
+		return took, "", nil
+	})
+	if failed != nil {
+		return *failed
 	}
-	return measured(key, runs, fmt.Sprintf("ctrlLossTmo -1, reconnectDelay %ds (target = reconnect_delay + 1 s), target away %ds; "+
-		"time from the target's return until NodeGetVolumeHealth is empty, polled every 20 ms; then a synced write on the volume", reconnectDelay, 2*reconnectDelay+1))
+	return measured(key, runs, fmt.Sprintf("ctrlLossTmo -1, reconnectDelay %ds (target = reconnect_delay + 1 s), target away %v; "+
+		"time from the target's return until NodeGetVolumeHealth is empty, polled every 20 ms; then a synced write on the volume", reconnectDelay, away))
 }
 
 // ctrlLossHealed: the target stays away until the kernel gives the controller up
@@ -189,64 +225,48 @@ func (s *system) targetBack(trials int) result {
 // both the staging mount and the publish bind mount are new mounts of it.
 func (s *system) ctrlLossHealed(trials int) result {
 	const key = "vm_ctrl_loss_healed"
-	v, err := s.client.createVolume(map[string]string{"ctrlLossTmo": "3", "reconnectDelay": "1"})
-	if err != nil {
-		return s.failed(key, err)
-	}
-	defer s.client.remove(v)
-	if err := s.client.attach(v); err != nil {
-		return s.failed(key, err)
-	}
-	var runs []time.Duration
-	var notes []string
-	for i := range trials {
+	runs, notes, failed := s.scenario(key, map[string]string{"ctrlLossTmo": "3", "reconnectDelay": "1"}, trials, func(run int, v *volume) (time.Duration, string, error) {
 		before, err := mountsOf(v)
 		if err != nil {
-			return s.failed(key, fmt.Errorf("before loss %d: %w", i+1, err))
+			return 0, "", fmt.Errorf("before the loss: %w", err)
 		}
-		data := []byte(fmt.Sprintf("written before loss %d\n", i+1))
+		data := []byte(fmt.Sprintf("written before loss %d\n", run))
 		if err := writeSync(filepath.Join(v.target, "before-loss"), data); err != nil {
-			return s.failed(key, err)
-		}
-		port, err := nvmetPortOf(v.nqn)
-		if err != nil {
-			return s.failed(key, err)
+			return 0, "", err
 		}
 		down := time.Now()
-		if err := portDown(port, v.nqn); err != nil {
-			return s.failed(key, err)
+		up, err := takeDown(v)
+		if err != nil {
+			return 0, "", err
 		}
 		if !waitFor(30*time.Second, 10*time.Millisecond, func() bool { return len(controllersOf(v.nqn)) == 0 }) {
-			_ = portUp(port, v.nqn)
-			return s.failed(key, fmt.Errorf("loss %d: the kernel kept the controller 30 s after ctrl_loss_tmo=3", i+1))
+			return 0, "", errors.Join(errors.New("the kernel kept the controller 30 s after ctrl_loss_tmo=3"), up())
 		}
 		lost := time.Since(down)
-		if err := portUp(port, v.nqn); err != nil {
-			return s.failed(key, err)
+		if err := up(); err != nil {
+			return 0, "", err
 		}
-		up := time.Now()
+		back := time.Now()
 		var after volumeMounts
-		healed := waitFor(60*time.Second, 5*time.Millisecond, func() bool {
+		if !waitFor(60*time.Second, 5*time.Millisecond, func() bool {
 			m, err := mountsOf(v)
-			if err != nil || !m.healedFrom(before) {
-				return false
-			}
 			after = m
-			return true
-		})
-		if !healed {
-			m, _ := mountsOf(v)
-			return s.failed(key, fmt.Errorf("loss %d: not healed 60 s after the target came back: before %+v, now %+v", i+1, before, m))
+			return err == nil && m.healedFrom(before)
+		}) {
+			return 0, "", fmt.Errorf("not healed 60 s after the target came back: before %+v, now %+v", before, after)
 		}
-		runs = append(runs, time.Since(up))
-		notes = append(notes, fmt.Sprintf("run %d: %s→%s, controller dropped %v after the target went, %s", i+1, before.disk, after.disk,
-			lost.Round(100*time.Millisecond), s.healAttempts(v, down, up)))
+		took := time.Since(back)
 		if got, err := os.ReadFile(filepath.Join(v.target, "before-loss")); err != nil || string(got) != string(data) {
-			return s.failed(key, fmt.Errorf("loss %d: after healing the volume reads %q, %v; want %q", i+1, got, err, data))
+			return 0, "", fmt.Errorf("after healing the volume reads %q, %v; want %q", got, err, data)
 		}
 		if err := writeSync(filepath.Join(v.target, "after-heal"), []byte("ok\n")); err != nil {
-			return s.failed(key, fmt.Errorf("write after heal %d: %w", i+1, err))
+			return 0, "", fmt.Errorf("write after healing: %w", err)
 		}
+		return took, fmt.Sprintf("run %d: %s→%s, controller dropped %v after the target went, %s", run, before.disk, after.disk,
+			lost.Round(100*time.Millisecond), s.healAttempts(v, down, back)), nil
+	})
+	if failed != nil {
+		return *failed
 	}
 	return measured(key, runs, fmt.Sprintf("ctrlLossTmo 3, reconnectDelay 1, rds-csi's default --heal-interval; target away until the kernel dropped the controller, "+
 		"then the time from its return until a live disk is mounted anew at the staging and publish paths (mountinfo and sysfs polled every 5 ms, no RPC); "+
@@ -256,7 +276,7 @@ func (s *system) ctrlLossHealed(trials int) result {
 // healAttempts describes the node's reconnect attempts (heal passes) around the target's
 // return at up, from its log.
 func (s *system) healAttempts(v *volume, down, up time.Time) string {
-	attempts := logEvents(s.drv.logPath, "reconnecting a lost volume", v.id, down)
+	attempts := logEvents(s.drv.LogPath, "reconnecting a lost volume", v.id, down)
 	var rel []string
 	for _, t := range attempts {
 		rel = append(rel, fmt.Sprintf("%+.2fs", t.Sub(up).Seconds()))
