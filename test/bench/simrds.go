@@ -39,7 +39,9 @@ func startRDS(dir string, latency time.Duration) (*rds, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "sim", filepath.FromSlash(volumePath)), 0o755); err != nil {
 		return nil, err
 	}
-	s, err := sim.New(sim.Options{Dir: filepath.Join(dir, "sim"), Latency: latency})
+	// A pool far larger than the runs need (the files are sparse): capacity is not what
+	// is measured.
+	s, err := sim.New(sim.Options{Dir: filepath.Join(dir, "sim"), Latency: latency, Pools: []sim.Pool{{Name: "storage-pool", Size: 64 << 40}}})
 	if err != nil {
 		return nil, err
 	}
