@@ -104,7 +104,7 @@ func main() {
 	}
 	if *vm {
 		r.Kind = "bench-vm"
-		r.Figures = vmFigures(ctx, root, work)
+		r.Figures = vmFigures(ctx, root, work, filepath.Join(*out, "bench-vm-"+start.UTC().Format("20060102T150405Z")+".console.log"))
 	} else {
 		r.Figures = localFigures(ctx, root, work, selected)
 	}

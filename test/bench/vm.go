@@ -38,8 +38,9 @@ echo "=== bench-vm: done"
 `
 
 // vmFigures builds the static programs the VM runs, boots the test VM once
-// (test/vm/run-in-vm.sh) and reads the three figures from its console.
-func vmFigures(ctx context.Context, root, work string) []figure {
+// (test/vm/run-in-vm.sh) and reads the three figures from its console, which it keeps
+// at consoleCopy.
+func vmFigures(ctx context.Context, root, work, consoleCopy string) []figure {
 	specs := []spec{figVMConnect, figVMTargetBack, figVMHeal}
 	dir := filepath.Join(work, "vm")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -66,7 +67,7 @@ func vmFigures(ctx context.Context, root, work string) []figure {
 	}
 
 	console := filepath.Join(dir, "console.log")
-	step("booting the test VM (console: " + console + ")")
+	step("booting the test VM")
 	cmd := exec.CommandContext(ctx, filepath.Join(root, "test/vm/run-in-vm.sh"),
 		"-e", "RDS_CSI_VM=1", "-e", "NVMF_VM_TARGET=none",
 		"-a", filepath.Join(dir, "nvme.test"), "-a", filepath.Join(dir, "rds-csi"), "-a", filepath.Join(dir, "rds-sim"), "-a", filepath.Join(dir, "vmguest"),
@@ -82,6 +83,9 @@ func vmFigures(ctx context.Context, root, work string) []figure {
 	log.Close()
 	raw, _ := os.ReadFile(console)
 	out := string(raw)
+	if err := os.MkdirAll(filepath.Dir(consoleCopy), 0o755); err == nil && os.WriteFile(consoleCopy, raw, 0o644) == nil {
+		fmt.Fprintf(os.Stderr, "bench: VM console kept at %s\n", consoleCopy)
+	}
 	var exit *exec.ExitError
 	if errors.As(runErr, &exit) && exit.ExitCode() == 3 {
 		return naAll("the VM's prerequisites are missing (test/vm/install-deps.sh needs root and Debian apt): "+lastLines(out, 2), specs...)
