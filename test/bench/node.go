@@ -75,14 +75,19 @@ func nodeFigures(ctx context.Context, bins binaries, work string) []figure {
 
 	var figs []figure
 	staged := 0
-	defer func() {
-		// Unstage what was staged (kubelet's order), then stop the plugin: the loop devices
-		// must go with the unstage, and anything left is cleaned up (and reported) by
-		// sweepWork.
+	unstageAll := func() error {
+		// kubelet's order: unstage, then the plugin may stop. The loop devices must go
+		// with the unstage; what is left is cleaned up (and reported) by sweepWork.
+		var errs []error
 		for _, v := range vols[:staged] {
-			_, _ = d.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: v.id, StagingTargetPath: v.staging})
+			if _, err := d.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: v.id, StagingTargetPath: v.staging}); err != nil {
+				errs = append(errs, fmt.Errorf("NodeUnstageVolume %s: %w", v.id, err))
+			}
 		}
-	}()
+		staged = 0
+		return errors.Join(errs...)
+	}
+	defer unstageAll()
 	firstStage := make([]time.Duration, 0, len(vols))
 	for _, v := range vols {
 		took, err := stage(ctx, d, v)
@@ -121,7 +126,31 @@ func nodeFigures(ctx context.Context, bins binaries, work string) []figure {
 		}
 		return nil
 	})
+	if err := errors.Join(unstageAll(), d.stop()); err != nil {
+		noteAll(figs, err.Error())
+	}
+	if left := leftBehind(r, filepath.Join(work, "kubelet")); left != "" {
+		noteAll(figs, "after unstaging everything and stopping, the node plugin left "+left)
+	}
 	return figs
+}
+
+// leftBehind lists mounts under the kubelet directory and loop devices on the simulator's
+// files that outlived their volumes' unstage.
+func leftBehind(r *rds, kubelet string) string {
+	var left []string
+	for _, mp := range mountsUnder(kubelet) {
+		left = append(left, "a mount at "+mp)
+	}
+	files, _ := filepath.Glob(filepath.Join(r.Sim.HostPath(volumePath), "*.img"))
+	for _, f := range files {
+		if devs, err := loopdev.Find(f); err == nil {
+			for _, dev := range devs {
+				left = append(left, dev.Path+" on "+filepath.Base(f))
+			}
+		}
+	}
+	return strings.Join(left, ", ")
 }
 
 // createVolumes makes the disks on the simulator as the controller does and returns them
