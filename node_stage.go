@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -214,6 +215,12 @@ func (n *nodeService) mountDisk(ctx context.Context, rec *stagingRecord, disk *n
 	flags := rec.MountFlags
 	if rec.ReadOnly {
 		flags = append(flags[:len(flags):len(flags)], "ro")
+	}
+	if rec.FSType == "xfs" && !slices.Contains(flags, "nouuid") {
+		// Restores and clones are byte copies that keep their source's filesystem UUID, and
+		// xfs refuses a second mount of a UUID already mounted on the node. Staging never
+		// mounts one volume twice, so the UUID check adds no safety here.
+		flags = append(flags[:len(flags):len(flags)], "nouuid")
 	}
 	opts, err := mount.ParseOptions(rec.FSType, flags)
 	if err != nil {
