@@ -80,14 +80,15 @@ func parseSnapshot(f routeros.File) (s snapshot, ok bool) {
 // then path (one ID has one file unless something went wrong).
 func (c *controllerService) listSnapshots(ctx context.Context) ([]snapshot, error) {
 	var found []snapshot
+	seen := map[string]bool{} // nested bases list the same files
 	for _, b := range c.bases {
 		files, err := c.rds.listFiles(ctx, b)
 		if err != nil {
 			return nil, c.rdsStatus("list the snapshots in "+b, err)
 		}
 		for _, f := range files {
-			s, ok := parseSnapshot(f)
-			if ok && !slices.ContainsFunc(found, func(o snapshot) bool { return o.file.Path == f.Path }) {
+			if s, ok := parseSnapshot(f); ok && !seen[f.Path] {
+				seen[f.Path] = true
 				found = append(found, s)
 			}
 		}

@@ -47,17 +47,17 @@ func fill(t testing.TB, file, seed string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data := snapPattern(seed, 64<<10)
-	snapWrite(t, file, data, 0)
-	snapWrite(t, file, data, st.Size()-int64(len(data)))
+	data := pattern(seed, 64<<10)
+	writeSync(t, file, data, 0)
+	writeSync(t, file, data, st.Size()-int64(len(data)))
 	return data
 }
 
 // holds checks that a file starts and ends (at srcSize) with data.
 func holds(t testing.TB, file string, data []byte, srcSize int64) {
 	t.Helper()
-	snapCheck(t, file, data, 0)
-	snapCheck(t, file, data, srcSize-int64(len(data)))
+	checkData(t, file, data, 0)
+	checkData(t, file, data, srcSize-int64(len(data)))
 }
 
 // mustSnapshot creates a snapshot and waits until it is ready.
@@ -126,8 +126,8 @@ func TestSnapshotCreate(t *testing.T) {
 		t.Errorf("a snapshot must never be a disk:\n%s", out)
 	}
 
-	snapWrite(t, e.volumeFile(src.VolumeId), []byte("written after the snapshot"), 0)
-	snapCheck(t, snapFile, data[:64], 0)
+	writeSync(t, e.volumeFile(src.VolumeId), []byte("written after the snapshot"), 0)
+	checkData(t, snapFile, data[:64], 0)
 
 	tests := []struct {
 		name  string
@@ -201,8 +201,8 @@ func TestSnapshotPreallocatedCopyIsNotReadyEarly(t *testing.T) {
 	e.c.copies.waitMax = 0
 	e.c.copies.settle = 1500 * time.Millisecond // spans a tick of last-modified's seconds
 	src := e.mustCreate(createReq("pvc-src", 16<<20))
-	data := snapPattern("prealloc", 16<<20) // data in every piece the copy writes
-	snapWrite(t, e.volumeFile(src.VolumeId), data, 0)
+	data := pattern("prealloc", 16<<20) // data in every piece the copy writes
+	writeSync(t, e.volumeFile(src.VolumeId), data, 0)
 
 	sawFullButIncomplete := false
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
@@ -409,7 +409,7 @@ func TestRestoreFromSnapshot(t *testing.T) {
 	src := e.mustCreate(createReq("pvc-src", 64<<20))
 	data := fill(t, e.volumeFile(src.VolumeId), "restore")
 	snap := e.mustSnapshot("snapshot-r", src.VolumeId)
-	snapWrite(t, e.volumeFile(src.VolumeId), []byte("after the snapshot"), 0)
+	writeSync(t, e.volumeFile(src.VolumeId), []byte("after the snapshot"), 0)
 
 	t.Run("same size", func(t *testing.T) {
 		req := fromSnapshot(createReq("pvc-same", 64<<20), snap.SnapshotId)
@@ -433,7 +433,7 @@ func TestRestoreFromSnapshot(t *testing.T) {
 			t.Errorf("larger restore: %+v", vol)
 		}
 		holds(t, e.volumeFile(vol.VolumeId), data, 64<<20)
-		snapCheck(t, e.volumeFile(vol.VolumeId), make([]byte, 4096), 100<<20-4096)
+		checkData(t, e.volumeFile(vol.VolumeId), make([]byte, 4096), 100<<20-4096)
 	})
 	t.Run("no size is the snapshot's", func(t *testing.T) {
 		vol := e.mustCreate(fromSnapshot(createReq("pvc-nosize", 0), snap.SnapshotId))
@@ -545,8 +545,8 @@ func TestCloneVolume(t *testing.T) {
 		t.Errorf("clone %+v", clone)
 	}
 	holds(t, e.volumeFile(clone.VolumeId), data, 32<<20)
-	snapWrite(t, e.volumeFile(clone.VolumeId), []byte("the clone's own write"), 0)
-	snapCheck(t, e.volumeFile(src.VolumeId), data[:64], 0)
+	writeSync(t, e.volumeFile(clone.VolumeId), []byte("the clone's own write"), 0)
+	checkData(t, e.volumeFile(src.VolumeId), data[:64], 0)
 	if again := e.mustCreate(fromVolume(createReq("pvc-vm-1", 64<<20), src.VolumeId)); again.VolumeId != clone.VolumeId {
 		t.Errorf("retry %+v", again)
 	}
@@ -638,7 +638,7 @@ func TestStalledCopyIsRedone(t *testing.T) {
 	snap := e.mustSnapshot("snapshot-s", src.VolumeId)
 	// what a dead copy leaves: the restore's file, 4 MiB of 16 written
 	partial := e.volumeFile("pvc-stalled")
-	snapWrite(t, partial, data[:4096], 0)
+	writeSync(t, partial, data[:4096], 0)
 	if err := os.Truncate(partial, 4<<20); err != nil {
 		t.Fatal(err)
 	}

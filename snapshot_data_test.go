@@ -6,17 +6,11 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
-	"srvlab.io/rds-csi/internal/loopdev"
-	"srvlab.io/rds-csi/mount"
-	"srvlab.io/rds-csi/nvme"
-	"srvlab.io/rds-csi/nvme/loopback"
 	"srvlab.io/rds-csi/routeros/sim"
 )
 
@@ -28,113 +22,48 @@ import (
 // dataEnv is a controller and a node service over one simulated RDS.
 type dataEnv struct {
 	*ctrlEnv
-	root string // short: staging and target paths
-	node *nodeService
+	node *loopEnv
 }
 
 func newDataEnv(t *testing.T) *dataEnv {
 	t.Helper()
-	if err := loopdev.Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but %v", err)
-		}
-		t.Skip(err)
-	}
-	e := &dataEnv{ctrlEnv: newCtrlEnv(t)}
-	root, err := os.MkdirTemp("", "sd")
+	requireLoopDevices(t)
+	root, err := os.MkdirTemp("", "sd") // short: staging and target paths
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.root = root
-	t.Cleanup(e.cleanup)
-	prefix := nqnPrefix + "pvc-"
-	guard, err := nvme.NewGuard(prefix)
-	if err != nil {
-		t.Fatal(err)
+	// the simulator's files below the root too, so the node's cleanup detaches their loops
+	e := &dataEnv{ctrlEnv: newCtrlEnv(t, withSim(sim.Options{Dir: filepath.Join(root, "rds")}))}
+	e.node = &loopEnv{t: t, root: root, sim: e.sim.Sim, cfg: &Config{
+		NodeID: "node-1", ManagedNQNPrefix: testPrefix, StateDir: filepath.Join(root, "state"),
+		SysfsRoot: "/sys", DevRoot: "/dev", HealInterval: time.Hour, MountStormLimit: 100,
+	}}
+	t.Cleanup(e.node.cleanup)
+	for _, d := range []string{"kubelet", "pods"} {
+		must(t, os.MkdirAll(filepath.Join(root, d), 0o750))
 	}
-	state := filepath.Join(root, "state")
-	att, err := loopback.New(loopback.Config{ExportsDir: filepath.Join(e.sim.Dir(), sim.ExportsDirName),
-		StateFile: filepath.Join(state, "loopback.json"), Guard: guard, Logger: discardLog})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := &Config{NodeID: "node-1", ManagedNQNPrefix: prefix, StateDir: state, SysfsRoot: "/sys", DevRoot: "/dev",
-		HealInterval: time.Hour, MountStormLimit: 100}
-	if e.node, err = newNodeServiceWith(cfg, discardLog, newMetrics(), guard, att); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	go e.node.run(ctx)
-	t.Cleanup(func() { cancel(); e.node.close() })
+	e.node.start()
 	return e
 }
 
-// cleanup unmounts whatever a failed test left under the root (deepest first), detaches
-// the loop devices of the simulator's files and removes the root.
-func (e *dataEnv) cleanup() {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	entries, _ := mount.List(ctx)
-	var points []string
-	for _, m := range entries {
-		if strings.HasPrefix(m.Mountpoint, e.root+"/") && !slices.Contains(points, m.Mountpoint) {
-			points = append(points, m.Mountpoint)
-		}
-	}
-	slices.SortFunc(points, func(a, b string) int { return len(b) - len(a) })
-	for _, p := range points {
-		if err := mount.UnmountAll(ctx, p); err != nil {
-			e.t.Errorf("cleanup: %v", err)
-		}
-	}
-	_ = filepath.WalkDir(e.sim.Dir(), func(p string, d os.DirEntry, err error) error {
-		if err == nil && !d.IsDir() && strings.HasSuffix(p, ".img") {
-			devs, _ := loopdev.Find(p)
-			for _, dev := range devs {
-				if err := dev.Detach(); err != nil {
-					e.t.Errorf("cleanup: %v", err)
-				}
-			}
-		}
-		return nil
-	})
-	if len(points) == 0 || !e.t.Failed() {
-		os.RemoveAll(e.root)
-	}
-}
-
-// use stages and publishes a volume, runs f on what a pod sees (a file in the mounted
-// file system, or the block device node), then unpublishes and unstages it.
+// use stages and publishes a volume the controller made, runs f on what a pod sees (a
+// file in the mounted file system, or the block device node), then unpublishes and
+// unstages it.
 func (e *dataEnv) use(vol *csi.Volume, cap *csi.VolumeCapability, f func(file string)) {
 	e.t.Helper()
-	ctx := testCtx(e.t)
-	staging := filepath.Join(e.root, "staging", vol.VolumeId)
-	podDir := filepath.Join(e.root, "pods", vol.VolumeId)
-	for _, d := range []string{staging, podDir} {
-		if err := os.MkdirAll(d, 0o750); err != nil { // kubelet makes these
-			e.t.Fatal(err)
-		}
-	}
-	target := filepath.Join(podDir, "vol")
-	if _, err := e.node.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: vol.VolumeId, StagingTargetPath: staging,
-		VolumeCapability: cap, VolumeContext: vol.VolumeContext}); err != nil {
-		e.t.Fatalf("stage %s: %v", vol.VolumeId, err)
-	}
-	if _, err := e.node.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{VolumeId: vol.VolumeId, StagingTargetPath: staging,
-		TargetPath: target, VolumeCapability: cap, VolumeContext: vol.VolumeContext}); err != nil {
-		e.t.Fatalf("publish %s: %v", vol.VolumeId, err)
-	}
+	v := &volume{id: vol.VolumeId, nqn: vol.VolumeContext[contextNQN], vc: vol.VolumeContext, cap: cap,
+		staging: filepath.Join(e.node.root, "kubelet", vol.VolumeId)}
+	must(e.t, os.MkdirAll(v.staging, 0o750)) // kubelet makes it
+	target := e.node.target(vol.VolumeId)
+	must(e.t, e.node.stage(v))
+	must(e.t, e.node.publish(v, target, false))
 	file := target
 	if cap.GetMount() != nil {
 		file = filepath.Join(target, "data.bin")
 	}
 	f(file)
-	if _, err := e.node.NodeUnpublishVolume(ctx, &csi.NodeUnpublishVolumeRequest{VolumeId: vol.VolumeId, TargetPath: target}); err != nil {
-		e.t.Fatalf("unpublish %s: %v", vol.VolumeId, err)
-	}
-	if _, err := e.node.NodeUnstageVolume(ctx, &csi.NodeUnstageVolumeRequest{VolumeId: vol.VolumeId, StagingTargetPath: staging}); err != nil {
-		e.t.Fatalf("unstage %s: %v", vol.VolumeId, err)
-	}
+	must(e.t, e.node.unpublish(v, target))
+	must(e.t, e.node.unstage(v))
 }
 
 // TestSnapshotDataThroughTheNode writes a pattern on a volume through the node, snapshots
@@ -154,7 +83,7 @@ func TestSnapshotDataThroughTheNode(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newDataEnv(t)
 			block := tc.cap.GetBlock() != nil
-			data, later := snapPattern(tc.name, 1<<20), snapPattern(tc.name+"/later", 1<<20)
+			data, later := pattern(tc.name, 1<<20), pattern(tc.name+"/later", 1<<20)
 			// on a block volume: at the start and in the last MiB, so a short copy shows
 			offsets := []int64{0}
 			if block {
@@ -163,14 +92,14 @@ func TestSnapshotDataThroughTheNode(t *testing.T) {
 			write := func(d []byte) func(string) {
 				return func(file string) {
 					for _, off := range offsets {
-						snapWrite(t, file, d, off)
+						writeSync(t, file, d, off)
 					}
 				}
 			}
 			read := func(d []byte) func(string) {
 				return func(file string) {
 					for _, off := range offsets {
-						snapCheck(t, file, d, off)
+						checkData(t, file, d, off)
 					}
 				}
 			}
@@ -211,8 +140,8 @@ func TestSnapshotDataCopyFromMakesAnEmptyDisk(t *testing.T) {
 	e := newDataEnv(t)
 	cap := blockCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER)
 	src := e.mustCreate(createReq("pvc-src", 16<<20, cap))
-	data := snapPattern("copy-from", 64<<10)
-	e.use(src, cap, func(dev string) { snapWrite(t, dev, data, 0) })
+	data := pattern("copy-from", 64<<10)
+	e.use(src, cap, func(dev string) { writeSync(t, dev, data, 0) })
 
 	const slot = "pvc-copy-from"
 	line := fmt.Sprintf(`/disk add copy-from=[find slot="%s"] slot=%s file-path=%s/%s.img nvme-tcp-server-nqn="%s"`,
@@ -223,10 +152,10 @@ func TestSnapshotDataCopyFromMakesAnEmptyDisk(t *testing.T) {
 	vc := maps.Clone(src.VolumeContext)
 	vc[contextNQN] = defaultNQN(slot)
 	e.use(&csi.Volume{VolumeId: slot, VolumeContext: vc}, cap, func(dev string) {
-		snapCheck(t, dev, make([]byte, len(data)), 0)
+		checkData(t, dev, make([]byte, len(data)), 0)
 	})
 	// the same source, copied the way this driver copies, carries the data
 	e.mustSnapshot("snapshot-good", src.VolumeId)
 	restored := e.mustCreate(fromSnapshot(createReq("pvc-restored", 16<<20, cap), "snapshot-good"))
-	e.use(restored, cap, func(dev string) { snapCheck(t, dev, data, 0) })
+	e.use(restored, cap, func(dev string) { checkData(t, dev, data, 0) })
 }
