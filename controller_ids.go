@@ -29,12 +29,15 @@ const nqnPrefix = "nqn.2000-02.com.mikrotik:"
 // csi-sanity sends upper-case names longer than 63 characters — maps to a deterministic
 // slot, "vol-" and the first 24 hex digits (96 bits) of the name's SHA-256, so a retried
 // CreateVolume with the same name always finds the same volume.
-func volumeIDFor(name string) string {
+func volumeIDFor(name string) string { return idFor(name, derivedIDPrefix) }
+
+// idFor is name when it can be an ID, else prefix and 96 bits of the name's SHA-256.
+func idFor(name, prefix string) string {
 	if isVolumeID(name) {
 		return name
 	}
 	sum := sha256.Sum256([]byte(name))
-	return derivedIDPrefix + hex.EncodeToString(sum[:])[:24]
+	return prefix + hex.EncodeToString(sum[:])[:24]
 }
 
 // isVolumeID reports whether id can name a volume of this driver: a slot of at most 63

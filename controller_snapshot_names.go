@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"path"
 	"slices"
@@ -29,13 +27,7 @@ const derivedSnapshotIDPrefix = "snap-"
 // snapshotIDFor maps a CreateSnapshot name to the snapshot ID, as volumeIDFor does for
 // volumes: the external-snapshotter's snapshot-<uuid> is used as it is, any other name
 // maps to "snap-" and 96 bits of its SHA-256, so a retry finds the same snapshot.
-func snapshotIDFor(name string) string {
-	if isSnapshotID(name) {
-		return name
-	}
-	sum := sha256.Sum256([]byte(name))
-	return derivedSnapshotIDPrefix + hex.EncodeToString(sum[:])[:24]
-}
+func snapshotIDFor(name string) string { return idFor(name, derivedSnapshotIDPrefix) }
 
 // isSnapshotID: snapshot IDs have the form of volume IDs ([a-z0-9-], at most 63), so they
 // fit a file name and the list token. Any other ID names no snapshot.
