@@ -4,9 +4,12 @@ export PATH := /usr/local/go/bin:$(PATH)
 GO      ?= go
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -s -w -X main.version=$(VERSION)
+# grpcnotrace keeps golang.org/x/net/trace (and with it html/template, whose reflection
+# retains every exported method) out of the binary: 3 MiB smaller and less resident memory.
+export GOFLAGS := -tags=grpcnotrace
 PKGS    := ./...
 
-.PHONY: all build test deps fmt-check vet lint unit e2e demo bench image clean
+.PHONY: all build test deps fmt-check vet lint unit e2e e2e-kube demo bench bench-vm image clean
 
 all: build
 
@@ -43,13 +46,17 @@ e2e:
 ## loop device stands in for NVMe/TCP, so the driver is built with the loopnvme tag)
 demo:
 	@command -v mkfs.ext4 >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends e2fsprogs; }
-	CGO_ENABLED=0 $(GO) build -trimpath -tags loopnvme -ldflags "$(LDFLAGS)" -o bin/rds-csi-loop .
+	CGO_ENABLED=0 $(GO) build -trimpath -tags grpcnotrace,loopnvme -ldflags "$(LDFLAGS)" -o bin/rds-csi-loop .
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o bin/rds-sim ./cmd/rds-sim
 	$(GO) run ./test/demo --rds-csi bin/rds-csi-loop --rds-sim bin/rds-sim
 
-## bench: Go benchmarks of the packages (issue 10 turns this into the one-table report)
+## bench: the footprint-and-speed report (one table; JSON in bench/out/)
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./routeros/... ./nvme/ ./mount/
+	$(GO) run ./test/bench
+
+## bench-vm: the three real-kernel figures of that report, in the test VM
+bench-vm:
+	$(GO) run ./test/bench -vm
 
 image:
 	./test/image/build-image.sh
