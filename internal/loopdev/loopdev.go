@@ -276,3 +276,27 @@ func sysDevice(name string) (Device, error) {
 	}
 	return Device{Path: "/dev/" + name, Major: major, Minor: minor}, nil
 }
+
+// Backs reports whether d is still attached to file, reading only d's own sysfs entries
+// (its device number and backing file): the cheap check for a device we attached, where
+// Find would read every loop device. Device names are reused, so both the major:minor
+// and the backing file must match.
+func Backs(d Device, file string) bool {
+	name := filepath.Base(d.Path)
+	if d.Path != "/dev/"+name || !strings.HasPrefix(name, "loop") {
+		return false
+	}
+	want, err := filepath.Abs(file)
+	if err != nil {
+		return false
+	}
+	if resolved, err := filepath.EvalSymlinks(want); err == nil {
+		want = resolved
+	}
+	got, err := os.ReadFile(filepath.Join(sysBlock, name, "loop", "backing_file"))
+	if err != nil || strings.TrimSuffix(string(got), "\n") != want {
+		return false
+	}
+	cur, err := sysDevice(name)
+	return err == nil && cur.Major == d.Major && cur.Minor == d.Minor
+}

@@ -233,3 +233,31 @@ func TestDetachLeavesReusedDevice(t *testing.T) {
 		t.Fatalf("Find after Detach = %+v, %v", found, err)
 	}
 }
+
+// TestBacks: the cheap check accepts the device attached to the file and refuses another
+// file's device, a wrong device number, a non-loop path and a detached device.
+func TestBacks(t *testing.T) {
+	requireLoop(t)
+	file, other := newFile(t, 1<<20), newFile(t, 1<<20)
+	dev := attach(t, file, false)
+	if !Backs(dev, file) {
+		t.Fatalf("Backs(%+v, %s) = false for the device just attached", dev, file)
+	}
+	if Backs(dev, other) {
+		t.Fatal("Backs accepted another file")
+	}
+	wrong := dev
+	wrong.Minor++
+	if Backs(wrong, file) {
+		t.Fatal("Backs accepted a wrong device number")
+	}
+	if Backs(Device{Path: "/dev/sda", Major: dev.Major, Minor: dev.Minor}, file) {
+		t.Fatal("Backs accepted a non-loop path")
+	}
+	if err := Detach(dev.Path); err != nil {
+		t.Fatal(err)
+	}
+	if Backs(dev, file) {
+		t.Fatal("Backs accepted a detached device")
+	}
+}

@@ -30,8 +30,13 @@ type attachment struct {
 }
 
 // findDevice returns the recorded loop device if it is still attached to the recorded
-// file: device names are reused, so the name alone proves nothing.
+// file: device names are reused, so the name alone proves nothing. The device this
+// process attached (or found before) is checked through its own sysfs entries only;
+// every loop device is read (loopdev.Find) only when that check fails.
 func (a *attachment) findDevice() (loopdev.Device, bool) {
+	if a.dev.Path != "" && a.dev.Path == a.Device && a.dev.Major == a.Major && a.dev.Minor == a.Minor && loopdev.Backs(a.dev, a.File) {
+		return a.dev, true
+	}
 	devs, err := loopdev.Find(a.File)
 	if err != nil {
 		return loopdev.Device{}, false
