@@ -21,6 +21,9 @@ type healFacts struct {
 	staging     *mount.Entry // the visible mount at the staging path, nil if none
 	staleNodes  bool         // block: a publish node points at another device
 	demand      bool         // a caller needs the volume now (NodePublishVolume)
+	// reconnecting: the volume is connected but no controller is live (the target is
+	// away); it may be lost soon, so the watcher looks at it more often.
+	reconnecting bool
 }
 
 // healPlan says what to do about a volume.

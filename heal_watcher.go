@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -26,19 +27,52 @@ type healOutcome struct {
 	err    error
 }
 
-// watch heals stale volumes every HealInterval, and at once when kicked, until ctx ends.
+// minRetryDelay keeps the watcher from hammering a dead RDS: an unhealthy volume is
+// looked at no more often than this, whatever its reconnectDelay.
+const minRetryDelay = time.Second
+
+// watch checks every staged volume every HealInterval, and at once when kicked, until
+// ctx ends. A volume found unhealthy (its controller reconnecting, or lost and not yet
+// reconnected) is looked at again on its own reconnectDelay cadence (retryDelay) until
+// it is healthy, so a volume is healed soon after its target returns; healthy volumes
+// keep the normal interval.
 func (n *nodeService) watch(ctx context.Context) {
-	tick := time.NewTicker(n.cfg.HealInterval)
-	defer tick.Stop()
+	retry := map[string]time.Time{} // volume ID → when to look at it again
+	var nextFull time.Time
 	for {
-		n.healPass(ctx)
+		now := n.now()
+		full := !now.Before(nextFull)
+		if full {
+			nextFull = now.Add(n.cfg.HealInterval)
+		}
+		// An unhealthy volume keeps its own cadence, even in a full pass.
+		n.healPass(ctx, func(id string) bool {
+			due, ok := retry[id]
+			return (full && !ok) || (ok && !now.Before(due))
+		}, retry)
+		wait := nextFull.Sub(now)
+		for _, due := range retry {
+			wait = min(wait, due.Sub(now))
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-tick.C:
+		case <-n.after(max(wait, 0)):
 		case <-n.kick:
+			nextFull = time.Time{}
 		}
 	}
+}
+
+// retryDelay is how soon an unhealthy volume is looked at again: its reconnectDelay
+// (the kernel retries the connection that often, so nothing changes faster), never
+// more rarely than the heal interval and never more often than minRetryDelay.
+func (n *nodeService) retryDelay(rec stagingRecord) time.Duration {
+	delay := time.Duration(nvme.DefaultReconnectDelay) * time.Second
+	if d := rec.Options.ReconnectDelay; d != nil {
+		delay = time.Duration(*d) * time.Second
+	}
+	return min(max(delay, minRetryDelay), n.cfg.HealInterval)
 }
 
 // requestHeal asks the watcher for a pass without waiting for it.
@@ -49,25 +83,45 @@ func (n *nodeService) requestHeal() {
 	}
 }
 
-// healPass checks every staged volume once. Looking needs no lock (it only reads), so
-// the watcher never makes an RPC answer Aborted for a healthy volume; the volume lock is
-// taken only to heal, and the facts are gathered again under it. A volume busy with an
-// RPC is skipped: the next pass comes soon.
-func (n *nodeService) healPass(ctx context.Context) {
-	for _, rec := range n.records.all() {
+// healPass checks the staged volumes that want picks once. Looking needs
+// no lock (it only reads), so the watcher never makes an RPC answer Aborted for a
+// healthy volume; the volume lock is taken only to heal, and the facts are gathered again
+// under it. A volume busy with an RPC is skipped: the next pass comes soon. retry is
+// updated: a volume still unhealthy after the pass is due again after its retryDelay.
+func (n *nodeService) healPass(ctx context.Context, want func(id string) bool, retry map[string]time.Time) {
+	recs := n.records.all()
+	for id := range retry {
+		if !slices.ContainsFunc(recs, func(r stagingRecord) bool { return r.VolumeID == id }) {
+			delete(retry, id) // unstaged since
+		}
+	}
+	for _, rec := range recs {
 		if ctx.Err() != nil {
 			return
 		}
+		if !want(rec.VolumeID) {
+			continue
+		}
 		vctx, cancel := context.WithTimeout(ctx, healTimeout)
-		if facts, _ := n.observe(vctx, rec, false); n.needsHeal(rec, facts) {
+		facts, _ := n.observe(vctx, rec, false)
+		unhealthy := facts.reconnecting
+		if n.needsHeal(rec, facts) {
+			unhealthy = true
 			if release, ok := n.locks.tryLock(rec.VolumeID); ok {
 				if current, ok := n.records.get(rec.VolumeID); ok {
-					_, _ = n.healVolume(vctx, current, false)
+					if _, _, err := n.healVolume(vctx, current, false); err == nil {
+						unhealthy = false
+					}
 				}
 				release()
 			}
 		}
 		cancel()
+		if unhealthy {
+			retry[rec.VolumeID] = n.now().Add(n.retryDelay(rec))
+		} else {
+			delete(retry, rec.VolumeID)
+		}
 	}
 }
 
@@ -80,12 +134,14 @@ func (n *nodeService) needsHeal(rec stagingRecord, f healFacts) bool {
 // healVolume looks at one staged volume and heals it when planHeal says so. It returns
 // the volume's disk when it is resolvable. demand marks a caller that needs the volume
 // now (NodePublishVolume): a lost controller is then reconnected even without mounts.
-// The caller holds the volume lock.
-func (n *nodeService) healVolume(ctx context.Context, rec stagingRecord, demand bool) (*nvme.Disk, error) {
+// The caller holds the volume lock. The staging mount it saw is returned too when it
+// changed nothing (nil otherwise, or for block volumes), so a caller under the same lock
+// need not read the mount table again.
+func (n *nodeService) healVolume(ctx context.Context, rec stagingRecord, demand bool) (*nvme.Disk, *mount.Entry, error) {
 	facts, resolveErr := n.observe(ctx, rec, demand)
 	plan := planHeal(rec, facts)
 	if !plan.reconnect && !plan.replace {
-		return facts.disk, resolveErr
+		return facts.disk, facts.staging, resolveErr
 	}
 	err := n.heal(ctx, &rec, facts, plan)
 	result := "ok"
@@ -96,9 +152,10 @@ func (n *nodeService) healVolume(ctx context.Context, rec stagingRecord, demand 
 	n.m.healsTotal.WithLabelValues(result).Inc()
 	n.heals.Store(rec.VolumeID, healOutcome{at: n.now(), reason: plan.reason, err: err})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return n.att.Resolve(rec.NQN, rec.NSID)
+	disk, err := n.att.Resolve(rec.NQN, rec.NSID)
+	return disk, nil, err
 }
 
 // observe gathers the facts planHeal decides on, and updates the volume's NVMe gauge.
@@ -109,6 +166,7 @@ func (n *nodeService) observe(ctx context.Context, rec stagingRecord, demand boo
 		if h.Live {
 			live = 1
 		}
+		f.reconnecting = h.Connected && !h.Live
 		n.m.volumeNVMeState.WithLabelValues(rec.VolumeID).Set(live)
 	}
 	disk, err := n.att.Resolve(rec.NQN, rec.NSID)

@@ -37,6 +37,7 @@ type nodeService struct {
 	fs      filesystems
 	bootID  string
 	now     func() time.Time
+	after   func(time.Duration) <-chan time.Time // the watcher's timer (tests fake it)
 
 	// sweepMu keeps stages out while the sweep runs: a volume connected but not yet
 	// recorded would look like an orphan to it.
@@ -90,7 +91,7 @@ func newNodeServiceWith(cfg *Config, log *slog.Logger, m *metrics, guard *nvme.G
 	n := &nodeService{
 		cfg: cfg, log: log, m: m, att: att, guard: guard, records: records,
 		locks: newVolumeLocks(), storm: mount.StormGuard{Limit: cfg.MountStormLimit},
-		fs: systemFilesystems, bootID: kernelBootID(log), now: time.Now,
+		fs: systemFilesystems, bootID: kernelBootID(log), now: time.Now, after: time.After,
 		kick: make(chan struct{}, 1), done: make(chan struct{}),
 	}
 	n.breaker = newBreaker(n.now, func(open int) { m.breakersOpen.Set(float64(open)) })

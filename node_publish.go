@@ -51,7 +51,7 @@ func (n *nodeService) NodePublishVolume(ctx context.Context, req *csi.NodePublis
 	}
 	target := filepath.Clean(req.GetTargetPath())
 	readOnly := req.GetReadonly() || mode.readOnly
-	disk, err := n.healVolume(ctx, rec, true)
+	disk, staged, err := n.healVolume(ctx, rec, true)
 	if err != nil {
 		return nil, nodeStatus("publish volume "+id, err)
 	}
@@ -59,7 +59,7 @@ func (n *nodeService) NodePublishVolume(ctx context.Context, req *csi.NodePublis
 	if rec.Block {
 		err = n.publishBlock(&rec, disk, target, readOnly)
 	} else {
-		err = n.publishFilesystem(ctx, &rec, disk, target, readOnly)
+		err = n.publishFilesystem(ctx, &rec, disk, staged, target, readOnly)
 	}
 	if err != nil {
 		return nil, nodeStatus("publish volume "+id+" at "+target, err)
@@ -76,13 +76,16 @@ func (n *nodeService) NodePublishVolume(ctx context.Context, req *csi.NodePublis
 	return &csi.NodePublishVolumeResponse{}, nil
 }
 
-// publishFilesystem bind-mounts the staging mount at target.
-func (n *nodeService) publishFilesystem(ctx context.Context, rec *stagingRecord, disk *nvme.Disk, target string, readOnly bool) error {
-	staged, err := mount.ByMountPoint(ctx, rec.StagingPath)
-	if err != nil {
-		return err
+// publishFilesystem bind-mounts the staging mount at target. st is the staging mount as
+// healVolume saw it under the volume lock (nil: read the mount table for it).
+func (n *nodeService) publishFilesystem(ctx context.Context, rec *stagingRecord, disk *nvme.Disk, st *mount.Entry, target string, readOnly bool) error {
+	if st == nil {
+		staged, err := mount.ByMountPoint(ctx, rec.StagingPath)
+		if err != nil {
+			return err
+		}
+		st = top(staged)
 	}
-	st := top(staged)
 	if st == nil {
 		return status.Errorf(codes.FailedPrecondition, "volume %s: nothing is mounted at the staging path %s; it must be staged again (NodeStageVolume)", rec.VolumeID, rec.StagingPath)
 	}
