@@ -1,0 +1,558 @@
+#!/bin/bash
+# run.sh - `make e2e-kube`: rds-csi driven by a real kubelet (issue 7 part 3).
+#
+# A real one-node Kubernetes 1.34 (node.sh, adapted from the kube-node kit) runs our driver as
+# node and controller plugin (--mode=all, one socket) beside external-provisioner,
+# external-attacher, and - when the driver advertises what they serve - csi-resizer and
+# csi-snapshotter. The driver is the loopnvme test build: volumes are exported by the RouterOS
+# simulator (cmd/rds-sim) and attached as loop devices over its backing files instead of
+# NVMe/TCP, so kubelet's NodeStage/NodePublish/NodeExpand calls format, mount and map real
+# block devices. Scenarios (each asserts on data, not only on return codes):
+#   - deploy.yaml: kubectl apply --dry-run=server, without and with the snapshot CRDs;
+#   - a filesystem PVC (rds-nvme, ext4) and a raw block PVC (rds-nvme-block, the KubeVirt
+#     shape) in one pod that writes and reads; the data is in the simulator's backing files;
+#   - the pod deleted (volumes detached and disconnected) and recreated: the data is still there;
+#   - PVCs expanded while in use (an xfs filesystem PVC and the block PVC);
+#   - fencing: a second VolumeAttachment of the RWO volume to another node is refused with
+#     our message in its attachError, and the real attachment is untouched;
+#   - a VolumeSnapshot restored into a new PVC and a PVC clone (when the driver advertises them);
+#   - every PVC deleted: the disk, its file and its export are gone from the simulator.
+# Prints ok/FAIL lines, the wall time of each phase and 'N passed, N failed'; exit 1 on failure.
+# Root only (mounts, loop devices, kubelet). Not part of `make test`: the first build of the
+# Kubernetes binaries takes ~10 min (then cached).
+#
+#   KUBE_NODE_KIT    the kube-node kit (default: ../shared/kube-node beside the repository)
+#   KUBE_NODE_CACHE  the kit's binaries (default /var/cache/kube-node)
+#   RDS_KUBE_CACHE   our sidecars and CRDs (default /var/cache/rds-csi-kube)
+#   KUBE_NODE_STATE  the node's state, logs included (default /tmp/rds-csi-kube; purged at start)
+#   E2E_KUBE_KEEP=1  keep the work directory (simulator files, keys, driver state) on success
+set -uo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+export KUBE_NODE_KIT=${KUBE_NODE_KIT:-$REPO/../shared/kube-node}
+export KUBE_NODE_CACHE=${KUBE_NODE_CACHE:-/var/cache/kube-node}
+export RDS_KUBE_CACHE=${RDS_KUBE_CACHE:-/var/cache/rds-csi-kube}
+export KUBE_NODE_STATE=${KUBE_NODE_STATE:-/tmp/rds-csi-kube}
+export PATH=/usr/local/go/bin:$PATH
+STATE=$KUBE_NODE_STATE
+NODESH=$HERE/node.sh
+DEPLOY=$REPO/deploy.yaml
+DRV=rds.csi.srvlab.io
+SOCK=$STATE/kubelet/plugins/$DRV/csi.sock
+KLOG=$STATE/logs/kubelet.log
+DLOG=$STATE/logs/csi-$DRV-driver.log
+NODE=127.0.0.1
+VOLDIR_RDS=/storage-pool/metal-csi # volumePath of deploy.yaml's StorageClasses
+NQN_PREFIX=nqn.2000-02.com.mikrotik:pvc-
+
+# ---- reporting ------------------------------------------------------------------------
+pass=0 fail=0 skip=0 phases=() phase="" phase_t0=0 keep_work=${E2E_KUBE_KEEP:-0}
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+end_phase() {
+  [ -n "$phase" ] || return 0
+  local t; t=$(since "$phase_t0")
+  phases+=("$(printf '%-46s %7ss' "$phase" "$t")")
+  echo "time  $phase: ${t}s"
+  phase=""
+}
+begin() { end_phase; phase=$1 phase_t0=$(now); echo "==== $phase"; }
+ok() { echo "ok    $1"; pass=$((pass + 1)); }
+bad() { # DESC [DETAIL]: a failure, with the end of what the command said
+  echo "FAIL  $1"; fail=$((fail + 1)); keep_work=1
+  if [ -n "${2:-}" ]; then printf '%s\n' "$2" | tail -n 8 | sed 's/^/      | /'; fi
+}
+skipped() { echo "skip  $1"; skip=$((skip + 1)); }
+info() { echo "info  $*"; }
+check() { # DESC CMD...: ok when CMD (a command or a function below) succeeds
+  local d=$1 out; shift
+  if out=$("$@" 2>&1); then ok "$d"; return 0; fi
+  bad "$d" "$out"; return 1
+}
+must() { # DESC CMD...: a check the remaining phases cannot do without
+  check "$@" || { echo "abort: the remaining phases need this"; exit 1; }
+}
+retry() { # SECONDS CMD...: until CMD succeeds; on timeout prints CMD's last output
+  local t=$1 i out; shift
+  for ((i = 0; i < t; i++)); do
+    if out=$("$@" 2>&1); then return 0; fi
+    sleep 1
+  done
+  printf 'after %ss: %s\n' "$t" "$out"; return 1
+}
+summary() {
+  end_phase
+  echo "==== phase wall times"
+  printf '      %s\n' "${phases[@]}"
+  local line="$pass passed, $fail failed"
+  [ "$skip" -gt 0 ] && line="$line, $skip skipped"
+  echo "$line"
+}
+
+# ---- cluster and simulator helpers ----------------------------------------------------
+# kubectl's discovery cache lives in the node's state: the shared ~/.kube/cache would remember
+# the snapshot CRDs of an earlier run on the same address and change the dry-run's answer
+k() { "$KUBE_NODE_CACHE/bin/kubectl" --kubeconfig "$STATE/admin.kubeconfig" --cache-dir "$STATE/kubectl-cache" "$@"; }
+logged() { # LOG CMD...: run CMD with its output in LOG; on failure show the end of LOG
+  local log=$1; shift
+  "$@" >"$log" 2>&1 || { tail -n 20 "$log"; return 1; }
+}
+kubelet_calls() { grep -c "calling $1 rpc" "$KLOG" 2>/dev/null || true; }
+kubelet_called() { # RPC ATLEAST
+  local n; n=$(kubelet_calls "$1")
+  [ "$n" -ge "$2" ] || { echo "kubelet called $1 $n times, want >= $2"; return 1; }
+}
+driver_answers() { grep -c "msg=rpc method=$1 .*code=OK" "$DLOG" 2>/dev/null || true; }
+driver_answered() { # RPC ATLEAST: the driver answered RPC with OK at least ATLEAST times
+  local n; n=$(driver_answers "$1")
+  [ "$n" -ge "$2" ] || { echo "the driver answered $1 OK $n times, want >= $2"; return 1; }
+}
+equals() { # WANT CMD...: CMD prints exactly WANT
+  local got; got=$("${@:2}") || return 1
+  [ "$got" = "$1" ] || { echo "want '$1', got '$got'"; return 1; }
+}
+jp() { k get "$1" "$2" -o "jsonpath=$3"; }
+gone() { # KIND NAME: the object no longer exists
+  if k get "$1" "$2" >/dev/null 2>&1; then echo "$1/$2 still exists"; return 1; fi
+}
+none_of() { # KIND: no object of that kind (in the default namespace when namespaced)
+  local o; o=$(k get "$1" -o name 2>&1)
+  [ -z "$o" ] || { echo "$o"; return 1; }
+}
+phase_is() { equals "$3" jp "$1" "$2" "{.status.phase}"; }
+capacity_is() { equals "$2" jp pvc "$1" '{.status.capacity.storage}'; }
+pv_of() { jp pvc "$1" '{.spec.volumeName}'; }
+img_of() { echo "$SIMDIR$VOLDIR_RDS/$1.img"; } # the simulator's backing file of a volume
+size_is() { equals "$2" stat -c %s "$1"; }
+# rsim CMD: a RouterOS command on the simulated RDS, over SSH with the driver's key and pin
+rsim() {
+  ssh -q -i "$WORK/id_ed25519" -p "$SIM_PORT" -o BatchMode=yes -o StrictHostKeyChecking=yes \
+    -o UserKnownHostsFile="$WORK/known_hosts" admin@127.0.0.1 "$1"
+}
+sim_answers() { rsim '/system resource print' | grep -q version; }
+has_disk() { rsim "/disk print detail where slot=\"$1\"" | grep -qF "slot=\"$1\""; }
+no_disk() {
+  local out; out=$(rsim "/disk print detail where slot=\"$1\"") || { echo "ssh to the simulator failed"; return 1; }
+  ! grep -qF "slot=\"$1\"" <<<"$out" || { echo "$out"; return 1; }
+}
+no_loops_on() { # FILE...: no loop device is attached to any of them
+  local f l
+  for f in "$@"; do l=$(losetup -j "$f" 2>/dev/null); [ -z "$l" ] || { echo "$l"; return 1; }; done
+}
+foreign_mount_holders() { # processes outside our mount namespace that see mounts of the node
+  local self p out=""
+  self=$(readlink /proc/self/ns/mnt)
+  for p in /proc/[0-9]*; do
+    [ "$(readlink "$p/ns/mnt" 2>/dev/null)" != "$self" ] || continue
+    grep -qF "$STATE/kubelet/" "$p/mountinfo" 2>/dev/null && out="$out ${p#/proc/}($(cat "$p/comm" 2>/dev/null))"
+  done
+  echo "${out:- none}"
+}
+rpcs_ok() { # the driver's log of its answers: anything but OK is a failure, except fencing's refusal
+  local failed
+  failed=$(grep 'msg=rpc ' "$DLOG" | grep -v 'code=OK' |
+    grep -v 'method=ControllerPublishVolume .*node_id=other-node .*code=FailedPrecondition')
+  [ -z "$failed" ] || {
+    sed -E 's/.*method=([A-Za-z]+) .*code=([A-Za-z]+)( error=)?(.*)/\1 \2 \4/' <<<"$failed" | sort | uniq -c
+    return 1
+  }
+}
+no_sim_loops() { ! losetup -a | grep -F "$SIMDIR"; }
+docs_of_kind() { # KIND FILE: the YAML documents of that kind
+  awk -v kind="$1" '
+    function flush() { if (doc ~ ("\nkind: " kind "\n")) printf "---%s", doc; doc = "\n" }
+    BEGIN { doc = "\n" }
+    /^---$/ { flush(); next }
+    { doc = doc $0 "\n" }
+    END { flush() }' "$2"
+}
+apply_kind() { docs_of_kind "$1" "$DEPLOY" | k apply -f -; }
+
+# pvc NAME CLASS MODE SIZE [SOURCE-KIND SOURCE-NAME [SOURCE-APIGROUP]]
+pvc() {
+  local src=""
+  [ -n "${5:-}" ] && src="  dataSource: {kind: $5, name: $6${7:+, apiGroup: $7}}"
+  k apply -f - <<YAML
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: $1}
+spec:
+  storageClassName: $2
+  accessModes: [ReadWriteOnce]
+  volumeMode: $3
+  resources: {requests: {storage: $4}}
+$src
+YAML
+}
+# pod NAME [fs:CLAIM:MOUNTPATH | blk:CLAIM:DEVICEPATH]...: a hostNetwork busybox pod that sleeps
+pod() {
+  local name=$1 mounts="" devices="" vols="" i=0 a kind claim path
+  shift
+  for a in "$@"; do
+    IFS=: read -r kind claim path <<<"$a"
+    i=$((i + 1))
+    vols="$vols
+  - {name: v$i, persistentVolumeClaim: {claimName: $claim}}"
+    if [ "$kind" = fs ]; then
+      mounts="$mounts
+    - {name: v$i, mountPath: $path}"
+    else
+      devices="$devices
+    - {name: v$i, devicePath: $path}"
+    fi
+  done
+  k apply -f - <<YAML
+apiVersion: v1
+kind: Pod
+metadata: {name: $name}
+spec:
+  hostNetwork: true
+  automountServiceAccountToken: false
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: c
+    image: kube-node.local/busybox:1
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]${mounts:+
+    volumeMounts:$mounts}${devices:+
+    volumeDevices:$devices}
+  volumes:$vols
+YAML
+}
+pod_ready() { k wait --for=condition=Ready "pod/$1" --timeout="${2:-180}s"; }
+pod_deleted() { k delete pod "$1" --wait=false >/dev/null 2>&1; retry 120 gone pod "$1"; }
+ex() { local p=$1; shift; k exec "$p" -- "$@"; }
+mounted_as() { ex "$1" grep -q " $2 $3 " /proc/mounts; } # POD PATH FSTYPE
+kib_of() { ex "$1" df -k "$2" | awk 'NR == 2 { print $2 }'; }
+grown_beyond() { local kb; kb=$(kib_of "$1" "$2"); [ "${kb:-0}" -gt "$3" ] || { echo "size ${kb:-?} KiB"; return 1; }; }
+# raw block I/O at offset 4 KiB; the token is then found at that offset of the backing file
+blk_write() { ex "$1" sh -c "printf '%s' '$3' | dd of=$2 bs=512 seek=8 conv=notrunc,fsync 2>/dev/null"; }
+blk_read() { ex "$1" sh -c "dd if=$2 bs=512 skip=8 count=1 2>/dev/null | head -c ${#3}"; }
+file_read_at() { dd if="$1" bs=512 skip=8 count=1 2>/dev/null | head -c "$2"; }
+vas_of() { # PV: "node=attached" of each VolumeAttachment of PV
+  k get volumeattachments -o jsonpath="{range .items[?(@.spec.source.persistentVolumeName==\"$1\")]}{.spec.nodeName}={.status.attached}{\"\\n\"}{end}"
+}
+attached_on() { # NODE PV...: each PV has an attached VolumeAttachment on NODE
+  local n=$1 v; shift
+  for v in "$@"; do vas_of "$v" | grep -qx "$n=true" || { echo "$v: $(vas_of "$v" | tr '\n' ' ')"; return 1; }; done
+}
+detached() { # PV...: no VolumeAttachment references them
+  local v a
+  for v in "$@"; do a=$(vas_of "$v"); [ -z "$a" ] || { echo "$v still attached: $a"; return 1; }; done
+}
+
+# ---- cleanup: always, also on failure -------------------------------------------------
+SIM_PID="" WORK="" SIMDIR=""
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  begin "teardown"
+  if [ -f "$STATE/admin.kubeconfig" ] && k get crd volumesnapshots.snapshot.storage.k8s.io >/dev/null 2>&1; then
+    # snapshots outlive their PVCs; their files go through DeleteSnapshot while the driver runs
+    k delete volumesnapshots --all --all-namespaces --timeout=60s >/dev/null 2>&1 || info "snapshot deletion incomplete"
+  fi
+  "$NODESH" stop >"$WORK/node-stop.log" 2>&1 || info "node.sh stop failed: see $WORK/node-stop.log"
+  if [ -n "$SIM_PID" ]; then kill "$SIM_PID" 2>/dev/null; wait "$SIM_PID" 2>/dev/null; fi
+  if [ -n "$SIMDIR" ]; then check "no loop device left on the simulator's files after teardown" no_sim_loops; fi
+  summary
+  if [ "$keep_work" = 1 ]; then
+    echo "kept: work dir $WORK (simulator files, keys, driver state, logs), node logs $STATE/logs"
+  else
+    rm -rf "$WORK"
+  fi
+  # (a bare `exit` in an EXIT trap would return the status from before the trap)
+  if [ "$fail" = 0 ] && [ "$rc" = 0 ]; then exit 0; fi
+  exit 1
+}
+
+[ "$(id -u)" = 0 ] || { echo "run.sh: run as root (kubelet, mounts, loop devices)" >&2; exit 1; }
+WORK=$(mktemp -d /tmp/rds-csi-e2e-kube.XXXXXX)
+SIMDIR=$WORK/rds
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+echo "rds-csi e2e-kube: work dir $WORK, node state $STATE, kit $KUBE_NODE_KIT"
+
+# ---- build ------------------------------------------------------------------------------
+begin "build"
+build_bins() {
+  cd "$REPO" &&
+    CGO_ENABLED=0 go build -trimpath -tags loopnvme -o "$WORK/bin/rds-csi-loop" . &&
+    CGO_ENABLED=0 go build -trimpath -o "$WORK/bin/rds-sim" ./cmd/rds-sim &&
+    CGO_ENABLED=0 go build -trimpath -o "$WORK/bin/csictl" ./test/kube/csictl
+}
+must "kit and sidecars built (test/kube/build.sh, log $WORK/build.log)" logged "$WORK/build.log" "$HERE/build.sh"
+must "driver (loopnvme test build), rds-sim and csictl built" build_bins
+
+# ---- simulated RDS ------------------------------------------------------------------------
+begin "simulated RDS"
+keys() {
+  ssh-keygen -q -t ed25519 -N '' -C rds-csi-e2e-kube -f "$WORK/id_ed25519" &&
+    ssh-keygen -q -t ed25519 -N '' -C rds-sim -f "$WORK/host_key" &&
+    cp "$WORK/id_ed25519.pub" "$WORK/authorized_keys"
+}
+must "SSH keys generated (driver key, simulator host key)" keys
+setsid "$WORK/bin/rds-sim" --listen 127.0.0.1:0 --dir "$SIMDIR" --host-key "$WORK/host_key" \
+  --authorized-keys "$WORK/authorized_keys" --verbose >"$WORK/rds-sim.out" 2>"$WORK/rds-sim.log" </dev/null &
+SIM_PID=$!
+must "rds-sim listening" retry 20 grep -q "listening on" "$WORK/rds-sim.out"
+SIM_PORT=$(sed -n 's/^rds-sim: listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$WORK/rds-sim.out")
+# known_hosts pins the simulator's host key, as a user pins the RDS's
+echo "[127.0.0.1]:$SIM_PORT $(cut -d' ' -f1,2 "$WORK/host_key.pub")" >"$WORK/known_hosts"
+must "the simulated RDS answers over SSH with the pinned host key (port $SIM_PORT)" sim_answers
+
+# ---- Kubernetes node ------------------------------------------------------------------------
+begin "Kubernetes node start"
+"$NODESH" purge >"$WORK/node-purge.log" 2>&1 || true # a fresh etcd: nothing left from an earlier run
+must "node $NODE Ready (node.sh start, log $WORK/node-start.log)" logged "$WORK/node-start.log" "$NODESH" start
+
+# ---- deploy.yaml against the real API server ----------------------------------------------
+begin "deploy.yaml server dry-run"
+objects=$(grep -c '^kind:' "$DEPLOY")
+accepted() { grep -c '(server dry run)$' "$1.out"; }
+errors_of() { grep -v '^Warning:' "$1.err"; } # kubectl's warnings are not refusals
+only_snapshotclass_refused() {
+  errors_of "$1" | grep -q 'no matches for kind "VolumeSnapshotClass"' &&
+    ! errors_of "$1" | grep -v -e 'VolumeSnapshotClass' -e 'ensure CRDs are installed first' | grep .
+}
+no_errors() { ! errors_of "$1" | grep .; }
+# Before the driver runs, so that the provisioner starts with the snapshot CRDs in place.
+# The namespace exists before the rest is applied, as deploy.yaml's install steps say
+# (kubectl create namespace rds-csi, then the Secret); a dry run does not create it.
+check "namespace rds-csi created from deploy.yaml" apply_kind Namespace
+k apply --dry-run=server -f "$DEPLOY" >"$WORK/dry1.out" 2>"$WORK/dry1.err"
+info "without the snapshot CRDs: $(accepted "$WORK/dry1")/$objects objects accepted; kubectl said: $(errors_of "$WORK/dry1" | tr '\n' ' ')"
+check "without the snapshot CRDs, every object but the VolumeSnapshotClass is accepted" equals "$((objects - 1))" accepted "$WORK/dry1"
+check "without the snapshot CRDs, the one refusal is the VolumeSnapshotClass (no such kind)" only_snapshotclass_refused "$WORK/dry1"
+must "snapshot CRDs installed and snapshot-controller running" logged "$WORK/snapshot-start.log" "$NODESH" snapshot-start
+k apply --dry-run=server -f "$DEPLOY" >"$WORK/dry2.out" 2>"$WORK/dry2.err"
+check "with the snapshot CRDs, all $objects objects of deploy.yaml are accepted" equals "$objects" accepted "$WORK/dry2"
+check "with the snapshot CRDs, kubectl reports no error" no_errors "$WORK/dry2"
+sed 's/^/      /' "$WORK/dry2.out"
+
+# ---- driver and sidecars ------------------------------------------------------------------
+begin "driver and sidecars"
+# The cluster objects under test are deploy.yaml's own: the CSIDriver and both StorageClasses,
+# plus an xfs variant of rds-nvme (xfs grows online here; ext4's online resize needs
+# CAP_SYS_RESOURCE, which this sandbox withholds even from root).
+{
+  docs_of_kind CSIDriver "$DEPLOY"
+  docs_of_kind StorageClass "$DEPLOY"
+  docs_of_kind StorageClass "$DEPLOY" | awk '/^---$/ { n++ } n == 1' |
+    sed -e 's/^  name: rds-nvme$/  name: rds-nvme-xfs/' -e 's/fstype: ext4$/fstype: xfs/'
+} >"$WORK/csi-objects.yaml"
+objects_found() { echo "$(grep -c '^kind:' "$WORK/csi-objects.yaml") $(sed -n 's/^  name: \(rds-nvme.*\)$/\1/p' "$WORK/csi-objects.yaml" | tr '\n' ' ')"; }
+must "deploy.yaml's CSIDriver and StorageClasses rds-nvme, rds-nvme-block (+ rds-nvme-xfs) extracted" \
+  equals "4 rds-nvme rds-nvme-block rds-nvme-xfs " objects_found
+export CSI_OBJECTS=$WORK/csi-objects.yaml
+export CSI_DRIVER_CMD="$WORK/bin/rds-csi-loop --mode=all --endpoint=\$CSI_ENDPOINT --node-id=\$KUBE_NODE_NAME \
+--managed-nqn-prefix=$NQN_PREFIX --kubeconfig=\$KUBE_NODE_STATE/admin.kubeconfig \
+--rds-address=127.0.0.1 --rds-ssh-port=$SIM_PORT --rds-user=admin --rds-key-file=$WORK/id_ed25519 \
+--rds-known-hosts=$WORK/known_hosts --rds-volume-path=$VOLDIR_RDS --state-dir=$WORK/node-state \
+--nvme-host-dir=$WORK/etc-nvme --loop-nvme-exports-dir=$SIMDIR/.nvme-exports --metrics-address= --log-level=debug"
+must "driver (--mode=all), registrar, provisioner, attacher running; kubelet registered the driver" \
+  logged "$WORK/csi-start.log" "$NODESH" csi-start "$DRV" "$SOCK" attach
+must "the driver reports its capabilities on its socket" logged "$WORK/caps" "$WORK/bin/csictl" --endpoint "unix://$SOCK" caps
+info "capabilities: $(tr '\n' ' ' <"$WORK/caps")"
+has_cap() { grep -qx "$1" "$WORK/caps"; }
+RESIZE=0 SNAPSHOTS=0 CLONES=0
+if ! has_cap "controller EXPAND_VOLUME"; then
+  bad "the driver advertises controller EXPAND_VOLUME"
+elif [ ! -x "$RDS_KUBE_CACHE/bin/csi-resizer" ]; then
+  bad "csi-resizer built ($RDS_KUBE_CACHE/bin/csi-resizer)"
+else
+  check "csi-resizer running" logged "$WORK/resizer-start.log" "$NODESH" csi-sidecar "$DRV" "$SOCK" resizer && RESIZE=1
+fi
+has_cap "controller CLONE_VOLUME" && CLONES=1
+if has_cap "controller CREATE_DELETE_SNAPSHOT"; then
+  check "csi-snapshotter running" logged "$WORK/snapshotter-start.log" "$NODESH" csi-sidecar "$DRV" "$SOCK" snapshotter && SNAPSHOTS=1
+  check "deploy.yaml's VolumeSnapshotClass rds-nvme-snapshot applied" apply_kind VolumeSnapshotClass
+fi
+
+# ---- filesystem and raw block PVCs in a pod -------------------------------------------------
+begin "fs + block PVC, pod writes and reads"
+TOK_FS=fs-$RANDOM$RANDOM TOK_BLK=blk-$RANDOM$RANDOM
+stage0=$(kubelet_calls NodeStageVolume) pub0=$(kubelet_calls NodePublishVolume)
+pvc fs-claim rds-nvme Filesystem 64Mi >/dev/null
+pvc block-claim rds-nvme-block Block 64Mi >/dev/null
+must "PVC fs-claim (rds-nvme) Bound (CreateVolume)" retry 90 phase_is pvc fs-claim Bound
+must "PVC block-claim (rds-nvme-block, volumeMode Block) Bound (CreateVolume)" retry 90 phase_is pvc block-claim Bound
+PV_FS=$(pv_of fs-claim) PV_BLK=$(pv_of block-claim)
+info "fs-claim -> $PV_FS, block-claim -> $PV_BLK"
+check "the simulator has both backing files" test -f "$(img_of "$PV_FS")" -a -f "$(img_of "$PV_BLK")"
+check "the simulator lists the fs disk (/disk print)" has_disk "$PV_FS"
+check "the simulator lists the block disk (/disk print)" has_disk "$PV_BLK"
+pod user1 fs:fs-claim:/data blk:block-claim:/dev/xvda >/dev/null
+must "pod user1 Ready (ControllerPublish, NodeStage, NodePublish)" pod_ready user1
+check "both volumes attached to $NODE (VolumeAttachments)" attached_on "$NODE" "$PV_FS" "$PV_BLK"
+check "kubelet called NodeStageVolume for both" kubelet_called NodeStageVolume $((stage0 + 2))
+check "kubelet called NodePublishVolume for both" kubelet_called NodePublishVolume $((pub0 + 2))
+check "the filesystem volume is ext4 in the pod" mounted_as user1 /data ext4
+check "the block volume is a block device in the pod" ex user1 test -b /dev/xvda
+check "the pod writes a file" ex user1 sh -c "echo $TOK_FS > /data/token && sync"
+check "the pod writes the raw block device" blk_write user1 /dev/xvda "$TOK_BLK"
+check "the pod reads the file back" equals "$TOK_FS" ex user1 cat /data/token
+check "the pod reads the block device back" equals "$TOK_BLK" blk_read user1 /dev/xvda "$TOK_BLK"
+check "the block data is in the simulated RDS's backing file at the same offset" \
+  equals "$TOK_BLK" file_read_at "$(img_of "$PV_BLK")" "${#TOK_BLK}"
+check "the file's data is in the simulated RDS's backing file" grep -qaF "$TOK_FS" "$(img_of "$PV_FS")"
+
+# ---- pod deleted and recreated ----------------------------------------------------------------
+begin "pod deleted and recreated"
+unstage0=$(kubelet_calls NodeUnstageVolume) unpub0=$(kubelet_calls NodeUnpublishVolume)
+check "pod user1 deleted" pod_deleted user1
+check "kubelet called NodeUnpublishVolume for both" retry 60 kubelet_called NodeUnpublishVolume $((unpub0 + 2))
+check "kubelet called NodeUnstageVolume for both" retry 60 kubelet_called NodeUnstageVolume $((unstage0 + 2))
+check "both volumes detached (VolumeAttachments gone: ControllerUnpublish)" retry 90 detached "$PV_FS" "$PV_BLK"
+check "the node disconnected both (no loop device on their backing files)" \
+  retry 30 no_loops_on "$(img_of "$PV_FS")" "$(img_of "$PV_BLK")"
+pod user2 fs:fs-claim:/data blk:block-claim:/dev/xvda >/dev/null
+must "pod user2 Ready on the same PVCs" pod_ready user2
+check "the file is still there" equals "$TOK_FS" ex user2 cat /data/token
+check "the block data is still there" equals "$TOK_BLK" blk_read user2 /dev/xvda "$TOK_BLK"
+
+# ---- expansion while in use ---------------------------------------------------------------------
+begin "PVC expansion while in use"
+if [ "$RESIZE" = 1 ]; then
+  TOK_X=xfs-$RANDOM$RANDOM
+  nodeexp0=$(driver_answers NodeExpandVolume)
+  pvc grow-claim rds-nvme-xfs Filesystem 300Mi >/dev/null
+  check "PVC grow-claim (rds-nvme-xfs, 300Mi) Bound" retry 90 phase_is pvc grow-claim Bound
+  PV_X=$(pv_of grow-claim)
+  pod grower fs:grow-claim:/data >/dev/null
+  check "pod grower Ready" pod_ready grower
+  check "the filesystem volume is xfs in the pod" mounted_as grower /data xfs
+  check "the pod writes a file" ex grower sh -c "echo $TOK_X > /data/token && sync"
+  kb0=$(kib_of grower /data)
+  check "PVC grow-claim resized to 600Mi while mounted" k patch pvc grow-claim -p '{"spec":{"resources":{"requests":{"storage":"600Mi"}}}}'
+  check "PVC block-claim resized to 128Mi while mapped in user2" k patch pvc block-claim -p '{"spec":{"resources":{"requests":{"storage":"128Mi"}}}}'
+  check "grow-claim's capacity is 600Mi (ControllerExpandVolume, then kubelet's NodeExpandVolume)" \
+    retry 120 capacity_is grow-claim 600Mi
+  check "the simulator's backing file of grow-claim is 600Mi" size_is "$(img_of "$PV_X")" $((600 << 20))
+  check "the pod sees the filesystem grown (df)" retry 30 grown_beyond grower /data $((${kb0:-0} + 250 * 1024))
+  info "xfs in the pod: ${kb0:-?} KiB before, $(kib_of grower /data) KiB after"
+  check "the file survived the growth" equals "$TOK_X" ex grower cat /data/token
+  check "block-claim's capacity is 128Mi" retry 120 capacity_is block-claim 128Mi
+  check "the simulator's backing file of block-claim is 128Mi" size_is "$(img_of "$PV_BLK")" $((128 << 20))
+  check "the pod sees the block device grown to 128Mi" retry 30 equals $((128 << 20)) ex user2 blockdev --getsize64 /dev/xvda
+  check "the block data survived the growth" equals "$TOK_BLK" blk_read user2 /dev/xvda "$TOK_BLK"
+  # kubelet logs no "calling NodeExpandVolume rpc" line; the driver logs each RPC it answers
+  check "kubelet's NodeExpandVolume reached the driver for both volumes" driver_answered NodeExpandVolume $((nodeexp0 + 2))
+fi
+
+# ---- fencing with the attacher ------------------------------------------------------------------
+begin "fencing (second VolumeAttachment)"
+# other-node exists as far as the API server knows: a Node and a CSINode listing our driver,
+# so the attacher finds its node ID and the driver's node check passes; only fencing refuses.
+other_node() {
+  k apply -f - <<YAML
+apiVersion: v1
+kind: Node
+metadata: {name: other-node, labels: {kubernetes.io/hostname: other-node}}
+spec: {unschedulable: true} # nothing of ours may land there
+---
+apiVersion: storage.k8s.io/v1
+kind: CSINode
+metadata: {name: other-node}
+spec:
+  drivers:
+  - {name: $DRV, nodeID: other-node, topologyKeys: null}
+YAML
+}
+second_attachment() {
+  k apply -f - <<YAML
+apiVersion: storage.k8s.io/v1
+kind: VolumeAttachment
+metadata: {name: fence-other-node}
+spec:
+  attacher: $DRV
+  nodeName: other-node
+  source: {persistentVolumeName: $PV_FS}
+YAML
+}
+attach_error() { jp volumeattachment fence-other-node '{.status.attachError.message}'; }
+refused_with() { local m; m=$(attach_error); [[ $m == *"$1"* ]] || { echo "attachError: '$m'"; return 1; }; }
+not_attached() { [ "$(jp volumeattachment fence-other-node '{.status.attached}')" != true ]; }
+check "Node and CSINode other-node created" other_node
+check "a second VolumeAttachment of fs-claim's RWO volume, to other-node, created" second_attachment
+check "the attach is refused with our message in status.attachError" \
+  retry 60 refused_with "volume $PV_FS is attached to node $NODE and its access mode allows one node"
+info "attachError: $(attach_error)"
+check "the second VolumeAttachment is not attached" not_attached
+k delete volumeattachment fence-other-node --wait=false >/dev/null 2>&1
+check "the refused VolumeAttachment is deleted (attacher's ControllerUnpublish for other-node)" \
+  retry 60 gone volumeattachment fence-other-node
+check "the real attachment on $NODE is untouched" attached_on "$NODE" "$PV_FS"
+check "user2 still reads its file" equals "$TOK_FS" ex user2 cat /data/token
+k delete csinode other-node >/dev/null 2>&1
+k delete node other-node >/dev/null 2>&1
+
+# ---- snapshot restore and clone -----------------------------------------------------------------
+begin "snapshot restore and clone"
+snapshot() {
+  k apply -f - <<YAML
+apiVersion: snapshot.storage.k8s.io/v1
+kind: VolumeSnapshot
+metadata: {name: snap1}
+spec:
+  volumeSnapshotClassName: rds-nvme-snapshot
+  source: {persistentVolumeClaimName: fs-claim}
+YAML
+}
+snapshot_handle() {
+  k get volumesnapshotcontent "$(jp volumesnapshot snap1 '{.status.boundVolumeSnapshotContentName}')" \
+    -o jsonpath='{.status.snapshotHandle}'
+}
+sim_has_file_named() { find "$SIMDIR" -type f -name "*$1*" | grep -q .; }
+sim_lacks_file_named() { ! find "$SIMDIR" -type f -name "*$1*" | grep .; }
+if [ "$SNAPSHOTS" = 1 ]; then
+  check "VolumeSnapshot snap1 of fs-claim (in use by user2) created" snapshot
+  check "snap1 readyToUse (CreateSnapshot)" retry 120 equals true jp volumesnapshot snap1 '{.status.readyToUse}'
+  SNAP_HANDLE=$(snapshot_handle)
+  info "snap1 -> snapshot ${SNAP_HANDLE:-?}"
+  check "the snapshot's file is on the simulated RDS" sim_has_file_named "${SNAP_HANDLE:-no-handle}"
+  # written after the snapshot: the restore must show the data as it was when it was taken
+  check "user2 overwrites the file after the snapshot" ex user2 sh -c "echo after-snapshot > /data/token && sync"
+  pvc restore-claim rds-nvme Filesystem 64Mi VolumeSnapshot snap1 snapshot.storage.k8s.io >/dev/null
+  check "PVC restore-claim from snap1 Bound (CreateVolume from a snapshot)" retry 120 phase_is pvc restore-claim Bound
+  vols=(fs:restore-claim:/restore)
+  if [ "$CLONES" = 1 ]; then
+    pvc clone-claim rds-nvme Filesystem 64Mi PersistentVolumeClaim fs-claim >/dev/null
+    check "PVC clone-claim from fs-claim Bound (CreateVolume from a volume)" retry 120 phase_is pvc clone-claim Bound
+    vols+=(fs:clone-claim:/clone)
+  else
+    skipped "PVC clone: the driver does not advertise CLONE_VOLUME"
+  fi
+  pod restorer "${vols[@]}" >/dev/null
+  check "pod restorer Ready" pod_ready restorer
+  check "the restored volume holds the data as of the snapshot" equals "$TOK_FS" ex restorer cat /restore/token
+  [ "$CLONES" = 1 ] && check "the clone holds the source's data at clone time" equals after-snapshot ex restorer cat /clone/token
+  check "pod restorer deleted" pod_deleted restorer
+  k delete volumesnapshot snap1 --wait=false >/dev/null 2>&1
+  check "VolumeSnapshot snap1 and its content deleted (DeleteSnapshot)" retry 90 none_of volumesnapshotcontents
+  check "the snapshot's file is gone from the simulated RDS" sim_lacks_file_named "${SNAP_HANDLE:-no-handle}"
+else
+  skipped "snapshot restore: the driver does not advertise CREATE_DELETE_SNAPSHOT, and csi-snapshotter exits without it (the CRDs and snapshot-controller run; deploy.yaml's VolumeSnapshotClass is accepted above)"
+fi
+
+# ---- everything deleted ---------------------------------------------------------------------------
+begin "PVCs deleted, storage gone from the simulator"
+pods=$(k get pods -o jsonpath='{.items[*].metadata.name}')
+k delete pods --all --wait=false >/dev/null 2>&1
+for p in $pods; do check "pod $p deleted" retry 120 gone pod "$p"; done
+if ! retry 20 none_of volumeattachments >/dev/null; then
+  # A filesystem stays alive after its unmount while another mount namespace holds a copy of
+  # the mount (a process that unshared its namespace meanwhile), and its loop device cannot go.
+  info "detaching takes more than 20 s; other mount namespaces holding mounts under $STATE:$(foreign_mount_holders)"
+fi
+check "every volume detached (no VolumeAttachments left)" retry 100 none_of volumeattachments
+pvs=$(k get pv -o jsonpath='{.items[*].metadata.name}')
+k delete pvc --all --wait=false >/dev/null 2>&1
+for v in $pvs; do
+  check "PV $v deleted (DeleteVolume)" retry 120 gone pv "$v"
+  check "$v: no /disk entry on the simulator" no_disk "$v"
+  check "$v: backing file gone from the simulator" test ! -e "$(img_of "$v")"
+  check "$v: no export left on the simulator" test ! -e "$SIMDIR/.nvme-exports/nqn.2000-02.com.mikrotik:$v"
+done
+check "no loop device left on the simulator's files" no_sim_loops
+check "every RPC kubelet and the sidecars made was answered OK, but the fencing refusals" rpcs_ok
+info "driver log: $(grep -c 'level=ERROR' "$DLOG") ERROR, $(grep -c 'level=WARN' "$DLOG") WARN lines ($DLOG)"
