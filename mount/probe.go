@@ -59,11 +59,11 @@ func probeWith(ctx context.Context, device string, open opener) (ProbeResult, er
 			return ProbeResult{}, err
 		}
 		defer closeFn()
-		regions, err := readRegions(r, size)
+		read, err := readRegions(r, size)
 		if err != nil {
 			return ProbeResult{}, err
 		}
-		return classify(regions, size), nil
+		return classify(read), nil
 	})
 	if err != nil {
 		return ProbeResult{}, fmt.Errorf("probe %s: cannot tell whether it holds data: %w", device, err)
@@ -71,33 +71,27 @@ func probeWith(ctx context.Context, device string, open opener) (ProbeResult, er
 	return res, nil
 }
 
-// classify names what the regions hold. regions[0] is the first MiB.
-func classify(regions []region, size int64) ProbeResult {
-	head := regions[0].data
-	if string(head[:len(xfsMagic)]) == xfsMagic {
-		return ProbeResult{KindXFS, fmt.Sprintf("xfs superblock at offset 0 (uuid %s)", uuidString(head[32:48]))}
+// classify names what the probe read.
+func classify(p *probed) ProbeResult {
+	if p.at(0, len(xfsMagic)) == xfsMagic {
+		return ProbeResult{KindXFS, fmt.Sprintf("xfs superblock at offset 0 (uuid %s)", uuidString([]byte(p.at(32, 16))))}
 	}
-	if sb := head[extSuperblock : extSuperblock+1024]; binary.LittleEndian.Uint16(sb[extMagicOffset:]) == extMagic {
-		return classifyExt(sb)
+	if sb := p.at(extSuperblock, 1024); binary.LittleEndian.Uint16([]byte(sb[extMagicOffset:])) == extMagic {
+		return classifyExt([]byte(sb))
 	}
-	if at(head, btrfsMagicOffset, len(btrfsMagic)) == btrfsMagic {
-		sb := head[btrfsMagicOffset-64:]
-		return ProbeResult{KindBtrfs, fmt.Sprintf("btrfs superblock at offset %d (fsid %s)", btrfsMagicOffset-64, uuidString(sb[32:48]))}
+	if p.at(btrfsMagicOffset, len(btrfsMagic)) == btrfsMagic {
+		return ProbeResult{KindBtrfs, fmt.Sprintf("btrfs superblock at offset %d (fsid %s)", btrfsMagicOffset-64, uuidString([]byte(p.at(btrfsMagicOffset-64+32, 16))))}
 	}
-	if off, ok := findGPT(regions, size); ok {
+	if off, ok := findGPT(p); ok {
 		return ProbeResult{KindPartitioned, fmt.Sprintf("GPT header at offset %d", off)}
 	}
-	if head[mbrSignature] == 0x55 && head[mbrSignature+1] == 0xAA {
+	if p.at(mbrSignature, 2) == "\x55\xaa" {
 		return ProbeResult{KindPartitioned, "MBR boot signature 0x55AA at offset 510 (a partition table or boot sector)"}
 	}
-	var read int64
-	for _, reg := range regions {
-		read += int64(len(reg.data))
-		if i := firstNonZero(reg.data); i >= 0 {
-			return ProbeResult{KindUnknown, fmt.Sprintf("non-zero data at offset %d%s", reg.off+int64(i), knownSignature(regions))}
-		}
+	if p.firstNonZero >= 0 {
+		return ProbeResult{KindUnknown, fmt.Sprintf("non-zero data at offset %d%s", p.firstNonZero, knownSignature(p))}
 	}
-	return ProbeResult{KindBlank, fmt.Sprintf("all %d bytes read (%d areas) are zero", read, len(regions))}
+	return ProbeResult{KindBlank, fmt.Sprintf("all %d bytes read (%d areas) are zero", p.read, len(p.regions))}
 }
 
 // Feature bits that separate ext4 from ext3 and ext2 (as blkid does).
@@ -139,13 +133,10 @@ func classifyExt(sb []byte) ProbeResult {
 
 // findGPT looks for a GPT header at LBA 1 (512- or 4096-byte sectors) and
 // for the backup header in the last LBA.
-func findGPT(regions []region, size int64) (int64, bool) {
-	for _, off := range []int64{512, 4096, size - 512, size - 4096} {
-		for _, reg := range regions {
-			if off >= reg.off && off+int64(len(gptMagic)) <= reg.off+int64(len(reg.data)) &&
-				at(reg.data, int(off-reg.off), len(gptMagic)) == gptMagic {
-				return off, true
-			}
+func findGPT(p *probed) (int64, bool) {
+	for _, off := range []int64{512, 4096, p.size - 512, p.size - 4096} {
+		if p.at(off, len(gptMagic)) == gptMagic {
+			return off, true
 		}
 	}
 	return 0, false
@@ -153,7 +144,7 @@ func findGPT(regions []region, size int64) (int64, bool) {
 
 // knownSignature names a well-known signature found in any region, so the
 // refusal message helps whoever reads it.
-func knownSignature(regions []region) string {
+func knownSignature(p *probed) string {
 	checks := []struct {
 		off  int64
 		sig  string
@@ -164,9 +155,9 @@ func knownSignature(regions []region) string {
 		{4086, "SWAPSPACE2", "a swap signature"},
 		{btrfsMirror + 64, btrfsMagic, "a btrfs mirror superblock"},
 	}
-	for _, reg := range regions {
+	for _, reg := range p.regions {
 		for _, c := range checks {
-			if at(reg.data, int(c.off-reg.off), len(c.sig)) == c.sig {
+			if regionHolds(reg, c.off, int64(len(c.sig))) && p.at(c.off, len(c.sig)) == c.sig {
 				return " (" + c.name + ")"
 			}
 		}
@@ -175,8 +166,8 @@ func knownSignature(regions []region) string {
 		}
 		// Backup superblocks start a block group: at offset 0 of a
 		// 4K-block group, 1024 bytes into a 1K-block one.
-		for _, off := range []int{extMagicOffset, extSuperblock + extMagicOffset} {
-			if at(reg.data, off, 2) == "\x53\xef" {
+		for _, off := range []int64{extMagicOffset, extSuperblock + extMagicOffset} {
+			if p.at(reg.off+off, 2) == "\x53\xef" {
 				return fmt.Sprintf(" (an ext backup superblock near offset %d: the primary one is damaged; e2fsck can restore it)", reg.off)
 			}
 		}
@@ -192,14 +183,6 @@ func firstNonZero(b []byte) int {
 		}
 	}
 	return -1
-}
-
-// at returns n bytes of b at off, or "" when they are out of range.
-func at(b []byte, off, n int) string {
-	if off < 0 || off+n > len(b) {
-		return ""
-	}
-	return string(b[off : off+n])
 }
 
 func uuidString(b []byte) string {

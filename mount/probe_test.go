@@ -3,11 +3,13 @@ package mount
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -257,7 +259,7 @@ func TestProbeOffsetsCoverSuperblocks(t *testing.T) {
 		regions := probeOffsets(size)
 		covered := func(off, n int64) bool {
 			for _, r := range regions {
-				if off >= r.off && off+n <= r.off+int64(len(r.data)) {
+				if regionHolds(r, off, n) {
 					return true
 				}
 			}
@@ -273,9 +275,52 @@ func TestProbeOffsetsCoverSuperblocks(t *testing.T) {
 			}
 		}
 		for _, r := range regions {
-			if r.off%alignment != 0 || r.off+int64(len(r.data)) > size || uintptrOfSlice(r.data)%alignment != 0 {
-				t.Errorf("size %d: region at %d (+%d) is misaligned or past the end", size, r.off, len(r.data))
+			if r.off%alignment != 0 || r.off+r.n > size {
+				t.Errorf("size %d: region at %d (+%d) is misaligned or past the end", size, r.off, r.n)
 			}
 		}
+	}
+}
+
+// byteDevice is a device of zeros with one non-zero byte at nz.
+type byteDevice struct {
+	size, nz int64
+	reads    *[]int
+}
+
+func (d byteDevice) ReadAt(p []byte, off int64) (int, error) {
+	*d.reads = append(*d.reads, len(p))
+	clear(p)
+	if d.nz >= off && d.nz < off+int64(len(p)) {
+		p[d.nz-off] = 1
+	}
+	return len(p), nil
+}
+
+// TestProbeChecksEveryByte: reading through one small buffer still checks every byte of
+// every region: a single non-zero byte at the first or last byte of each region, or in
+// the middle, is reported where it is; no read is larger than a chunk.
+func TestProbeChecksEveryByte(t *testing.T) {
+	const size = 1<<30 + 512
+	for _, reg := range probeOffsets(size) {
+		for _, nz := range []int64{reg.off, reg.off + reg.n/2, reg.off + reg.n - 1} {
+			var reads []int
+			p, err := readRegions(byteDevice{size: size, nz: nz, reads: &reads}, size)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := classify(p)
+			if want := fmt.Sprintf("non-zero data at offset %d", nz); got.Kind != KindUnknown || got.Detail != want {
+				t.Errorf("one byte at %d: %+v, want unknown with %q", nz, got, want)
+			}
+			if slices.Max(reads) > chunkSize {
+				t.Errorf("a read of %d bytes: want at most %d", slices.Max(reads), chunkSize)
+			}
+		}
+	}
+	buf := chunkPool.Get().(*[]byte)
+	defer chunkPool.Put(buf)
+	if len(*buf) != chunkSize || uintptrOfSlice(*buf)%alignment != 0 {
+		t.Fatalf("chunk buffer of %d bytes at %#x: want %d bytes aligned to %d", len(*buf), uintptrOfSlice(*buf), chunkSize, alignment)
 	}
 }
