@@ -24,6 +24,9 @@ type healFacts struct {
 	// reconnecting: the volume is connected but no controller is live (the target is
 	// away); it may be lost soon, so the watcher looks at it more often.
 	reconnecting bool
+	// stagingOK: the staging path was seen (by stat, without the mount table) to hold
+	// the volume's disk, writable unless staged read-only: nothing to do.
+	stagingOK bool
 }
 
 // healPlan says what to do about a volume.
@@ -55,6 +58,7 @@ func planHeal(rec stagingRecord, f healFacts) healPlan {
 	switch {
 	case rec.Healing:
 		return healPlan{replace: true, reason: "finishing an interrupted heal"}
+	case f.stagingOK && !rec.Block:
 	case rec.Block:
 		if f.staleNodes {
 			return healPlan{replace: true, reason: "a publish device node points at the volume's previous device"}

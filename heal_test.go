@@ -1,8 +1,11 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 
 	"srvlab.io/rds-csi/mount"
 	"srvlab.io/rds-csi/nvme"
@@ -45,6 +48,8 @@ func TestHealPlan(t *testing.T) {
 		{"block lost, unpublished", unpublished, healFacts{currentBoot: true, lost: true}, false, false, "not in use"},
 		{"block stale node", blockRec, healFacts{currentBoot: true, disk: newDisk, staleNodes: true}, false, true, "previous device"},
 		{"block healthy", blockRec, healFacts{currentBoot: true, disk: oldDisk}, false, false, ""},
+		{"seen healthy by stat", fsRec, healFacts{currentBoot: true, disk: oldDisk, stagingOK: true}, false, false, ""},
+		{"seen healthy by stat, but lost", fsRec, healFacts{currentBoot: true, lost: true, stagingOK: true, demand: true}, true, false, "controller was lost"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := planHeal(tc.rec, tc.facts)
@@ -52,5 +57,47 @@ func TestHealPlan(t *testing.T) {
 				t.Fatalf("plan %+v, want reconnect=%v replace=%v reason containing %q", p, tc.reconnect, tc.replace, tc.reason)
 			}
 		})
+	}
+}
+
+// TestStagingOnDisk: the watcher's stat-only check accepts only the disk's writable
+// filesystem at the staging path; a filesystem mounted read-only is left to the mount
+// table.
+func TestStagingOnDisk(t *testing.T) {
+	dir := t.TempDir()
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	disk := &nvme.Disk{Major: unix.Major(st.Dev), Minor: unix.Minor(st.Dev)}
+	rec := stagingRecord{StagingPath: dir, Major: disk.Major, Minor: disk.Minor}
+	if !stagingOnDisk(rec, disk) {
+		t.Fatal("the disk's own filesystem was not recognised")
+	}
+	if stagingOnDisk(rec, &nvme.Disk{Major: disk.Major, Minor: disk.Minor + 1}) {
+		t.Fatal("another disk was taken for the staging filesystem's")
+	}
+	if old := (stagingRecord{StagingPath: dir, Major: disk.Major, Minor: disk.Minor + 1}); stagingOnDisk(old, disk) {
+		t.Fatal("a record of another device passed")
+	}
+	if os.Geteuid() != 0 {
+		return
+	}
+	ro := t.TempDir()
+	if err := unix.Mount("tmpfs", ro, "tmpfs", unix.MS_RDONLY, ""); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Unmount(ro, 0)
+	if err := unix.Stat(ro, &st); err != nil {
+		t.Fatal(err)
+	}
+	disk = &nvme.Disk{Major: unix.Major(st.Dev), Minor: unix.Minor(st.Dev)}
+	rec = stagingRecord{StagingPath: ro, Major: disk.Major, Minor: disk.Minor}
+	if stagingOnDisk(rec, disk) {
+		t.Fatal("a read-only filesystem passed the writable check")
+	}
+	rec.ReadOnly = true
+	if !stagingOnDisk(rec, disk) {
+		t.Fatal("a volume staged read-only was refused")
 	}
 }

@@ -176,6 +176,14 @@ func (n *nodeService) observe(ctx context.Context, rec stagingRecord, demand boo
 	case errors.Is(err, nvme.ErrNotConnected):
 		f.lost = true
 	}
+	if !rec.Block && !demand && !rec.Healing && f.disk != nil && !f.reconnecting && stagingOnDisk(rec, f.disk) {
+		// The watcher's idle check: stat and statfs showed the volume's live disk
+		// mounted writable at the staging path, which plans nothing, so the mount table
+		// is not read. Anything else (another device there, read-only, nothing mounted)
+		// is decided from the mount table below.
+		f.stagingOK = true
+		return f, nil
+	}
 	if !rec.Block {
 		entries, merr := mount.ByMountPoint(ctx, rec.StagingPath)
 		if merr != nil {
@@ -188,6 +196,20 @@ func (n *nodeService) observe(ctx context.Context, rec stagingRecord, demand boo
 		f.staleNodes = staleBlockNodes(rec, diskDev(f.disk))
 	}
 	return f, err
+}
+
+// stagingOnDisk reports, from stat and statfs of the staging path alone, that the
+// filesystem visible there lives on disk and is writable (or read-only as staged).
+func stagingOnDisk(rec stagingRecord, disk *nvme.Disk) bool {
+	var st unix.Stat_t
+	if unix.Stat(rec.StagingPath, &st) != nil || (devNum{unix.Major(st.Dev), unix.Minor(st.Dev)}) != diskDev(disk) || diskDev(disk) != rec.dev() {
+		return false
+	}
+	var fs unix.Statfs_t
+	if unix.Statfs(rec.StagingPath, &fs) != nil {
+		return false
+	}
+	return rec.ReadOnly || fs.Flags&unix.ST_RDONLY == 0
 }
 
 // staleBlockNodes reports whether a recorded publish node of a block volume points at
