@@ -39,8 +39,7 @@ unit:
 
 ## e2e: the real-kernel suites inside the VM (NVMe/TCP target + initiator)
 e2e:
-	./test/vm/run-nvme-tests.sh
-	./test/vm/run-node-tests.sh
+	./test/vm/run-e2e.sh
 
 ## demo: the driver against the built-in simulated RDS through the real CSI API (root; a
 ## loop device stands in for NVMe/TCP, so the driver is built with the loopnvme tag)
