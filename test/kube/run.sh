@@ -16,10 +16,12 @@
 #   - fencing: a second VolumeAttachment of the RWO volume to another node is refused with
 #     our message in its attachError, and the real attachment is untouched;
 #   - a VolumeSnapshot restored into a new PVC and a PVC clone (when the driver advertises them);
-#   - every PVC deleted: the disk, its file and its export are gone from the simulator.
+#   - every PVC deleted: the disk, its file and its export are gone from the simulator;
+#   - every RPC kubelet and the sidecars made was answered OK (but the fencing refusal).
 # Prints ok/FAIL lines, the wall time of each phase and 'N passed, N failed'; exit 1 on failure.
-# Root only (mounts, loop devices, kubelet). Not part of `make test`: the first build of the
-# Kubernetes binaries takes ~10 min (then cached).
+# Root only (mounts, loop devices, kubelet). Not part of `make test`: the first build takes
+# ~10 min for Kubernetes and ~8 min for the extra sidecars (then cached); a run ~4 min, of
+# which ~1 min is kubelet noticing an expansion (its pod resync), not the driver.
 #
 #   KUBE_NODE_KIT    the kube-node kit (default: ../shared/kube-node beside the repository)
 #   KUBE_NODE_CACHE  the kit's binaries (default /var/cache/kube-node)
@@ -29,7 +31,7 @@
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-export KUBE_NODE_KIT=${KUBE_NODE_KIT:-$REPO/../shared/kube-node}
+export KUBE_NODE_KIT=${KUBE_NODE_KIT:-$(cd "$REPO/.." && pwd)/shared/kube-node}
 export KUBE_NODE_CACHE=${KUBE_NODE_CACHE:-/var/cache/kube-node}
 export RDS_KUBE_CACHE=${RDS_KUBE_CACHE:-/var/cache/rds-csi-kube}
 export KUBE_NODE_STATE=${KUBE_NODE_STATE:-/tmp/rds-csi-kube}
