@@ -63,8 +63,12 @@ func newFencing(source attachmentLister, attacher string, log *slog.Logger) *fen
 	return f
 }
 
-// rebuild replaces the records with what the cluster's VolumeAttachments say. An attachment
-// that is attached or still attaching counts; one being deleted counts while it is attached.
+// rebuild replaces the records with what the cluster's VolumeAttachments say. A node holds
+// a volume when its attachment is attached (also while it is being deleted), or when it is
+// still attaching and this controller already confirmed the publish (the attacher has not
+// written attached=true yet). An attachment that is merely attaching holds nothing: kubelet
+// uses a volume only once it is attached, and counting it would let the very attachment
+// being decided fence itself in. A record with no attachment left is stale and dropped.
 func (f *fencing) rebuild(ctx context.Context) error {
 	if f.source == nil {
 		return nil
@@ -73,9 +77,15 @@ func (f *fencing) rebuild(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("list VolumeAttachments: %w", err)
 	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	fresh := map[string]*volumePublications{}
 	for _, va := range vas {
-		if va.Deleting && !va.Attached || va.NodeName == "" {
+		if va.NodeName == "" {
+			continue
+		}
+		confirmed := f.published[va.PVName] != nil && slices.Contains(f.published[va.PVName].nodes, va.NodeName)
+		if !va.Attached && (va.Deleting || !confirmed) {
 			continue
 		}
 		p := fresh[va.PVName]
@@ -87,8 +97,6 @@ func (f *fencing) rebuild(ctx context.Context) error {
 			p.nodes = append(p.nodes, va.NodeName)
 		}
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
 	for id, p := range fresh {
 		sort.Strings(p.nodes)
 		if old := f.published[id]; old != nil {

@@ -116,7 +116,7 @@ func TestFencingUnavailableUntilRebuilt(t *testing.T) {
 func TestFencingRebuildFromVolumeAttachments(t *testing.T) {
 	src := &fakeAttachments{vas: []volumeAttachment{
 		va("pvc-1", "a", true, false),  // attached
-		va("pvc-2", "b", false, false), // attaching
+		va("pvc-2", "b", false, false), // attaching, not confirmed by this controller: holds nothing
 		va("pvc-3", "c", true, true),   // detaching, still attached
 		va("pvc-4", "d", false, true),  // detached, being deleted: free
 		{Name: "other", Attacher: "other.csi", PVName: "pvc-5", NodeName: "e", Attached: true},
@@ -125,7 +125,7 @@ func TestFencingRebuildFromVolumeAttachments(t *testing.T) {
 	if err := f.rebuild(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	for vol, want := range map[string]string{"pvc-1": "a", "pvc-2": "b", "pvc-3": "c", "pvc-4": "", "pvc-5": ""} {
+	for vol, want := range map[string]string{"pvc-1": "a", "pvc-2": "", "pvc-3": "c", "pvc-4": "", "pvc-5": ""} {
 		if got := strings.Join(f.nodes(vol), ","); got != want {
 			t.Errorf("%s: nodes %q, want %q", vol, got, want)
 		}
@@ -183,5 +183,49 @@ func TestFencingMigrationTimeoutReportedOnce(t *testing.T) {
 	f.checkMigrations()
 	if len(reports) != 1 {
 		t.Fatalf("reported after the migration finished: %v", reports)
+	}
+}
+
+// Found by the real-kubelet suite: the attacher calls ControllerPublish for a second node's
+// VolumeAttachment while it is still attaching; the conflict re-check must not count that
+// very attachment as a holder, or the second node is let in.
+func TestFencingAttachingVolumeAttachmentDoesNotFenceItselfIn(t *testing.T) {
+	src := &fakeAttachments{vas: []volumeAttachment{va("pvc-1", "a", true, false)}}
+	f := newFencing(src, defaultDriverName, discardLog)
+	if err := f.rebuild(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	src.mu.Lock()
+	src.vas = append(src.vas, va("pvc-1", "b", false, false)) // the attachment being decided
+	src.mu.Unlock()
+	err := f.publish(context.Background(), "pvc-1", "b", maxNodesSingle, 0)
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "attached to node a") {
+		t.Fatalf("second node's publish: %v, want FailedPrecondition naming node a", err)
+	}
+}
+
+// After a restart, two attachments still attaching: the first publish wins and stays
+// confirmed through later rebuilds; the second is refused.
+func TestFencingConfirmedPublishSurvivesRebuildWhileAttaching(t *testing.T) {
+	src := &fakeAttachments{vas: []volumeAttachment{va("pvc-1", "a", false, false), va("pvc-1", "b", false, false)}}
+	f := newFencing(src, defaultDriverName, discardLog)
+	if err := f.rebuild(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.publish(context.Background(), "pvc-1", "a", maxNodesSingle, 0); err != nil {
+		t.Fatalf("first publish: %v", err)
+	}
+	if err := f.publish(context.Background(), "pvc-1", "b", maxNodesSingle, 0); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("second publish: %v, want FailedPrecondition", err)
+	}
+	if got := strings.Join(f.nodes("pvc-1"), ","); got != "a" {
+		t.Fatalf("holders after the refused publish: %q, want a", got)
+	}
+	// Node a's attachment disappears (stale record): b can have it.
+	src.mu.Lock()
+	src.vas = []volumeAttachment{va("pvc-1", "b", false, false)}
+	src.mu.Unlock()
+	if err := f.publish(context.Background(), "pvc-1", "b", maxNodesSingle, 0); err != nil {
+		t.Fatalf("publish after the stale record went: %v", err)
 	}
 }
