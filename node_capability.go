@@ -20,6 +20,8 @@ type volumeMode struct {
 	// readOnly: the access mode only reads, so the filesystem is mounted read-only and
 	// never checked or replayed (another node may read it at the same time).
 	readOnly bool
+	// singleWriter: SINGLE_NODE_SINGLE_WRITER (ReadWriteOncePod), at most one publish target.
+	singleWriter bool
 }
 
 // parseCapability validates a volume capability. Filesystem volumes written from more
@@ -34,9 +36,10 @@ func parseCapability(c *csi.VolumeCapability) (volumeMode, error) {
 		return volumeMode{}, status.Error(codes.InvalidArgument, "volume_capability has no access mode: give one, e.g. SINGLE_NODE_WRITER (ReadWriteOnce)")
 	}
 	readOnly := mode == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY || mode == csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY
+	singleWriter := mode == csi.VolumeCapability_AccessMode_SINGLE_NODE_SINGLE_WRITER
 	switch {
 	case c.GetBlock() != nil:
-		return volumeMode{block: true, readOnly: readOnly}, nil
+		return volumeMode{block: true, readOnly: readOnly, singleWriter: singleWriter}, nil
 	case c.GetMount() != nil:
 	default:
 		return volumeMode{}, status.Error(codes.InvalidArgument, "volume_capability has neither a mount nor a block access type")
@@ -56,5 +59,5 @@ func parseCapability(c *csi.VolumeCapability) (volumeMode, error) {
 	if _, err := mount.ParseOptions(fsType, m.GetMountFlags()); err != nil {
 		return volumeMode{}, status.Errorf(codes.InvalidArgument, "mount options %q: %v (fix mountOptions in the StorageClass or PV)", m.GetMountFlags(), err)
 	}
-	return volumeMode{fsType: fsType, mountFlags: m.GetMountFlags(), readOnly: readOnly}, nil
+	return volumeMode{fsType: fsType, mountFlags: m.GetMountFlags(), readOnly: readOnly, singleWriter: singleWriter}, nil
 }

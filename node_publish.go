@@ -50,6 +50,13 @@ func (n *nodeService) NodePublishVolume(ctx context.Context, req *csi.NodePublis
 		return nil, status.Errorf(codes.InvalidArgument, "volume %s is staged as %s, but the publish request asks for the other access type", id, rec.kind())
 	}
 	target := filepath.Clean(req.GetTargetPath())
+	if mode.singleWriter {
+		for other := range rec.Published {
+			if other != target {
+				return nil, status.Errorf(codes.FailedPrecondition, "volume %s is ReadWriteOncePod (SINGLE_NODE_SINGLE_WRITER) and already published at %s: only one pod may use it; stop that pod first", id, other)
+			}
+		}
+	}
 	readOnly := req.GetReadonly() || mode.readOnly
 	disk, staged, err := n.healVolume(ctx, rec, true)
 	if err != nil {
