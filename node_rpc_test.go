@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"testing"
@@ -138,6 +139,22 @@ func TestNodeLoopStatsAndHealth(t *testing.T) {
 	if u := r.GetUsage(); len(u) != 1 || u[0].GetTotal() != 16<<20 {
 		t.Fatalf("block usage %v", u)
 	}
+	// kubelet asks about its own copy of the device node (…/volumeDevices/<pv>/dev/<pod>,
+	// a bind mount of our publish target): the same major:minor is the volume.
+	kubeletCopy := filepath.Join(e.root, "volumeDevices", blk.id, "dev", "pod-uid")
+	must(t, os.MkdirAll(filepath.Dir(kubeletCopy), 0o750))
+	must(t, os.WriteFile(kubeletCopy, nil, 0o600))
+	must(t, unix.Mount(blkT, kubeletCopy, "", unix.MS_BIND, ""))
+	t.Cleanup(func() { _ = unix.Unmount(kubeletCopy, 0) })
+	r, err = stats(blk, kubeletCopy)
+	must(t, err)
+	if u := r.GetUsage(); len(u) != 1 || u[0].GetTotal() != 16<<20 {
+		t.Fatalf("block usage through kubelet's device path %v", u)
+	}
+	otherDev := filepath.Join(e.root, "volumeDevices", "other")
+	must(t, unix.Mknod(otherDev, unix.S_IFBLK|0o600, int(unix.Mkdev(7, 255))))
+	_, err = stats(blk, otherDev)
+	nodeWantCode(t, err, codes.NotFound, "")
 	for _, path := range []string{"some/path", filepath.Join(e.root, "nowhere"), blkT} {
 		_, err := stats(fs, path)
 		nodeWantCode(t, err, codes.NotFound, "")

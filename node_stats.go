@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -77,6 +78,14 @@ func (n *nodeService) volumePath(ctx context.Context, rec stagingRecord, path st
 		return path, nil
 	}
 	if rec.Block {
+		// kubelet asks about its own copy of the device node
+		// (…/volumeDevices/<pv>/dev/<pod-uid>, a bind mount of our publish target): any block
+		// device node with the volume's major:minor is the volume.
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK &&
+			(devNum{unix.Major(st.Rdev), unix.Minor(st.Rdev)}) == rec.dev() {
+			return path, nil
+		}
 		return "", notFound
 	}
 	entries, err := mount.ByMountPoint(ctx, path)
