@@ -41,6 +41,11 @@ unit:
 e2e:
 	./test/vm/run-e2e.sh
 
+## e2e-kube: the driver under a real kubelet (root; not part of `make test`: the first build of
+## Kubernetes and the sidecars takes ~15 min, then a run ~4 min)
+e2e-kube:
+	./test/kube/run.sh
+
 ## demo: the driver against the built-in simulated RDS through the real CSI API (root; a
 ## loop device stands in for NVMe/TCP, so the driver is built with the loopnvme tag)
 demo:
