@@ -205,8 +205,11 @@ func connectVar(t *testing.T, h *Host) unmanagedVar {
 			if !isDiskName(name) || rawAttr(filepath.Join(filepath.Dir(m), "subsysnqn")) != vmVar {
 				continue
 			}
-			if _, err := os.Stat("/dev/" + name); err == nil {
-				v.disk = name
+			// The /dev node and /sys/block's link appear separately: wait for both, or the
+			// device number read below can come back empty.
+			dev := rawAttr("/sys/block/" + name + "/dev")
+			if _, err := os.Stat("/dev/" + name); err == nil && dev != "" && !strings.HasPrefix(dev, "<") {
+				v.disk, v.dev = name, dev
 				return true
 			}
 		}
@@ -215,7 +218,6 @@ func connectVar(t *testing.T, h *Host) unmanagedVar {
 	if !ok {
 		t.Fatalf("the disk of %s never appeared", vmVar)
 	}
-	v.dev = rawAttr("/sys/block/" + v.disk + "/dev")
 	mkfsMount(t, "/dev/"+v.disk, v.mnt)
 	if err := writeSync(v.mnt+"/etc-machine-id", []byte("var survives\n")); err != nil {
 		t.Fatal(err)
