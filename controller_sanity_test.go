@@ -6,17 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"github.com/kubernetes-csi/csi-test/v5/pkg/sanity"
-	"github.com/onsi/ginkgo/v2"
-	"github.com/onsi/ginkgo/v2/types"
-	"github.com/onsi/gomega"
+
+	"srvlab.io/rds-csi/test/e2e/sanityrun"
 )
 
 // sanityChildEnv marks the child process that runs the suite: Ginkgo allows one suite run
@@ -79,101 +76,14 @@ func runControllerSanity(t *testing.T) {
 	cfg.TargetPath = filepath.Join(dir, "target")
 	cfg.StagingPath = filepath.Join(dir, "staging")
 	cfg.TestVolumeSize = 1 << 30
-	sc := sanity.GinkgoTest(&cfg)
-	defer sc.Finalize()
-
-	res := &sanityResult{skips: map[string]int{}}
-	ginkgo.ReportAfterEach(res.record)
-	gomega.RegisterFailHandler(ginkgo.Fail)
-	suite, reporter := ginkgo.GinkgoConfiguration()
-	suite.FocusStrings = []string{`\[Controller Server\]`}
-	reporter.Succinct, reporter.NoColor = true, true
-	ginkgo.RunSpecs(t, "rds-csi controller sanity", suite, reporter)
-
+	res, err := sanityrun.Run(t, cfg, `\[Controller Server\]`)
+	if err != nil {
+		t.Fatal(err)
+	}
 	fmt.Printf("\n%s%s\n", sanitySummaryPrefix, res)
-	if res.passed == 0 {
-		t.Error("no controller spec passed")
+	if !res.OK() {
+		t.Errorf("csi-sanity controller specs: %s", res)
 	}
-	for _, bad := range res.badSkips {
-		t.Errorf("skipped although the controller advertises what it needs: %s", bad)
-	}
-}
-
-// sanityResult tallies the controller specs.
-type sanityResult struct {
-	mu                      sync.Mutex
-	passed, failed, skipped int
-	skips                   map[string]int
-	badSkips                []string
-}
-
-func (r *sanityResult) record(rep types.SpecReport) {
-	if !strings.Contains(rep.FullText(), "[Controller Server]") {
-		return // filtered out by the focus: another helper's specs
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	switch {
-	case rep.State == types.SpecStatePassed:
-		r.passed++
-	case rep.State == types.SpecStateSkipped:
-		r.skipped++
-		reason := strings.TrimSpace(rep.Failure.Message)
-		if allowedSanitySkip(reason) {
-			r.skips[reason]++
-		} else {
-			r.badSkips = append(r.badSkips, fmt.Sprintf("%s: %q", rep.FullText(), reason))
-		}
-	case rep.State.Is(types.SpecStateFailureStates):
-		r.failed++
-	}
-}
-
-func (r *sanityResult) String() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	reasons := make([]string, 0, len(r.skips))
-	for k, n := range r.skips {
-		reasons = append(reasons, fmt.Sprintf("%q ×%d", k, n))
-	}
-	sort.Strings(reasons)
-	return fmt.Sprintf("%d passed, %d failed, %d skipped (%s)", r.passed, r.failed, r.skipped, strings.Join(reasons, ", "))
-}
-
-// sanitySkipCapability maps csi-sanity's skip messages to the capability whose absence
-// they stand for; a skip is allowed only when the controller does not advertise it.
-var sanitySkipCapability = map[string]csi.ControllerServiceCapability_RPC_Type{
-	"ControllerPublishVolume.readonly field not supported": csi.ControllerServiceCapability_RPC_PUBLISH_READONLY,
-	"Snapshot not supported":                               csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
-	"CreateSnapshot not supported":                         csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
-	"DeleteSnapshot not supported":                         csi.ControllerServiceCapability_RPC_CREATE_DELETE_SNAPSHOT,
-	"ListSnapshots not supported":                          csi.ControllerServiceCapability_RPC_LIST_SNAPSHOTS,
-	"GetSnapshot not supported":                            csi.ControllerServiceCapability_RPC_GET_SNAPSHOT,
-	"Volume Cloning not supported":                         csi.ControllerServiceCapability_RPC_CLONE_VOLUME,
-	"Modify volume not supported":                          csi.ControllerServiceCapability_RPC_MODIFY_VOLUME,
-	"Modify Volume not supported":                          csi.ControllerServiceCapability_RPC_MODIFY_VOLUME,
-	"ControllerModifyVolume not supported":                 csi.ControllerServiceCapability_RPC_MODIFY_VOLUME,
-}
-
-func allowedSanitySkip(reason string) bool {
-	switch reason {
-	case "testnodevolumeattachlimit not enabled":
-		return true // a node limit the node service's own sanity run covers
-	case "SNAPSHOT_ACCESSIBILITY_CONSTRAINTS not supported":
-		// a plugin capability for topology-constrained snapshots; the identity service
-		// advertises no topology at all (one RDS serves every node)
-		return !pluginAdvertises(csi.PluginCapability_Service_SNAPSHOT_ACCESSIBILITY_CONSTRAINTS)
-	}
-	capability, ok := sanitySkipCapability[reason]
-	if !ok {
-		return false
-	}
-	for _, c := range controllerCapabilities {
-		if c == capability {
-			return false
-		}
-	}
-	return true
 }
 
 // sanityNode stands in for the node service in the controller's sanity run: the
@@ -190,18 +100,4 @@ func (sanityNode) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesR
 
 func (sanityNode) NodeUnpublishVolume(context.Context, *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	return &csi.NodeUnpublishVolumeResponse{}, nil
-}
-
-// pluginAdvertises reports whether the identity service lists a plugin service capability.
-func pluginAdvertises(want csi.PluginCapability_Service_Type) bool {
-	resp, err := (&identityService{controller: &controllerService{}}).GetPluginCapabilities(context.Background(), &csi.GetPluginCapabilitiesRequest{})
-	if err != nil {
-		return true // unknown: the skip is not excused
-	}
-	for _, c := range resp.GetCapabilities() {
-		if c.GetService().GetType() == want {
-			return true
-		}
-	}
-	return false
 }

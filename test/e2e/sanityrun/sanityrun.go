@@ -237,6 +237,8 @@ func (c *capabilities) explains(reason string) string {
 		if !c.topology {
 			return "NodeGetInfo reports no topology"
 		}
+	case "testnodevolumeattachlimit not enabled":
+		return "the attach-limit spec is off in the test configuration (TestNodeVolumeAttachLimit)"
 	case "No MaxVolumesPerNode":
 		if !c.maxVolumesSet {
 			return "NodeGetInfo reports no volume limit"
