@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"srvlab.io/rds-csi/internal/loopdev"
 	"srvlab.io/rds-csi/nvme"
 	"srvlab.io/rds-csi/nvme/loopback"
 	"srvlab.io/rds-csi/routeros/sim"
@@ -154,6 +155,8 @@ func sanityAllRun(t *testing.T, accessType string) {
 		}
 	}()
 	sanityAllWaitReady(t, socket, served)
+	// Runs after the driver stopped (deferred calls run last-in first-out).
+	defer detachLoopsUnder(t, ts.Dir())
 
 	sc := sanity.NewTestConfig()
 	sc.Address = "unix://" + socket
@@ -203,5 +206,27 @@ func sanityAllWaitReady(t *testing.T, socket string, served <-chan struct{}) {
 			t.Fatalf("the driver was not ready within 30s: %v, ready=%v", err, strconv.FormatBool(r.GetReady().GetValue()))
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// detachLoopsUnder detaches the loop devices still attached to files under dir once the
+// run is over: a csi-sanity spec that deletes a volume it never unstaged leaves its loop
+// device behind, and the machine (CI's too) would collect them run after run. Each is logged.
+func detachLoopsUnder(t *testing.T, dir string) {
+	names, err := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	if err != nil {
+		t.Errorf("list loop devices: %v", err)
+		return
+	}
+	for _, f := range names {
+		b, err := os.ReadFile(f)
+		if err != nil || !strings.HasPrefix(string(b), dir+"/") {
+			continue
+		}
+		dev := "/dev/" + filepath.Base(filepath.Dir(filepath.Dir(f)))
+		t.Logf("detaching %s left on %s", dev, strings.TrimSpace(string(b)))
+		if err := loopdev.Detach(dev); err != nil {
+			t.Errorf("detach %s: %v", dev, err)
+		}
 	}
 }
