@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"srvlab.io/rds-csi/test/bench/internal/child"
+	"srvlab.io/rds-csi/test/internal/scratch"
 )
 
 // The figures and their targets (issue 10).
@@ -89,7 +90,9 @@ func main() {
 			fmt.Fprintf(os.Stderr, "bench: cleaned up: %s\n", did)
 		}
 		if !*keep {
-			os.RemoveAll(work)
+			if err := scratch.RemoveUnmounted(work); err != nil {
+				fmt.Fprintf(os.Stderr, "bench: scratch directory kept: %v\n", err)
+			}
 		}
 		os.Exit(130)
 	}()
@@ -129,8 +132,8 @@ func main() {
 	}
 	if *keep {
 		fmt.Printf("scratch directory kept: %s\n", work)
-	} else {
-		os.RemoveAll(work)
+	} else if err := scratch.RemoveUnmounted(work); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: scratch directory kept: %v\n", err)
 	}
 	if err != nil || !r.Passed {
 		os.Exit(1)

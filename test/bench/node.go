@@ -16,6 +16,7 @@ import (
 
 	"srvlab.io/rds-csi/internal/loopdev"
 	"srvlab.io/rds-csi/routeros"
+	"srvlab.io/rds-csi/test/internal/scratch"
 )
 
 // How the node figures are measured.
@@ -139,7 +140,11 @@ func nodeFigures(ctx context.Context, bins binaries, work string) []figure {
 // files that outlived their volumes' unstage.
 func leftBehind(r *rds, kubelet string) string {
 	var left []string
-	for _, mp := range mountsUnder(kubelet) {
+	mps, err := scratch.MountsUnder(kubelet)
+	if err != nil {
+		left = append(left, "an unreadable mount table ("+err.Error()+")")
+	}
+	for _, mp := range mps {
 		left = append(left, "a mount at "+mp)
 	}
 	files, _ := filepath.Glob(filepath.Join(r.Sim.HostPath(volumePath), "*.img"))

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"srvlab.io/rds-csi/routeros/sim"
+	"srvlab.io/rds-csi/test/internal/scratch"
 )
 
 const (
@@ -49,7 +50,7 @@ func main() {
 		os.Exit(1)
 	}
 	if !*keep {
-		if err := removeUnmounted(d.work); err != nil {
+		if err := scratch.RemoveUnmounted(d.work); err != nil {
 			fmt.Printf("\nwork dir %s kept: %v\n", d.work, err)
 			os.Exit(1)
 		}
@@ -408,21 +409,6 @@ func (d *demo) lifecycle() error {
 		return errors.New("the driver does not advertise snapshots, so snapshot and restore were not shown")
 	}
 	return nil
-}
-
-// removeUnmounted deletes the demo's work directory, but only when nothing is mounted
-// below it: a recursive removal must never reach into a mounted volume.
-func removeUnmounted(dir string) error {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return fmt.Errorf("cannot read the mount table, not removing anything: %w", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) > 4 && strings.HasPrefix(f[4], dir) {
-			return fmt.Errorf("%s is still mounted", f[4])
-		}
-	}
-	return os.RemoveAll(dir)
 }
 
 // syncPath flushes a file so the data is on the volume, not only in the page cache.
