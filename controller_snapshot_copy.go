@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -233,6 +234,20 @@ func (t *copyTracker) state(dst string, f *routeros.File, want int64, asked time
 	}
 	return copyState{phase: copyRunning, recheck: first.at.Add(t.settle),
 		detail: fmt.Sprintf("%s; checking that nothing writes it any more", progress)}
+}
+
+// inFlight returns the destinations of copy commands this process started and has not
+// judged yet (running, or returned but not yet confirmed complete, failed or gone). Their
+// files may not be listed on the RDS yet.
+func (t *copyTracker) inFlight() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]string, 0, len(t.runs))
+	for dst := range t.runs {
+		out = append(out, dst)
+	}
+	slices.Sort(out)
+	return out
 }
 
 // forget drops what is known of dst (its file was removed, or became a volume's disk).

@@ -651,3 +651,40 @@ func TestStalledCopyIsRedone(t *testing.T) {
 	vol, _ := e.mustCreateEventually(req)
 	holds(t, e.volumeFile(vol.VolumeId), data, 16<<20)
 }
+
+// A retried CreateSnapshot while the first copy command has not created its file yet (held
+// on a slow RDS) must follow that copy, not start another: in a later second that would
+// be a second, duplicate snapshot file.
+func TestSnapshotRetryFollowsTheCopyInFlight(t *testing.T) {
+	e := newCtrlEnv(t)
+	src := e.mustCreate(createReq("pvc-src", 16<<20))
+	fill(t, e.volumeFile(src.VolumeId), "slow")
+	e.c.copies.waitMax = 0
+	hold := e.sim.Hang("/file copy")
+	first, err := e.c.CreateSnapshot(testCtx(t), snapReq("snapshot-slow", src.VolumeId))
+	if err != nil || first.Snapshot.ReadyToUse {
+		t.Fatalf("first CreateSnapshot: %+v, %v; want not ready", first, err)
+	}
+	if err := hold.Wait(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(1100 * time.Millisecond) // a new second: a new snapshot would get a new file name
+	again, err := e.c.CreateSnapshot(testCtx(t), snapReq("snapshot-slow", src.VolumeId))
+	if err != nil || again.Snapshot.ReadyToUse || again.Snapshot.SnapshotId != first.Snapshot.SnapshotId {
+		t.Fatalf("retried CreateSnapshot: %+v, %v; want the same snapshot, not ready", again, err)
+	}
+	copies := 0
+	for _, c := range e.sim.Commands() {
+		if strings.HasPrefix(c, "/file copy") {
+			copies++
+		}
+	}
+	if copies != 1 {
+		t.Fatalf("%d copy commands for one snapshot, want 1", copies)
+	}
+	hold.Release()
+	e.mustSnapshot("snapshot-slow", src.VolumeId)
+	if files, _ := os.ReadDir(e.sim.HostPath(testVolumePath + "/.snapshots")); len(files) != 1 {
+		t.Fatalf("snapshot files: %v, want exactly one", files)
+	}
+}
