@@ -17,7 +17,8 @@ type attacher interface {
 	Health(nqn string) (nvme.Health, error)
 	Disconnect(ctx context.Context, nqn string) error
 	Rescan(ctx context.Context, nqn string, nsid int) (*nvme.Disk, error)
-	Sweep(ctx context.Context, claimed map[string]bool, inUse func(nvme.Disk) bool) (nvme.SweepReport, error)
+	Subsystems() ([]nvme.Subsystem, error)
+	Sweep(ctx context.Context, claimed, owned map[string]bool, inUse func(nvme.Disk) bool) (nvme.SweepReport, error)
 }
 
 var _ attacher = (*nvme.Host)(nil)

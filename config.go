@@ -48,6 +48,8 @@ type Config struct {
 	NVMeHostDir            string
 	SysfsRoot              string
 	DevRoot                string
+	ProcRoot               string
+	KubeletDir             string
 	StateDir               string
 	ShutdownTimeout        time.Duration
 	HealInterval           time.Duration
@@ -121,6 +123,8 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*Con
 	str(&c.NVMeHostDir, "nvme-host-dir", "", "/etc/nvme", "directory holding hostnqn and hostid")
 	str(&c.SysfsRoot, "sysfs-root", "", "/sys", "sysfs mount point")
 	str(&c.DevRoot, "dev-root", "", "/dev", "device directory")
+	str(&c.ProcRoot, "proc-root", "", "/proc", "proc mount point (every process's open files are visible only with the host's PID namespace)")
+	str(&c.KubeletDir, "kubelet-dir", "KUBELET_DIR", "/var/lib/kubelet", "kubelet's root directory, where pods' block device nodes live")
 	str(&c.StateDir, "state-dir", "", "/var/lib/rds-csi", "node-local state directory")
 	duration(&c.ShutdownTimeout, "shutdown-timeout", "", 30*time.Second, "how long in-flight RPCs may finish after SIGTERM before the server stops hard")
 	duration(&c.HealInterval, "heal-interval", "", 5*time.Second, "how often the node checks staged volumes for stale NVMe devices")

@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -271,9 +269,13 @@ func (n *nodeService) rebuild(ctx context.Context) {
 	n.log.Info("node state rebuilt", "staged_volumes", len(recs), "mounted_filesystems", mounted, "block_volumes", block, "from_an_earlier_boot", earlier)
 }
 
-// sweep disconnects managed NVMe subsystems that no staged volume claims and nothing
-// uses (left by a crash between connect and record, or by an unstage that failed).
-// Unmanaged subsystems are never touched (nvme's guard). Stages wait while it runs.
+// sweep disconnects the connections this driver made and abandoned (a crash between
+// connect and record, an unstage that failed half-way): managed subsystems that its intent
+// records prove it connected in this boot, that no staged volume claims and that nothing
+// uses. Everything else stays: unmanaged subsystems (nvme's guard), and managed ones
+// without proof, which are logged once, counted and shown by the doctor, until kubelet
+// stages (adopts) or unstages them. While any staging record is unreadable the sweep
+// disconnects nothing: that record may be a volume in use. Stages wait while it runs.
 func (n *nodeService) sweep(ctx context.Context) {
 	if _, err := n.att.Probe(); err != nil {
 		n.log.Info("skipping the NVMe sweep: NVMe/TCP is not usable", "err", err)
@@ -287,23 +289,56 @@ func (n *nodeService) sweep(ctx context.Context) {
 	for _, r := range n.records.all() {
 		claimed[r.NQN] = true
 	}
-	rep, err := n.att.Sweep(ctx, claimed, func(d nvme.Disk) bool { return n.diskInUse(ctx, d) })
+	owned, err := n.ownedConnections()
+	if err != nil {
+		n.log.Error("NVMe sweep: cannot read the connection records, so nothing is disconnected", "err", err)
+		owned = nil
+	}
+	if n.unreadableRecords > 0 {
+		n.log.Warn("NVMe sweep: some staging records are unreadable, so nothing is disconnected (any of them may be a volume in use)", "unreadable_records", n.unreadableRecords)
+		owned = nil
+	}
+	rep, err := n.att.Sweep(ctx, claimed, owned, func(d nvme.Disk) bool { return n.diskInUse(ctx, d) })
 	if err != nil {
 		n.log.Error("NVMe sweep", "err", err)
 	}
-	n.log.Info("NVMe sweep done", "disconnected", rep.Disconnected, "kept", len(rep.Kept))
+	for _, nqn := range rep.Disconnected {
+		if err := n.ledger.forget(nqn); err != nil {
+			n.log.Error("NVMe sweep: the disconnect is verified but its record stays", "nqn", nqn, "err", err)
+		}
+	}
+	n.unownedMu.Lock()
+	for _, k := range rep.Unowned {
+		n.unowned[k.NQN] = true
+		n.log.Warn("left connected: a managed NVMe subsystem that no staged volume claims and nothing proves this driver connected (the earlier driver's, or this driver's from a lost state directory); kubelet's NodeStageVolume adopts it; 'rds-csi doctor' shows how to remove it by hand once nothing uses it",
+			"nqn", k.NQN)
+	}
+	n.m.unownedSubsystems.Set(float64(len(n.unowned)))
+	n.unownedMu.Unlock()
+	n.log.Info("NVMe sweep done", "disconnected", rep.Disconnected, "kept", len(rep.Kept), "unowned", len(rep.Unowned))
 }
 
-// diskInUse reports whether anything mounts the disk or holds it (a device-mapper or md
-// device on top). Doubt counts as in use: the sweep must never disconnect a used disk.
-func (n *nodeService) diskInUse(ctx context.Context, d nvme.Disk) bool {
-	entries, err := mount.BySource(ctx, d.Major, d.Minor)
-	if err != nil || len(entries) > 0 {
-		return true
+// ownedConnections returns the NQNs the intent records prove this driver connected in
+// this boot, removing records whose subsystem is gone.
+func (n *nodeService) ownedConnections() (map[string]bool, error) {
+	subs, err := n.att.Subsystems()
+	if err != nil {
+		return nil, err
 	}
-	holders, err := os.ReadDir(filepath.Join(n.cfg.SysfsRoot, "class", "block", d.Name, "holders"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return true
+	connected := map[string]bool{}
+	for _, s := range subs {
+		connected[s.NQN] = true
 	}
-	return len(holders) > 0
+	return n.ledger.owned(connected)
+}
+
+// settleUnowned notes that kubelet staged (adopted) or unstaged nqn: it is no longer an
+// unowned subsystem.
+func (n *nodeService) settleUnowned(nqn string) {
+	n.unownedMu.Lock()
+	defer n.unownedMu.Unlock()
+	if n.unowned[nqn] {
+		delete(n.unowned, nqn)
+		n.m.unownedSubsystems.Set(float64(len(n.unowned)))
+	}
 }

@@ -32,6 +32,7 @@ type metrics struct {
 	healsTotal        *prometheus.CounterVec
 	staleMountsTotal  prometheus.Counter
 	breakersOpen      prometheus.Gauge
+	unownedSubsystems prometheus.Gauge
 	migrationTimeouts prometheus.Counter
 }
 
@@ -65,6 +66,8 @@ func newMetrics() *metrics {
 			Help: "Mounts found on a device that no longer backs their volume."}),
 		breakersOpen: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "breakers_open",
 			Help: "Volumes whose staging circuit breaker is open."}),
+		unownedSubsystems: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "unowned_subsystems",
+			Help: "Managed NVMe subsystems connected on this node that no staged volume claims and nothing proves this driver connected (left alone)."}),
 		migrationTimeouts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "migration_timeouts_total",
 			Help: "Block volumes that stayed published to two nodes longer than migrationTimeoutSeconds."}),
 	}
@@ -73,7 +76,7 @@ func newMetrics() *metrics {
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.rpcTotal, m.rpcDuration, m.routerosDuration, m.routerosErrors, m.rdsConnected,
 		m.poolSizeBytes, m.poolFreeBytes, m.nvmeOperations, m.volumeNVMeState, m.healsTotal,
-		m.staleMountsTotal, m.breakersOpen, m.migrationTimeouts,
+		m.staleMountsTotal, m.breakersOpen, m.unownedSubsystems, m.migrationTimeouts,
 	)
 	return m
 }

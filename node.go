@@ -31,13 +31,17 @@ type nodeService struct {
 	att     attacher
 	guard   *nvme.Guard
 	records *recordStore
-	locks   *volumeLocks
-	breaker *breaker
-	storm   mount.StormGuard
-	fs      filesystems
-	bootID  string
-	now     func() time.Time
-	after   func(time.Duration) <-chan time.Time // the watcher's timer (tests fake it)
+	ledger  *connectionLedger
+	// unreadableRecords counts staging records that could not be read at start: each may
+	// be a volume in use, so the sweep disconnects nothing while there are any.
+	unreadableRecords int
+	locks             *volumeLocks
+	breaker           *breaker
+	storm             mount.StormGuard
+	fs                filesystems
+	bootID            string
+	now               func() time.Time
+	after             func(time.Duration) <-chan time.Time // the watcher's timer (tests fake it)
 
 	// sweepMu keeps stages out while the sweep runs: a volume connected but not yet
 	// recorded would look like an orphan to it.
@@ -45,10 +49,15 @@ type nodeService struct {
 	// kick asks the healing watcher for a pass now (NodeGetVolumeStats saw trouble).
 	kick chan struct{}
 	// heals remembers the last healing outcome per volume, for VolumeCondition.
-	heals   sync.Map // volume ID → healOutcome
-	done    chan struct{}
-	started atomic.Bool
-	once    sync.Once
+	heals sync.Map // volume ID → healOutcome
+	// unowned holds the managed subsystems the sweep left alone for want of proof, until
+	// kubelet stages (adopts) or unstages them.
+	unownedMu sync.Mutex
+	unowned   map[string]bool
+	done      chan struct{}
+	swept     chan struct{} // closed once the start-up sweep is over
+	started   atomic.Bool
+	once      sync.Once
 }
 
 // filesystems are the mount package's filesystem operations, a seam so tests can prove
@@ -88,11 +97,17 @@ func newNodeServiceWith(cfg *Config, log *slog.Logger, m *metrics, guard *nvme.G
 	for _, e := range bad {
 		log.Error("ignoring a staging record", "err", e)
 	}
+	bootID := kernelBootID(log)
+	ledger, err := openConnectionLedger(cfg.StateDir, bootID)
+	if err != nil {
+		return nil, err
+	}
 	n := &nodeService{
-		cfg: cfg, log: log, m: m, att: att, guard: guard, records: records,
+		cfg: cfg, log: log, m: m, att: &owningAttacher{attacher: att, ledger: ledger}, guard: guard,
+		records: records, ledger: ledger, unreadableRecords: len(bad),
 		locks: newVolumeLocks(), storm: mount.StormGuard{Limit: cfg.MountStormLimit},
-		fs: systemFilesystems, bootID: kernelBootID(log), now: time.Now, after: time.After,
-		kick: make(chan struct{}, 1), done: make(chan struct{}),
+		fs: systemFilesystems, bootID: bootID, now: time.Now, after: time.After,
+		kick: make(chan struct{}, 1), done: make(chan struct{}), swept: make(chan struct{}), unowned: map[string]bool{},
 	}
 	n.breaker = newBreaker(n.now, func(open int) { m.breakersOpen.Set(float64(open)) })
 	return n, nil
@@ -117,6 +132,7 @@ func (n *nodeService) run(ctx context.Context) {
 	defer close(n.done)
 	n.rebuild(ctx)
 	n.sweep(ctx)
+	close(n.swept)
 	n.watch(ctx)
 }
 

@@ -64,7 +64,7 @@ func newLoopEnv(t testing.TB) *loopEnv {
 	}
 	e.cfg = &Config{
 		NodeID: "node-1", ManagedNQNPrefix: testPrefix, StateDir: filepath.Join(root, "state"),
-		SysfsRoot: "/sys", DevRoot: "/dev", HealInterval: 50 * time.Millisecond, MountStormLimit: 100,
+		SysfsRoot: "/sys", DevRoot: "/dev", ProcRoot: "/proc", KubeletDir: filepath.Join(root, "kubelet"), HealInterval: 50 * time.Millisecond, MountStormLimit: 100,
 	}
 	for _, d := range []string{"kubelet", "pods"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o750); err != nil {
@@ -98,6 +98,11 @@ func (e *loopEnv) start() {
 	ctx, cancel := context.WithCancel(context.Background())
 	go n.run(ctx)
 	e.n, e.stop = n, func() { cancel(); n.close() }
+	select { // tests connect behind the node's back: the start-up sweep must be over
+	case <-n.swept:
+	case <-time.After(time.Minute):
+		e.t.Fatal("the start-up sweep did not finish within a minute")
+	}
 }
 
 // restart stops the node service and starts a new one over the same state.

@@ -98,6 +98,7 @@ func (n *nodeService) connect(ctx context.Context, rec *stagingRecord) (*nvme.Di
 	if err := n.records.put(*rec); err != nil {
 		return nil, err
 	}
+	n.settleUnowned(rec.NQN) // adopted, if the sweep had left it alone
 	return disk, nil
 }
 

@@ -19,6 +19,11 @@ import (
 // watcher when something is wrong.
 func (n *nodeService) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVolumeStatsRequest) (*csi.NodeGetVolumeStatsResponse, error) {
 	id := req.GetVolumeId()
+	if _, recorded := n.records.get(id); !recorded {
+		if r, ok := n.unrecordedStats(ctx, id, req.GetVolumePath()); ok {
+			return r, nil
+		}
+	}
 	rec, path, err := n.stagedAt(ctx, id, req.GetVolumePath())
 	if err != nil {
 		return nil, err
@@ -31,8 +36,53 @@ func (n *nodeService) NodeGetVolumeStats(ctx context.Context, req *csi.NodeGetVo
 		if err != nil {
 			return nil, nodeStatus("volume stats of "+id, err)
 		}
-		return &csi.NodeGetVolumeStatsResponse{Usage: []*csi.VolumeUsage{{Unit: csi.VolumeUsage_BYTES, Total: disk.SizeBytes}}}, nil
+		return blockStats(disk.SizeBytes), nil
 	}
+	return filesystemStats(ctx, id, path)
+}
+
+// unrecordedStats answers for a volume staged without a record on this node (the earlier
+// driver's, until kubelet stages it again): path must be a device node or the top mount
+// of one of the volume's disks. ok is false when it is not provably the volume's.
+func (n *nodeService) unrecordedStats(ctx context.Context, id, path string) (*csi.NodeGetVolumeStatsResponse, bool) {
+	if id == "" || !filepath.IsAbs(path) {
+		return nil, false
+	}
+	subs, err := n.volumeSubsystems(id)
+	if err != nil || len(subs) == 0 {
+		return nil, false
+	}
+	var st unix.Stat_t
+	if unix.Stat(path, &st) != nil {
+		return nil, false
+	}
+	var mounted *mount.Entry
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
+		entries, err := mount.ByMountPoint(ctx, path)
+		if err != nil {
+			return nil, false
+		}
+		mounted = top(entries)
+	}
+	for _, s := range subs {
+		for _, d := range s.Disks {
+			switch {
+			case st.Mode&unix.S_IFMT == unix.S_IFBLK && unix.Major(st.Rdev) == d.Major && unix.Minor(st.Rdev) == d.Minor:
+				return blockStats(d.SizeBytes), true
+			case mounted != nil && uint32(mounted.Major) == d.Major && uint32(mounted.Minor) == d.Minor:
+				r, err := filesystemStats(ctx, id, path)
+				return r, err == nil
+			}
+		}
+	}
+	return nil, false
+}
+
+func blockStats(size int64) *csi.NodeGetVolumeStatsResponse {
+	return &csi.NodeGetVolumeStatsResponse{Usage: []*csi.VolumeUsage{{Unit: csi.VolumeUsage_BYTES, Total: size}}}
+}
+
+func filesystemStats(ctx context.Context, id, path string) (*csi.NodeGetVolumeStatsResponse, error) {
 	s, err := mount.StatContext(ctx, path)
 	if err != nil {
 		return nil, nodeStatus("volume stats of "+id, err)

@@ -11,11 +11,14 @@ import (
 	"google.golang.org/grpc/status"
 
 	"srvlab.io/rds-csi/mount"
+	"srvlab.io/rds-csi/nvme"
 )
 
 // NodeUnstageVolume undoes NodeStageVolume: it refuses while the volume is still
-// published (naming the targets), unmounts the staging path, disconnects the volume
-// (nvme verifies in sysfs that it is gone) and only then forgets it. Idempotent.
+// published (naming the targets), unmounts the staging path, disconnects the volume once
+// nothing uses it (nvme verifies in sysfs that it is gone) and only then forgets it. A
+// volume staged without a record here (the earlier driver's) is found by its NQN and let
+// go of the same way. Idempotent.
 func (n *nodeService) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
 	id := req.GetVolumeId()
 	if err := requireVolumeID(id); err != nil {
@@ -47,13 +50,31 @@ func (n *nodeService) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstag
 		return nil, nodeStatus("unstage volume "+id, err)
 	}
 	if !ok {
-		// Nothing recorded: nothing of ours to disconnect. A connection left by a lost
-		// record is found by the start-up sweep.
+		// Nothing recorded: the volume was staged by the earlier driver, or by this one
+		// before its state directory was lost. kubelet's unstage is the authority to let
+		// go of it, once nothing uses it.
+		subs, err := n.volumeSubsystems(id)
+		if err != nil {
+			return nil, nodeStatus("unstage volume "+id, err)
+		}
+		for _, s := range subs {
+			if err := n.letGo(ctx, id, s); err != nil {
+				return nil, err
+			}
+		}
 		return &csi.NodeUnstageVolumeResponse{}, nil
 	}
 	if n.nqnSharedWith(rec) == "" {
-		if err := n.att.Disconnect(ctx, rec.NQN); err != nil {
-			return nil, nodeStatus("unstage volume "+id+": disconnect "+rec.NQN, err)
+		subs, err := n.att.Subsystems()
+		if err != nil {
+			return nil, nodeStatus("unstage volume "+id, err)
+		}
+		for _, s := range subs {
+			if s.NQN == rec.NQN {
+				if err := n.letGo(ctx, id, s); err != nil {
+					return nil, err
+				}
+			}
 		}
 	}
 	if err := n.records.remove(id); err != nil {
@@ -107,6 +128,18 @@ func (n *nodeService) publishUsers(ctx context.Context, rec stagingRecord, recor
 		}
 	}
 	return users, nil
+}
+
+// letGo disconnects subsystem s of volume id, verified, once nothing uses its disks.
+func (n *nodeService) letGo(ctx context.Context, id string, s nvme.Subsystem) error {
+	if err := n.refuseIfUsed(ctx, id, s.Disks); err != nil {
+		return err
+	}
+	if err := n.att.Disconnect(ctx, s.NQN); err != nil {
+		return nodeStatus("unstage volume "+id+": disconnect "+s.NQN, err)
+	}
+	n.settleUnowned(s.NQN)
+	return nil
 }
 
 // nqnSharedWith returns another staged volume using the same NQN, or "": its connection

@@ -38,7 +38,7 @@ func TestNodeVM(t *testing.T) {
 	root := t.TempDir()
 	cfg := &Config{
 		NodeID: "vm-node", ManagedNQNPrefix: testPrefix, StateDir: filepath.Join(root, "state"),
-		NVMeHostDir: filepath.Join(root, "etc-nvme"), SysfsRoot: "/sys", DevRoot: "/dev",
+		NVMeHostDir: filepath.Join(root, "etc-nvme"), SysfsRoot: "/sys", DevRoot: "/dev", ProcRoot: "/proc",
 		HealInterval: 200 * time.Millisecond, MountStormLimit: 100,
 	}
 	m := newMetrics()

@@ -36,7 +36,7 @@ func newDataEnv(t *testing.T) *dataEnv {
 	e := &dataEnv{ctrlEnv: newCtrlEnv(t, withSim(sim.Options{Dir: filepath.Join(root, "rds")}))}
 	e.node = &loopEnv{t: t, root: root, sim: e.sim.Sim, cfg: &Config{
 		NodeID: "node-1", ManagedNQNPrefix: testPrefix, StateDir: filepath.Join(root, "state"),
-		SysfsRoot: "/sys", DevRoot: "/dev", HealInterval: time.Hour, MountStormLimit: 100,
+		SysfsRoot: "/sys", DevRoot: "/dev", ProcRoot: "/proc", HealInterval: time.Hour, MountStormLimit: 100,
 	}}
 	t.Cleanup(e.node.cleanup)
 	for _, d := range []string{"kubelet", "pods"} {

@@ -11,6 +11,9 @@ import (
 type SweepReport struct {
 	Disconnected []string    // managed NQNs that no volume claimed and nothing used
 	Kept         []SweepKept // every other subsystem, with the reason
+	// Unowned are the managed subsystems kept because nothing proves this driver made
+	// them (also in Kept): another driver's, or its own from a lost state directory.
+	Unowned []SweepKept
 }
 
 // SweepKept is a subsystem the sweep left alone.
@@ -19,15 +22,18 @@ type SweepKept struct {
 	Reason string
 }
 
-// Sweep disconnects managed subsystems that no staged volume claims (claimed holds the
-// NQNs the node knows from its state) and whose disks are not in use (inUse reports
-// mounts or open holders of a disk; it is required, as a sweep without that evidence
-// could disconnect a mounted volume). Unmanaged subsystems are never touched. Everything
-// left is listed with its reason and logged. The caller must not stage volumes while a
-// sweep runs: a volume connected but not yet claimed would look orphaned.
+// Sweep disconnects the connections this driver made and abandoned: managed subsystems
+// that owned proves the driver connected (its intent records), that no staged volume
+// claims (claimed holds the NQNs the node knows from its state) and whose disks are not
+// in use (inUse reports every user of a disk; it is required, as a sweep without that
+// evidence could disconnect a used volume). A managed prefix is no proof of ownership:
+// an unowned subsystem is kept and reported in Unowned. Unmanaged subsystems are never
+// touched. Everything left is listed with its reason and logged. The caller must not
+// stage volumes while a sweep runs: a volume connected but not yet claimed would look
+// orphaned.
 //
 // A failed disconnect does not stop the sweep; the errors are returned joined.
-func (h *Host) Sweep(ctx context.Context, claimed map[string]bool, inUse func(Disk) bool) (SweepReport, error) {
+func (h *Host) Sweep(ctx context.Context, claimed, owned map[string]bool, inUse func(Disk) bool) (SweepReport, error) {
 	var rep SweepReport
 	if inUse == nil {
 		return rep, errors.New("nvme: Sweep needs an in-use check for disks: without it, it cannot prove a volume is unused, so it disconnects nothing")
@@ -42,8 +48,11 @@ func (h *Host) Sweep(ctx context.Context, claimed map[string]bool, inUse func(Di
 		h.log.Info("sweep: left connected", "nqn", nqn, "reason", reason)
 	}
 	for _, s := range subs {
-		if reason := h.sweepKeepReason(s, claimed, inUse); reason != "" {
+		if reason := h.sweepKeepReason(s, claimed, owned, inUse); reason != "" {
 			keep(s.NQN, reason)
+			if s.Managed && !claimed[s.NQN] && !owned[s.NQN] {
+				rep.Unowned = append(rep.Unowned, SweepKept{NQN: s.NQN, Reason: reason})
+			}
 			continue
 		}
 		if err := ctx.Err(); err != nil {
@@ -62,13 +71,19 @@ func (h *Host) Sweep(ctx context.Context, claimed map[string]bool, inUse func(Di
 	return rep, errors.Join(errs...)
 }
 
+// UnownedReason is why a sweep keeps a managed subsystem that nothing proves this driver
+// connected.
+const UnownedReason = "not proven to be this driver's connection (no intent record of this boot): never disconnected automatically; kubelet's NodeStageVolume adopts it, or remove it by hand once nothing uses it"
+
 // sweepKeepReason says why subsystem s must stay, or "" when it may be disconnected.
-func (h *Host) sweepKeepReason(s Subsystem, claimed map[string]bool, inUse func(Disk) bool) string {
+func (h *Host) sweepKeepReason(s Subsystem, claimed, owned map[string]bool, inUse func(Disk) bool) string {
 	switch {
 	case !s.Managed:
 		return fmt.Sprintf("outside the managed prefix %q", h.guard.Prefix())
 	case claimed[s.NQN]:
 		return "claimed by a staged volume"
+	case !owned[s.NQN]:
+		return UnownedReason
 	case len(s.Controllers) == 0:
 		return "no controllers left: the subsystem lingers only while its old disk is held open (a stale mount); nothing to disconnect"
 	}

@@ -37,6 +37,10 @@ func TestSweep(t *testing.T) {
 	f.addSubsystem(7, testPrefix+"14").addController(7, 7, ctrlSpec{}).addController(7, 8, ctrlSpec{traddr: "10.0.0.2"})
 	f.addHead(7, 1, 1, 100)
 	inUseNS5 := f.addHead(7, 2, 5, 100)
+	// nvme-subsys8: unclaimed, unused, but nothing proves this driver connected it (the
+	// earlier driver's, or ours from a lost state directory): never disconnected.
+	f.addSubsystem(8, testPrefix+"15").addController(8, 9, ctrlSpec{})
+	f.addHead(8, 1, 1, 100)
 
 	unmanaged := f.snapshot(f.ctrlDir(0), f.subsysDir(0), f.ctrlDir(1), f.subsysDir(1))
 	h := newTestHost(t, f, newFakeFabrics())
@@ -45,7 +49,11 @@ func TestSweep(t *testing.T) {
 		asked = append(asked, d.Name)
 		return d.Name == mounted || d.Name == inUseNS5 || d.NQN == nixosVar
 	}
-	rep, err := h.Sweep(context.Background(), map[string]bool{testPrefix + "1": true}, inUse)
+	owned := map[string]bool{}
+	for _, n := range []string{"1", "10", "11", "12", "13", "14"} {
+		owned[testPrefix+n] = true
+	}
+	rep, err := h.Sweep(context.Background(), map[string]bool{testPrefix + "1": true}, owned, inUse)
 	if err != nil {
 		t.Fatalf("Sweep: %v", err)
 	}
@@ -63,13 +71,17 @@ func TestSweep(t *testing.T) {
 		testPrefix + "10":      "disk in use: " + mounted,
 		testPrefix + "13":      "no controllers left",
 		testPrefix + "14":      "disk in use: " + inUseNS5,
+		testPrefix + "15":      "not proven to be this driver's connection",
 	} {
 		if !strings.Contains(kept[nqn], reason) {
 			t.Errorf("kept %s with reason %q, want %q", nqn, kept[nqn], reason)
 		}
 	}
-	if len(rep.Kept) != 6 {
-		t.Errorf("kept %d subsystems, want 6: %+v", len(rep.Kept), rep.Kept)
+	if len(rep.Kept) != 7 {
+		t.Errorf("kept %d subsystems, want 7: %+v", len(rep.Kept), rep.Kept)
+	}
+	if len(rep.Unowned) != 1 || rep.Unowned[0].NQN != testPrefix+"15" {
+		t.Errorf("unowned %+v, want only %s", rep.Unowned, testPrefix+"15")
 	}
 	for _, name := range asked {
 		if strings.HasPrefix(name, "nvme0n") || strings.HasPrefix(name, "nvme1n") {
@@ -94,7 +106,7 @@ func TestSweep(t *testing.T) {
 func TestSweepRequiresInUseCheck(t *testing.T) {
 	f := newFakeSys(t)
 	f.addSubsystem(0, testPrefix+"1").addController(0, 0, ctrlSpec{})
-	_, err := newTestHost(t, f, newFakeFabrics()).Sweep(context.Background(), nil, nil)
+	_, err := newTestHost(t, f, newFakeFabrics()).Sweep(context.Background(), nil, map[string]bool{testPrefix + "1": true}, nil)
 	if err == nil || len(f.writeLog()) != 0 {
 		t.Fatalf("Sweep without inUse = %v, writes %v; want an error and no writes", err, f.writeLog())
 	}
@@ -112,7 +124,8 @@ func TestSweepGoesOnAfterAFailure(t *testing.T) {
 		return nil
 	}
 	h := newTestHost(t, f, newFakeFabrics())
-	rep, err := h.Sweep(context.Background(), nil, func(Disk) bool { return false })
+	owned := map[string]bool{testPrefix + "1": true, testPrefix + "2": true}
+	rep, err := h.Sweep(context.Background(), nil, owned, func(Disk) bool { return false })
 	if err == nil || !strings.Contains(err.Error(), testPrefix+"1") {
 		t.Fatalf("Sweep error = %v, want the failure of %s", err, testPrefix+"1")
 	}

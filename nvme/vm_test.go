@@ -326,7 +326,7 @@ func TestVM(t *testing.T) {
 		}
 		mkfsMount(t, d10.DevPath, "/mnt/pvc-10") // unclaimed but in use: must stay
 		var asked []string
-		rep, err := h.Sweep(ctx, map[string]bool{vmPVC1: true}, func(d Disk) bool {
+		rep, err := h.Sweep(ctx, map[string]bool{vmPVC1: true}, vmOwned(vmPVC1, vmPVC3, vmPVC10, vmMulti), func(d Disk) bool {
 			asked = append(asked, d.NQN)
 			return mounted(t, d.Major, d.Minor)
 		})
@@ -389,7 +389,7 @@ func TestVM(t *testing.T) {
 	})
 
 	t.Run("unmanaged /var survived everything", func(t *testing.T) {
-		rep, err := h.Sweep(ctx, nil, func(Disk) bool { return false })
+		rep, err := h.Sweep(ctx, nil, vmOwned(vmVar), func(Disk) bool { return false })
 		if err != nil || len(rep.Disconnected) != 0 {
 			t.Errorf("final sweep = %+v, %v; want nothing disconnected", rep, err)
 		}
@@ -435,7 +435,7 @@ func TestVMMultipathOff(t *testing.T) {
 	}
 	t.Run("ctrl_loss expiry then reconnect with new names", func(t *testing.T) { ctrlLossThenReconnect(t, h) })
 
-	rep, err := h.Sweep(ctx, map[string]bool{vmPVC1: true}, func(d Disk) bool { return mounted(t, d.Major, d.Minor) })
+	rep, err := h.Sweep(ctx, map[string]bool{vmPVC1: true}, vmOwned(vmPVC1, vmPVC3, vmPVC10, vmMulti), func(d Disk) bool { return mounted(t, d.Major, d.Minor) })
 	if err != nil || fmt.Sprint(rep.Disconnected) != fmt.Sprint([]string{vmMulti}) {
 		t.Fatalf("sweep = %+v, %v; want only %s disconnected", rep, err, vmMulti)
 	}
@@ -504,4 +504,14 @@ func ctrlLossThenReconnect(t *testing.T, h *Host) {
 	if err := h.Disconnect(ctx, vmPVC2); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// vmOwned is the ownership proof a sweep gets: the subsystems this test connected itself
+// (an unmanaged one among them proves that the prefix guard alone keeps it safe).
+func vmOwned(nqns ...string) map[string]bool {
+	owned := map[string]bool{}
+	for _, n := range nqns {
+		owned[n] = true
+	}
+	return owned
 }

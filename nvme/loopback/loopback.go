@@ -305,9 +305,25 @@ func (h *Host) Rescan(ctx context.Context, nqn string, nsid int) (d *nvme.Disk, 
 	return a.disk()
 }
 
+// Subsystems lists the attachments as subsystems, each with its one controller and disk,
+// as nvme.Host.Subsystems does for the kernel's. It writes nothing.
+func (h *Host) Subsystems() ([]nvme.Subsystem, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]nvme.Subsystem, 0, len(h.recs))
+	for nqn, a := range h.recs {
+		s := nvme.Subsystem{Name: "loop-" + filepath.Base(a.Device), NQN: nqn, Managed: true, Controllers: []nvme.Controller{a.controller(h.exportLive(a))}}
+		if d, err := a.disk(); err == nil {
+			s.Disks = []nvme.Disk{*d}
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
 // Sweep detaches attachments no staged volume claims and nothing uses, as nvme.Host.Sweep
 // does for subsystems.
-func (h *Host) Sweep(ctx context.Context, claimed map[string]bool, inUse func(nvme.Disk) bool) (nvme.SweepReport, error) {
+func (h *Host) Sweep(ctx context.Context, claimed, owned map[string]bool, inUse func(nvme.Disk) bool) (nvme.SweepReport, error) {
 	var rep nvme.SweepReport
 	if inUse == nil {
 		return rep, errors.New("loopback: Sweep needs an in-use check for disks")
@@ -318,6 +334,9 @@ func (h *Host) Sweep(ctx context.Context, claimed map[string]bool, inUse func(nv
 		switch {
 		case claimed[nqn]:
 			rep.Kept = append(rep.Kept, nvme.SweepKept{NQN: nqn, Reason: "claimed by a staged volume"})
+		case !owned[nqn]:
+			k := nvme.SweepKept{NQN: nqn, Reason: nvme.UnownedReason}
+			rep.Kept, rep.Unowned = append(rep.Kept, k), append(rep.Unowned, k)
 		default:
 			d, err := a.disk()
 			if err != nil || inUse(*d) {

@@ -283,11 +283,11 @@ func TestLoopbackRescan(t *testing.T) {
 
 func TestLoopbackSweep(t *testing.T) {
 	f := newFixture(t)
-	claimed, orphan, used := prefix+"claimed", prefix+"orphan", prefix+"used"
+	claimed, orphan, used, unowned := prefix+"claimed", prefix+"orphan", prefix+"used", prefix+"unowned"
 	files := map[string]string{}
 	h := f.host(t)
 	disks := map[string]*nvme.Disk{}
-	for _, nqn := range []string{claimed, orphan, used} {
+	for _, nqn := range []string{claimed, orphan, used, unowned} {
 		files[nqn] = f.export(t, nqn, 4<<20)
 		d, err := h.Connect(ctx(t), target(nqn), nvme.Options{})
 		if err != nil {
@@ -295,11 +295,13 @@ func TestLoopbackSweep(t *testing.T) {
 		}
 		disks[nqn] = d
 	}
-	rep, err := h.Sweep(ctx(t), map[string]bool{claimed: true}, func(d nvme.Disk) bool { return d.DevPath == disks[used].DevPath })
+	owned := map[string]bool{claimed: true, orphan: true, used: true}
+	delete(owned, unowned)
+	rep, err := h.Sweep(ctx(t), map[string]bool{claimed: true}, owned, func(d nvme.Disk) bool { return d.DevPath == disks[used].DevPath })
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(rep.Disconnected) != 1 || rep.Disconnected[0] != orphan || len(rep.Kept) != 2 {
+	if len(rep.Disconnected) != 1 || rep.Disconnected[0] != orphan || len(rep.Kept) != 3 || len(rep.Unowned) != 1 || rep.Unowned[0].NQN != unowned {
 		t.Fatalf("sweep report %+v", rep)
 	}
 	for nqn, file := range files {
