@@ -228,14 +228,24 @@ func (d *doctor) checkSubsystems(host *nvme.Host, guardErr error) checkResult {
 	if err != nil {
 		return failResult("give the node plugin the host's /sys", "cannot list NVMe subsystems: %v", err)
 	}
+	claimed := d.claimedNQNs()
+	ledger := &connectionLedger{dir: filepath.Join(d.cfg.StateDir, "connections"), bootID: d.bootID()}
 	var managed int
-	var notLive []string
+	var notLive, unowned []string
 	var details []string
 	for _, s := range subs {
 		role := "left alone (outside the managed prefix)"
 		if s.Managed {
 			managed++
-			role = "managed"
+			switch {
+			case claimed[s.NQN]:
+				role = "managed, staged"
+			case ledger.proves(s.NQN):
+				role = "managed, connected by this driver but not staged (the next start-up sweep disconnects it if nothing uses it)"
+			default:
+				role = "managed, but nothing proves this driver connected it: left alone"
+				unowned = append(unowned, s.NQN+" ("+doctorRemoveByHand(s)+")")
+			}
 			if !doctorAnyLive(s.Controllers) {
 				notLive = append(notLive, fmt.Sprintf("%s (%s)", s.NQN, doctorDescribeCtrls(s.Controllers)))
 			}
@@ -246,15 +256,49 @@ func (d *doctor) checkSubsystems(host *nvme.Host, guardErr error) checkResult {
 	if len(subs) > 0 {
 		summary = fmt.Sprintf("%d connected: %d managed, %d left alone", len(subs), managed, len(subs)-managed)
 	}
+	var problems, fixes []string
+	if len(unowned) > 0 {
+		problems = append(problems, fmt.Sprintf("%d managed but not proven this driver's (the earlier driver's, or this driver's after its state directory was lost), never disconnected automatically: %s",
+			len(unowned), strings.Join(unowned, "; ")))
+		fixes = append(fixes, "a volume a pod still uses is adopted when kubelet stages it again; one nothing uses can be removed by hand with the command shown")
+	}
 	if len(notLive) > 0 {
-		r := warnResult("a controller that is connecting is waiting for the RDS: check that it is up and reachable from this node on the NVMe/TCP port (I/O is queued meanwhile and resumes on reconnect); one with no controllers left is held open by a stale mount, which the node plugin heals",
-			"%s; %d managed without a live controller: %s", summary, len(notLive), strings.Join(notLive, "; "))
+		problems = append(problems, fmt.Sprintf("%d managed without a live controller: %s", len(notLive), strings.Join(notLive, "; ")))
+		fixes = append(fixes, "a controller that is connecting is waiting for the RDS: check that it is up and reachable from this node on the NVMe/TCP port (I/O is queued meanwhile and resumes on reconnect); one with no controllers left is held open by a stale mount, which the node plugin heals")
+	}
+	if len(problems) > 0 {
+		r := warnResult(strings.Join(fixes, "; "), "%s; %s", summary, strings.Join(problems, "; "))
 		r.details = details
 		return r
 	}
 	r := okResult("%s", summary)
 	r.details = details
 	return r
+}
+
+// doctorRemoveByHand is the command that disconnects subsystem s without nvme-cli, to run
+// once nothing uses its disks.
+func doctorRemoveByHand(s nvme.Subsystem) string {
+	if len(s.Controllers) == 0 {
+		return "no controllers left"
+	}
+	cmds := make([]string, len(s.Controllers))
+	for i, c := range s.Controllers {
+		cmds[i] = "echo 1 > /sys/class/nvme/" + c.Name + "/delete_controller"
+	}
+	return "once nothing uses it: " + strings.Join(cmds, " && ") + ", or nvme disconnect -n " + s.NQN
+}
+
+// claimedNQNs are the NQNs of the node's readable staging records.
+func (d *doctor) claimedNQNs() map[string]bool {
+	claimed := map[string]bool{}
+	files, _ := doctorReadRecords(filepath.Join(d.cfg.StateDir, "volumes"))
+	for _, f := range files {
+		if f.err == nil {
+			claimed[f.rec.NQN] = true
+		}
+	}
+	return claimed
 }
 
 func doctorAnyLive(ctrls []nvme.Controller) bool {

@@ -267,7 +267,7 @@ func TestDoctorNode(t *testing.T) {
 			`ok    managed prefix: "` + dtPrefix + `"`,
 			"ok    subsystems: 3 connected: 2 managed, 1 left alone",
 			"        nvme-subsys0 " + dtNixosVar + ": left alone (outside the managed prefix); nvme0 live (10.0.0.1:4420); disk nvme0n1 1.0 GiB",
-			"        nvme-subsys1 " + dtMikrotik + dtVolume1 + ": managed; nvme1 live (10.0.0.1:4420); disk nvme1n1 1.0 GiB",
+			"        nvme-subsys1 " + dtMikrotik + dtVolume1 + ": managed, staged; nvme1 live (10.0.0.1:4420); disk nvme1n1 1.0 GiB",
 			"ok    staging records: 2 in ",
 			"ok    volume " + dtVolume1 + ": ext4 mounted at " + "/var/lib/kubelet/plugins/kubernetes.io/csi/rds.csi.srvlab.io/" + dtVolume1 + "/globalmount from nvme1n1 (259:2)",
 			"ok    volume " + dtVolume2 + ": raw block on nvme2n1 (259:3)",
@@ -276,7 +276,15 @@ func TestDoctorNode(t *testing.T) {
 		{name: "slot prefix", args: []string{"--managed-nqn-prefix=pvc-"}, setup: func(f *doctorNode) {
 			f.subsystem(0, dtMikrotik+dtVolume1)
 			f.controller(0, 0, "live", "", "")
-		}, want: []string{`ok    managed prefix: slot prefix "pvc-"`, "ok    subsystems: 1 connected: 1 managed, 0 left alone"}},
+		}, want: []string{`ok    managed prefix: slot prefix "pvc-"`, "WARN  subsystems: 1 connected: 1 managed, 0 left alone; 1 managed but not proven"}},
+		{name: "managed subsystem nothing proves ours", setup: func(f *doctorNode) {
+			f.volume(1, dtVolume1)
+		}, want: []string{
+			"WARN  subsystems: 1 connected: 1 managed, 0 left alone; 1 managed but not proven this driver's",
+			dtMikrotik + dtVolume1 + " (once nothing uses it: echo 1 > /sys/class/nvme/nvme1/delete_controller, or nvme disconnect -n " + dtMikrotik + dtVolume1 + ")",
+			"        nvme-subsys1 " + dtMikrotik + dtVolume1 + ": managed, but nothing proves this driver connected it: left alone",
+			"      fix: a volume a pod still uses is adopted when kubelet stages it again",
+		}},
 		{name: "fabrics missing", setup: func(f *doctorNode) { os.Remove(filepath.Join(f.dev, "nvme-fabrics")) }, code: 1, want: []string{
 			"FAIL  nvme-fabrics: ", "      fix: on the host: `modprobe nvme-tcp`, and `echo nvme-tcp > /etc/modules-load.d/nvme-tcp.conf`",
 			"skip  connect options: not checked: needs /dev/nvme-fabrics",
@@ -334,9 +342,9 @@ func TestDoctorNode(t *testing.T) {
 			f.disk(1, 1, 1)
 			f.subsystem(2, dtMikrotik+dtVolume2) // held open without controllers
 		}, want: []string{
-			"WARN  subsystems: 3 connected: 2 managed, 1 left alone; 2 managed without a live controller: " + dtMikrotik + dtVolume1 + " (nvme1 connecting (10.0.0.1:4420)); " + dtMikrotik + dtVolume2 + " (no controllers)",
+			"; 2 managed without a live controller: " + dtMikrotik + dtVolume1 + " (nvme1 connecting (10.0.0.1:4420)); " + dtMikrotik + dtVolume2 + " (no controllers)",
 			"        nvme-subsys0 " + dtNixosVar + ": left alone (outside the managed prefix); nvme0 connecting (10.0.0.1:4420)",
-			"      fix: a controller that is connecting is waiting for the RDS",
+			"a controller that is connecting is waiting for the RDS",
 		}},
 		{name: "sysfs unreadable", setup: func(f *doctorNode) {
 			f.must(os.RemoveAll(filepath.Join(f.sys, "class/nvme-subsystem")))

@@ -210,6 +210,7 @@ func (e *env) newDriverFor(nodeID, mode, prefix string) *driver {
 		"--managed-nqn-prefix=" + prefix,
 		"--nvme-host-dir=" + d.hostDir,
 		"--state-dir=" + d.stateDir,
+		"--kubelet-dir=" + d.kubeletDir(),
 		"--shutdown-timeout=20s",
 	}
 	if mode != "node" {
