@@ -123,7 +123,7 @@ func TestE2E(t *testing.T) {
 		{"ctrl_loss expiry, then the node heals without a restart", func(t *testing.T, e *env) { e.ctrlLossHeal(t) }},
 		{"node plugin SIGKILLed between stage and publish", func(t *testing.T, e *env) { e.killBetweenStageAndPublish(t) }},
 		{"takeover of the earlier driver's volumes in use, empty then deleted then corrupt state dir", func(t *testing.T, e *env) { e.takeover(t) }},
-		{"node plugin SIGKILLed with writers on ext4, xfs and block", func(t *testing.T, e *env) { e.killWithWriters(t) }},
+		{"node plugin SIGKILLed, then SIGTERMed, with writers on ext4, xfs and block", func(t *testing.T, e *env) { e.killWithWriters(t) }},
 		{"a connection abandoned between connect and record is swept", func(t *testing.T, e *env) { e.abandonedConnection(t) }},
 	} {
 		e.step(t, s.name, func(t *testing.T) { s.run(t, e) })

@@ -306,8 +306,9 @@ func (e *env) takeover(t *testing.T) {
 }
 
 // killWithWriters: writers on ext4, xfs and block volumes staged by the plugin keep
-// writing while it is SIGKILLed and started again: nothing is disconnected, remounted or
-// formatted, no write fails, and the data is all there afterwards.
+// writing while it is SIGKILLed and started again, then stopped with SIGTERM and started
+// again (a rolling update): nothing is disconnected, remounted or formatted, no write
+// fails, and the data is all there afterwards.
 func (e *env) killWithWriters(t *testing.T) {
 	n := e.extraNode(t, "e2e-node-w")
 	var as []*attachment
@@ -346,6 +347,19 @@ func (e *env) killWithWriters(t *testing.T) {
 		}
 	}
 	e.unmanaged.check(t, "after the SIGKILL restart")
+	// A graceful stop and start, as a rolling DaemonSet update does it.
+	sweeps = n.sweeps()
+	n.stop(t)
+	requireWriting(t, "while the plugin is stopped", ws...)
+	n.restart(t)
+	if !waitFor(30*time.Second, func() bool { return n.sweeps() > sweeps }) {
+		t.Fatal("no start-up sweep after the graceful restart")
+	}
+	for _, a := range as {
+		requireConnected(t, "after the graceful restart", a.v.nqn)
+	}
+	requireWriting(t, "after the graceful restart", ws...)
+	e.unmanaged.check(t, "after the SIGTERM restart")
 	for _, w := range ws {
 		verifyWriter(t, w)
 	}
