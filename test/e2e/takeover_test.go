@@ -327,13 +327,9 @@ func (e *env) killWithWriters(t *testing.T) {
 		as, ws = append(as, a), append(ws, startWriter(t, path))
 	}
 	requireWriting(t, "before the kill", ws...)
-	sweeps := n.sweeps()
 	n.kill(t)
 	requireWriting(t, "while the plugin is dead", ws...)
-	n.restart(t)
-	if !waitFor(30*time.Second, func() bool { return n.sweeps() > sweeps }) {
-		t.Fatal("no start-up sweep after the restart")
-	}
+	n.startAndSweep(t)
 	for _, a := range as {
 		requireConnected(t, "after the restart", a.v.nqn)
 	}
@@ -348,13 +344,9 @@ func (e *env) killWithWriters(t *testing.T) {
 	}
 	e.unmanaged.check(t, "after the SIGKILL restart")
 	// A graceful stop and start, as a rolling DaemonSet update does it.
-	sweeps = n.sweeps()
 	n.stop(t)
 	requireWriting(t, "while the plugin is stopped", ws...)
-	n.restart(t)
-	if !waitFor(30*time.Second, func() bool { return n.sweeps() > sweeps }) {
-		t.Fatal("no start-up sweep after the graceful restart")
-	}
+	n.startAndSweep(t)
 	for _, a := range as {
 		requireConnected(t, "after the graceful restart", a.v.nqn)
 	}
@@ -383,11 +375,7 @@ func (e *env) abandonedConnection(t *testing.T) {
 	if err := os.Remove(filepath.Join(n.stateDir, "volumes", v.GetVolumeId()+".json")); err != nil {
 		t.Fatal(err)
 	}
-	sweeps := n.sweeps()
-	n.restart(t)
-	if !waitFor(30*time.Second, func() bool { return n.sweeps() > sweeps }) {
-		t.Fatal("no start-up sweep after the restart")
-	}
+	n.startAndSweep(t)
 	if cs := controllersOf(v.nqn); len(cs) != 0 {
 		t.Fatalf("the sweep left the abandoned connection: %+v\n%s", cs, n.lastSweep())
 	}
