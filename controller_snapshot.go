@@ -13,7 +13,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
-	"srvlab.io/rds-csi/routeros"
 )
 
 // CreateSnapshot copies the source volume's file into <volumePath>/.snapshots/ (see
@@ -48,15 +47,6 @@ func (c *controllerService) CreateSnapshot(ctx context.Context, req *csi.CreateS
 	existing, err := c.findSnapshot(ctx, id)
 	if err != nil {
 		return nil, err
-	}
-	// A copy this process started may not have created its file when the RDS was listed:
-	// it is this snapshot all the same. Without this, a retry would start a second copy
-	// (into the same file, or a duplicate snapshot file when the second has changed).
-	for _, dst := range c.copies.inFlight() {
-		listed := slices.ContainsFunc(existing, func(s snapshot) bool { return s.file.Path == dst })
-		if s, ok := parseSnapshot(routeros.File{Path: dst}); ok && s.id == id && !listed {
-			existing = append(existing, s)
-		}
 	}
 	if i := slices.IndexFunc(existing, func(s snapshot) bool { return s.source != source }); i >= 0 {
 		return nil, status.Errorf(codes.AlreadyExists, "snapshot %s (name %q) already exists, of volume %s; this request asks for a snapshot of volume %s: use another name or delete the existing snapshot",

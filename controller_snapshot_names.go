@@ -85,6 +85,15 @@ func (c *controllerService) listSnapshots(ctx context.Context) ([]snapshot, erro
 			}
 		}
 	}
+	// A copy this process started may not have created its file when the RDS was listed:
+	// it is a snapshot all the same (CreateSnapshot answered for it). Without this a retry
+	// would start a second copy, and a listing would miss a snapshot it was just told of.
+	for _, dst := range c.copies.inFlight() {
+		if s, ok := parseSnapshot(routeros.File{Path: dst}); ok && !seen[dst] {
+			seen[dst] = true
+			found = append(found, s)
+		}
+	}
 	slices.SortFunc(found, func(a, b snapshot) int {
 		if n := strings.Compare(a.id, b.id); n != 0 {
 			return n
