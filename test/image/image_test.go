@@ -1,0 +1,331 @@
+// Package image builds the real rds-csi image with cmd/rds-image's library from the Debian
+// archive, for amd64 and arm64, and proves it: two builds give the same digests and bytes,
+// each architecture is within the size target, and every filesystem tool the node plugin
+// runs works inside the assembled amd64 root (chroot), with nothing from the host but the
+// kernel. Needs root (chroot, mounts), apt-get and dpkg-deb, and the Debian archive (apt's
+// network); with CI=true a missing prerequisite fails the test.
+package image
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"srvlab.io/rds-csi/internal/imagebuild"
+)
+
+const (
+	repoRoot  = "../.."
+	maxMiB    = 20 // the image size target per architecture (unpacked)
+	testImage = "ghcr.io/srvlab/rds-csi"
+)
+
+var arches = []string{"amd64", "arm64"}
+
+func prerequisites(t *testing.T) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root (chroot and mounts)")
+	}
+	for _, bin := range []string{"apt-get", "dpkg-deb", "chroot", "unshare", "truncate", "mount"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin)
+		}
+	}
+	if _, err := os.Stat("/usr/share/keyrings/debian-archive-keyring.gpg"); err != nil {
+		missing = append(missing, "debian-archive-keyring")
+	}
+	if len(missing) > 0 {
+		msg := "needs " + strings.Join(missing, ", ") + " (a Debian machine, as root)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+}
+
+func goTool() string {
+	if p := filepath.Join(runtime.GOROOT(), "bin", "go"); fileExists(p) {
+		return p
+	}
+	return "go"
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+var (
+	binOnce sync.Once
+	bins    map[string]string
+	binErr  error
+)
+
+// binaries builds the static rds-csi binary for each architecture once per test binary,
+// the way `make image` does.
+func binaries(t *testing.T) map[string]string {
+	t.Helper()
+	binOnce.Do(func() {
+		dir := filepath.Join(workDir, "bin")
+		bins = map[string]string{}
+		for _, arch := range arches {
+			out := filepath.Join(dir, arch, "rds-csi")
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			cmd := exec.CommandContext(ctx, goTool(), "build", "-trimpath", "-tags", "grpcnotrace", "-ldflags", "-s -w -X main.version=image-test", "-o", out, ".")
+			cmd.Dir = repoRoot
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
+			b, err := cmd.CombinedOutput()
+			cancel()
+			if err != nil {
+				binErr = fmt.Errorf("go build for %s: %v\n%s", arch, err, b)
+				return
+			}
+			bins[arch] = out
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
+	}
+	return bins
+}
+
+func cacheDir() string {
+	if d := os.Getenv("RDS_IMAGE_CACHE"); d != "" {
+		return d
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "rds-image") // the cache `make image` uses
+	}
+	return filepath.Join(os.TempDir(), "rds-image")
+}
+
+func build(t *testing.T, out string) *imagebuild.Result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	deb := imagebuild.DefaultDebian(cacheDir(), imagebuild.DefaultSpec().Suite)
+	deb.Logf = t.Logf
+	res, err := imagebuild.Build(ctx, imagebuild.DefaultSpec(), imagebuild.Options{
+		Image: testImage, Version: "image-test", Revision: "test",
+		Binaries: binaries(t), Arches: arches, Out: out, Debian: deb,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+// workDir holds the outputs shared by the tests (the build the chroot test unpacks).
+var workDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "rds-image-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	workDir = dir
+	code := m.Run()
+	os.RemoveAll(dir) // this test's own temporary directory
+	os.Exit(code)
+}
+
+var (
+	builtOnce sync.Once
+	built     *imagebuild.Result
+)
+
+// sharedBuild is one build for the tests that only read it.
+func sharedBuild(t *testing.T) *imagebuild.Result {
+	t.Helper()
+	builtOnce.Do(func() { built = build(t, filepath.Join(workDir, "shared")) })
+	if built == nil {
+		t.Fatal("the build failed in an earlier test")
+	}
+	return built
+}
+
+// TestBuildIsReproducible builds both architectures twice and compares digests and bytes.
+func TestBuildIsReproducible(t *testing.T) {
+	prerequisites(t)
+	start := time.Now()
+	first := sharedBuild(t)
+	t.Logf("first build %s", time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	second := build(t, filepath.Join(t.TempDir(), "second"))
+	t.Logf("second build %s", time.Since(start).Round(time.Millisecond))
+	if first.Index != second.Index {
+		t.Errorf("two builds gave indexes %s and %s", first.Index, second.Index)
+	}
+	for i, a := range first.Arches {
+		b := second.Arches[i]
+		if a.Manifest != b.Manifest {
+			t.Errorf("%s: manifests %s and %s", a.Arch, a.Manifest, b.Manifest)
+		}
+		x, _ := os.ReadFile(a.Archive)
+		y, _ := os.ReadFile(b.Archive)
+		if len(x) == 0 || !bytes.Equal(x, y) {
+			t.Errorf("%s: the docker archives differ (%d and %d bytes)", a.Arch, len(x), len(y))
+		}
+		if a.UnpackedBytes > maxMiB<<20 {
+			t.Errorf("%s image is %.1f MiB unpacked, over the %d MiB target", a.Arch, float64(a.UnpackedBytes)/(1<<20), maxMiB)
+		}
+		t.Logf("%s %s: %.1f MiB unpacked, %.1f MiB compressed, %d files, %s", a.Arch, a.Manifest,
+			float64(a.UnpackedBytes)/(1<<20), float64(a.CompressedBytes)/(1<<20), a.Files, strings.Join(a.Packages, " "))
+	}
+	t.Logf("index %s", first.Index)
+}
+
+// layer reads an architecture's single layer out of the build's OCI layout.
+func layer(t *testing.T, res *imagebuild.Result, arch string) []byte {
+	t.Helper()
+	read := func(digest string, v any) []byte {
+		b, err := os.ReadFile(filepath.Join(res.Layout, "blobs", "sha256", strings.TrimPrefix(digest, "sha256:")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if imagebuild.Digest(b) != digest {
+			t.Fatalf("blob %s does not match its digest", digest)
+		}
+		if v != nil {
+			if err := json.Unmarshal(b, v); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return b
+	}
+	var ix struct{ Manifests []imagebuild.Descriptor }
+	read(res.Index, &ix)
+	for _, d := range ix.Manifests {
+		if d.Platform.Architecture != arch {
+			continue
+		}
+		var m struct{ Layers []imagebuild.Descriptor }
+		read(d.Digest, &m)
+		if len(m.Layers) != 1 {
+			t.Fatalf("%s manifest has %d layers, want 1", arch, len(m.Layers))
+		}
+		return read(m.Layers[0].Digest, nil)
+	}
+	t.Fatalf("the index has no %s image", arch)
+	return nil
+}
+
+// extract unpacks a gzip tar layer (ours: directories, files and symlinks only) into dir.
+func extract(t *testing.T, gz []byte, dir string) (files []string) {
+	t.Helper()
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			return files
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := filepath.Clean(h.Name)
+		if strings.HasPrefix(name, "..") || filepath.IsAbs(name) {
+			t.Fatalf("layer entry %q leaves the root", h.Name)
+		}
+		target := filepath.Join(dir, name)
+		switch h.Typeflag {
+		case tar.TypeDir:
+			err = os.MkdirAll(target, 0o755)
+			if err == nil {
+				err = os.Chmod(target, os.FileMode(h.Mode&0o777)|modeBits(h.Mode))
+			}
+		case tar.TypeReg:
+			var b []byte
+			if b, err = io.ReadAll(tr); err == nil {
+				err = os.WriteFile(target, b, os.FileMode(h.Mode&0o777))
+			}
+			files = append(files, name)
+		case tar.TypeSymlink:
+			err = os.Symlink(h.Linkname, target)
+			files = append(files, name)
+		default:
+			t.Fatalf("layer entry %s has type %q", h.Name, h.Typeflag)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func modeBits(m int64) os.FileMode {
+	if m&0o1000 != 0 {
+		return os.ModeSticky
+	}
+	return 0
+}
+
+// TestToolsRunInTheAmd64Root formats, checks and grows real filesystem images with the
+// image's own tools inside its unpacked root, and starts the driver there as the image's
+// non-root user.
+func TestToolsRunInTheAmd64Root(t *testing.T) {
+	prerequisites(t)
+	if runtime.GOARCH != "amd64" {
+		t.Skip("runs the amd64 image's tools, so needs an amd64 host")
+	}
+	built := sharedBuild(t)
+	root := filepath.Join(t.TempDir(), "root")
+	if err := os.Mkdir(root, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files := extract(t, layer(t, built, "amd64"), root)
+	t.Logf("amd64 root: %d files and links", len(files))
+	if fi, err := os.Stat(filepath.Join(root, "tmp")); err != nil || fi.Mode()&os.ModeSticky == 0 {
+		t.Fatalf("/tmp in the image is not sticky: %v", err)
+	}
+
+	script := `set -eu
+R=$ROOTFS
+mkdir -p "$R/proc" "$R/dev"
+mount -t proc proc "$R/proc"
+mount --bind /dev "$R/dev"
+inroot() { chroot "$R" "$@"; }
+for tool in mkfs.ext4 e2fsck mkfs.xfs xfs_repair xfs_growfs; do inroot /usr/sbin/$tool -V; done
+inroot /usr/sbin/resize2fs 2>&1 | grep '^resize2fs '
+truncate -s 64M "$R/tmp/ext4.img"
+inroot /usr/sbin/mkfs.ext4 -F -q /tmp/ext4.img
+inroot /usr/sbin/e2fsck -fn /tmp/ext4.img
+truncate -s 128M "$R/tmp/ext4.img"
+inroot /usr/sbin/resize2fs /tmp/ext4.img
+inroot /usr/sbin/e2fsck -fn /tmp/ext4.img
+truncate -s 320M "$R/tmp/xfs.img"
+inroot /usr/sbin/mkfs.xfs -q -f /tmp/xfs.img
+inroot /usr/sbin/xfs_repair -n /tmp/xfs.img
+rm -f "$R/tmp/ext4.img" "$R/tmp/xfs.img"
+chroot --userspec=65532:65532 "$R" /usr/bin/rds-csi --version
+`
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	// A private mount namespace: /proc and /dev in the root vanish with it.
+	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "sh", "-c", script)
+	cmd.Env = []string{"ROOTFS=" + root, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("the image's tools do not run in its root: %v\n%s", err, out)
+	}
+	for _, want := range []string{"mke2fs 1.", "xfs_repair version", "xfs_growfs version", "resize2fs 1.", "rds-csi image-test"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the run printed no %q:\n%s", want, out)
+		}
+	}
+}
