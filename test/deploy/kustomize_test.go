@@ -221,3 +221,38 @@ func podsOf(t *testing.T, m *manifest) []podTemplate {
 	}
 	return out
 }
+
+// TestReadmeInstallsTheWaysThatExist: the README's quick start uses the kustomization and
+// the release, and says how to build and push one's own image.
+func TestReadmeInstallsTheWaysThatExist(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	quick := string(readme)
+	if i := strings.Index(quick, "## Quick start"); i >= 0 {
+		quick = quick[i:]
+		if j := strings.Index(quick[3:], "\n## "); j >= 0 {
+			quick = quick[:j+3]
+		}
+	} else {
+		t.Fatal("README has no ## Quick start section")
+	}
+	for _, want := range []string{
+		"cp -r rds-csi/overlays/example my-rds-csi",
+		"kubectl apply -k my-rds-csi",
+		"kubectl create secret generic rds-csi-ssh -n rds-csi",
+		"/releases/download/<tag>/deploy.yaml",
+		"make image push REGISTRY=",
+	} {
+		if !strings.Contains(quick, want) {
+			t.Errorf("the README's quick start lacks %q", want)
+		}
+	}
+	if strings.Contains(quick, "inside deploy.yaml, then") {
+		t.Error("the README's quick start still tells users to edit deploy.yaml")
+	}
+	if _, err := os.Stat(filepath.Join(repoRoot, "overlays", "example", "kustomization.yaml")); err != nil {
+		t.Errorf("the README names overlays/example: %v", err)
+	}
+}
