@@ -1,8 +1,8 @@
 // Package image builds the real rds-csi image with cmd/rds-image's library from the Debian
 // archive, for amd64 and arm64, and proves it: two builds give the same digests and bytes,
-// each architecture is within the size target, and every filesystem tool the node plugin
-// runs works inside the assembled amd64 root (chroot), with nothing from the host but the
-// kernel. Needs root (chroot, mounts), apt-get and dpkg-deb, and the Debian archive (apt's
+// each architecture is within the size target, every filesystem tool the node plugin runs
+// works inside the assembled amd64 root (chroot), with nothing from the host but the kernel,
+// and containerd imports the docker archive and runs it under runc as the image says. Needs root (chroot, mounts), apt-get and dpkg-deb, and the Debian archive (apt's
 // network); with CI=true a missing prerequisite fails the test.
 package image
 
@@ -328,4 +328,139 @@ chroot --userspec=65532:65532 "$R" /usr/bin/rds-csi --version
 			t.Errorf("the run printed no %q:\n%s", want, out)
 		}
 	}
+}
+
+// TestImageRunsUnderContainerd imports the amd64 docker archive into a private containerd
+// (the runtime kubelet uses), checks the container spec it makes from the image's config
+// (non-root user, PATH) and runs the driver and a tool in it under runc.
+func TestImageRunsUnderContainerd(t *testing.T) {
+	prerequisites(t)
+	var missing []string
+	for _, bin := range []string{"containerd", "ctr", "runc"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			missing = append(missing, bin)
+		}
+	}
+	if runtime.GOARCH != "amd64" {
+		missing = append(missing, "an amd64 host")
+	}
+	if len(missing) > 0 {
+		msg := "needs " + strings.Join(missing, ", ") + " (test/install-deps.sh installs containerd and runc)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	res := sharedBuild(t)
+	dir, err := os.MkdirTemp("", "rds-image-ctd-") // short: the socket path must fit sun_path
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) }) // this test's own temporary directory
+	sock := filepath.Join(dir, "containerd.sock")
+	config := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\n[grpc]\n  address = %q\n", filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock)
+	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	logFile, err := os.Create(filepath.Join(dir, "containerd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	daemon := exec.Command("containerd", "--config", filepath.Join(dir, "config.toml"))
+	daemon.Stdout, daemon.Stderr = logFile, logFile
+	if err := daemon.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		daemon.Process.Signal(os.Interrupt)
+		done := make(chan error, 1)
+		go func() { done <- daemon.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			daemon.Process.Kill()
+			<-done
+		}
+	})
+	ctr := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "ctr", append([]string{"--address", sock, "--namespace", "rds-image-test"}, args...)...).CombinedOutput()
+		if err != nil {
+			log, _ := os.ReadFile(logFile.Name())
+			t.Fatalf("ctr %s: %v\n%s\n--- containerd log (end) ---\n%s", strings.Join(args, " "), err, out, tail(string(log), 20))
+		}
+		return string(out)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !fileExists(sock) {
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logFile.Name())
+			t.Fatalf("containerd did not start:\n%s", tail(string(log), 20))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	var archive string
+	for _, a := range res.Arches {
+		if a.Arch == "amd64" {
+			archive = a.Archive
+		}
+	}
+	ctr("images", "import", archive)
+	ref := res.Ref
+	if out := ctr("images", "ls", "-q"); !strings.Contains(out, ref) {
+		t.Fatalf("containerd imported no image %s; it has:\n%s", ref, out)
+	}
+
+	// The container spec containerd derives from the image config.
+	ctr("containers", "create", ref, "spec-check")
+	var info struct {
+		Spec struct {
+			Process struct {
+				User struct{ UID, GID uint32 }
+				Args []string
+				Env  []string
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(ctr("containers", "info", "spec-check")), &info); err != nil {
+		t.Fatal(err)
+	}
+	p := info.Spec.Process
+	if p.User.UID != 65532 || p.User.GID != 65532 {
+		t.Errorf("the container runs as %d:%d, want the image's 65532:65532", p.User.UID, p.User.GID)
+	}
+	if len(p.Args) == 0 || p.Args[0] != "/usr/bin/rds-csi" {
+		t.Errorf("the container runs %v, want the image's entrypoint /usr/bin/rds-csi", p.Args)
+	}
+	if !slicesContains(p.Env, "PATH=/usr/sbin:/usr/bin") {
+		t.Errorf("the container's environment %v lacks PATH=/usr/sbin:/usr/bin", p.Env)
+	}
+	ctr("containers", "delete", "spec-check")
+
+	if out := ctr("run", "--rm", ref, "run-driver", "/usr/bin/rds-csi", "--version"); !strings.Contains(out, "rds-csi image-test") {
+		t.Errorf("the driver in the container printed %q", out)
+	}
+	if out := ctr("run", "--rm", ref, "run-tool", "/usr/sbin/mkfs.xfs", "-V"); !strings.Contains(out, "mkfs.xfs version") {
+		t.Errorf("mkfs.xfs in the container printed %q", out)
+	}
+}
+
+func slicesContains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
 }
