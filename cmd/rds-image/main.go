@@ -3,6 +3,7 @@
 //
 //	rds-image build -image ghcr.io/srvlab/rds-csi -version v0.1.0 -binary amd64=bin/linux-amd64/rds-csi -binary arm64=... -out bin/image
 //	rds-image push  -layout bin/image/oci -to ghcr.io/srvlab/rds-csi:v0.1.0       (REGISTRY_USER, REGISTRY_PASSWORD)
+//	rds-image wrap  -binary bin/csi-attacher -path /csi-attacher -image example.local/csi-attacher -version v4.13.0 -out bin/sidecars
 //	rds-image pin   -image ghcr.io/srvlab/rds-csi -ref ghcr.io/srvlab/rds-csi:v0.1.0@sha256:... < deploy.yaml
 //
 // `make image` and `make push` run it; so does the release workflow.
@@ -39,6 +40,8 @@ func main() {
 		err = build(ctx, os.Args[2:])
 	case "push":
 		err = push(ctx, os.Args[2:])
+	case "wrap":
+		err = wrap(os.Args[2:])
 	case "pin":
 		err = pin(os.Args[2:], os.Stdin, os.Stdout)
 	default:
@@ -50,7 +53,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: rds-image build|push|pin [flags]   (rds-image <command> -h for its flags)")
+	fmt.Fprintln(os.Stderr, "usage: rds-image build|push|wrap|pin [flags]   (rds-image <command> -h for its flags)")
 	os.Exit(2)
 }
 
@@ -114,6 +117,45 @@ func build(ctx context.Context, args []string) error {
 	if len(over) > 0 {
 		return fmt.Errorf("over the %d MiB size target: %s", *maxMiB, strings.Join(over, ", "))
 	}
+	return nil
+}
+
+// wrap makes the image of one static binary (scratch + the binary) as a docker archive
+// <out>/<name>-<arch>.tar, e.g. a CSI sidecar built from source for a cluster that cannot
+// pull.
+func wrap(args []string) error {
+	fs := flag.NewFlagSet("wrap", flag.ExitOnError)
+	binary := fs.String("binary", "", "the static binary")
+	path := fs.String("path", "", "where the image holds it (and runs it from)")
+	image := fs.String("image", "", "repository to tag")
+	version := fs.String("version", "", "tag")
+	arch := fs.String("arch", "amd64", "the binary's architecture")
+	out := fs.String("out", "bin/image", "output directory")
+	_ = fs.Parse(args)
+	if *binary == "" || *path == "" || *image == "" || *version == "" {
+		return fmt.Errorf("wrap needs -binary, -path, -image and -version")
+	}
+	a, err := imagebuild.LookupArch(*arch)
+	if err != nil {
+		return err
+	}
+	spec := imagebuild.BinarySpec(filepath.Base(*path), *path)
+	root, err := imagebuild.BinaryRoot(spec, a, *binary)
+	if err != nil {
+		return err
+	}
+	im, err := imagebuild.NewImage(spec, root, *version, "")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		return err
+	}
+	archive := filepath.Join(*out, filepath.Base(*image)+"-"+*arch+".tar")
+	if err := imagebuild.WriteDockerArchive(archive, *image+":"+*version, im); err != nil {
+		return err
+	}
+	fmt.Printf("%s:%s %s  %s\n", *image, *version, im.Desc.Digest, archive)
 	return nil
 }
 

@@ -289,3 +289,37 @@ func TestWriteLayoutAndDockerArchive(t *testing.T) {
 		t.Error("two docker archives of one image differ")
 	}
 }
+
+func TestBinaryImage(t *testing.T) {
+	hostTools(t) // a dynamically linked host tool to refuse
+	a, _ := LookupArch("amd64")
+	spec := BinarySpec("csi-attacher", "/csi-attacher")
+	r, err := BinaryRoot(spec, a, staticBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var paths []string
+	for _, e := range r.Sorted() {
+		paths = append(paths, e.Path)
+	}
+	if want := []string{"/csi-attacher", "/tmp"}; !equalStrings(paths, want) {
+		t.Errorf("root %v, want %v", paths, want)
+	}
+	im, err := NewImage(spec, r, "v4.13.0", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg imageConfig
+	if err := json.Unmarshal(im.Config, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Config.Entrypoint[0] != "/csi-attacher" || cfg.Config.User != "" || cfg.Config.Labels["org.opencontainers.image.title"] != "csi-attacher" {
+		t.Errorf("config %+v", cfg.Config)
+	}
+	if bytes.Contains(im.Manifest, []byte(AnnotationPackages)) {
+		t.Error("an image without Debian packages names some")
+	}
+	if _, err := BinaryRoot(spec, a, "/sbin/mke2fs"); err == nil {
+		t.Error("a dynamically linked binary was wrapped")
+	}
+}

@@ -153,21 +153,22 @@ func NewImage(spec Spec, r *Rootfs, version, revision string) (*Image, error) {
 			WorkingDir: "/",
 			Labels:     labels,
 		},
-		RootFS: rootFS{Type: "layers", DiffIDs: []string{Digest(layer.Tar)}},
-		History: []historyItem{{
-			CreatedBy: "rds-image (cmd/rds-image): scratch + rds-csi + filesystem tools from Debian " + spec.Suite,
-			Comment:   strings.Join(pkgs, " "),
-		}},
+		RootFS:  rootFS{Type: "layers", DiffIDs: []string{Digest(layer.Tar)}},
+		History: []historyItem{{CreatedBy: spec.History, Comment: strings.Join(pkgs, " ")}},
 	})
 	if err != nil {
 		return nil, err
+	}
+	var annotations map[string]string
+	if len(pkgs) > 0 {
+		annotations = map[string]string{AnnotationPackages: strings.Join(pkgs, " ")}
 	}
 	man, err := json.Marshal(manifest{
 		SchemaVersion: 2,
 		MediaType:     MediaTypeManifest,
 		Config:        describe(MediaTypeConfig, config),
 		Layers:        []Descriptor{describe(MediaTypeLayer, layer.Gzip)},
-		Annotations:   map[string]string{AnnotationPackages: strings.Join(pkgs, " ")},
+		Annotations:   annotations,
 	})
 	if err != nil {
 		return nil, err

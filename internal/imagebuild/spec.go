@@ -8,6 +8,7 @@
 package imagebuild
 
 import (
+	"archive/tar"
 	"debug/elf"
 	"fmt"
 	"sort"
@@ -38,6 +39,7 @@ type Spec struct {
 	Env        []string
 	Entrypoint []string
 	Labels     map[string]string // fixed labels; version and revision come from Build
+	History    string            // the config's history entry: how the layer was made
 }
 
 // DefaultSpec is the rds-csi image. Its tools are the mount package's toolPackages (a test
@@ -59,7 +61,8 @@ func DefaultSpec() Spec {
 			{Path: "/etc/passwd", Data: "root:x:0:0:root:/:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/:/sbin/nologin\n"},
 			{Path: "/etc/group", Data: "root:x:0:\nnonroot:x:65532:\n"},
 		},
-		Binary: "/usr/bin/rds-csi",
+		Binary:  "/usr/bin/rds-csi",
+		History: "rds-image (cmd/rds-image): scratch + rds-csi + filesystem tools from Debian bookworm",
 		// Non-root by default: the controller only needs SSH and the Kubernetes API; the node
 		// DaemonSet runs as root and privileged.
 		User:       "65532:65532",
@@ -71,6 +74,29 @@ func DefaultSpec() Spec {
 			"org.opencontainers.image.base.name":   "scratch",
 		},
 	}
+}
+
+// BinarySpec is the image of one static binary at path and nothing else (the real-kubelet
+// suite wraps the CSI sidecars it builds from source this way).
+func BinarySpec(title, path string) Spec {
+	return Spec{
+		Binary:     path,
+		Entrypoint: []string{path},
+		Labels:     map[string]string{"org.opencontainers.image.title": title, "org.opencontainers.image.base.name": "scratch"},
+		History:    "rds-image wrap (cmd/rds-image): scratch + " + path,
+	}
+}
+
+// BinaryRoot is the root of a BinarySpec image: the static binary, /tmp, their directories.
+func BinaryRoot(spec Spec, a Arch, binary string) (*Rootfs, error) {
+	if err := checkStatic(binary, a); err != nil {
+		return nil, err
+	}
+	r := &Rootfs{Arch: a, Entries: map[string]*entry{}}
+	r.Entries[spec.Binary] = &entry{Path: spec.Binary, Type: tar.TypeReg, Mode: 0o755, Source: binary, Origin: "binary"}
+	r.Entries["/tmp"] = &entry{Path: "/tmp", Type: tar.TypeDir, Mode: 0o1777, Origin: "binary"}
+	r.addParents()
+	return r, nil
 }
 
 // Packages are the Debian packages the tools and config files come from, sorted.
