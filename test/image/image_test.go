@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"srvlab.io/rds-csi/internal/imagebuild"
+	"srvlab.io/rds-csi/test/internal/scratch"
+	"srvlab.io/rds-csi/test/internal/toolroot"
 )
 
 const (
@@ -138,7 +140,9 @@ func TestMain(m *testing.M) {
 	}
 	workDir = dir
 	code := m.Run()
-	os.RemoveAll(dir) // this test's own temporary directory
+	if err := scratch.RemoveUnmounted(dir); err != nil {
+		fmt.Fprintf(os.Stderr, "image tests: kept %s: %v\n", dir, err)
+	}
 	os.Exit(code)
 }
 
@@ -294,37 +298,20 @@ func TestToolsRunInTheAmd64Root(t *testing.T) {
 		t.Fatalf("/tmp in the image is not sticky: %v", err)
 	}
 
-	script := `set -eu
-R=$ROOTFS
-mkdir -p "$R/proc" "$R/dev"
-mount -t proc proc "$R/proc"
-mount --bind /dev "$R/dev"
-inroot() { chroot "$R" "$@"; }
-for tool in mkfs.ext4 e2fsck mkfs.xfs xfs_repair xfs_growfs; do inroot /usr/sbin/$tool -V; done
-inroot /usr/sbin/resize2fs 2>&1 | grep '^resize2fs '
-truncate -s 64M "$R/tmp/ext4.img"
-inroot /usr/sbin/mkfs.ext4 -F -q /tmp/ext4.img
-inroot /usr/sbin/e2fsck -fn /tmp/ext4.img
-truncate -s 128M "$R/tmp/ext4.img"
-inroot /usr/sbin/resize2fs /tmp/ext4.img
-inroot /usr/sbin/e2fsck -fn /tmp/ext4.img
-truncate -s 320M "$R/tmp/xfs.img"
-inroot /usr/sbin/mkfs.xfs -q -f /tmp/xfs.img
-inroot /usr/sbin/xfs_repair -n /tmp/xfs.img
-rm -f "$R/tmp/ext4.img" "$R/tmp/xfs.img"
-chroot --userspec=65532:65532 "$R" /usr/bin/rds-csi --version
-`
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-	defer cancel()
-	// A private mount namespace: /proc and /dev in the root vanish with it.
-	cmd := exec.CommandContext(ctx, "unshare", "--mount", "--propagation", "private", "sh", "-c", script)
-	cmd.Env = []string{"ROOTFS=" + root, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL=C"}
-	out, err := cmd.CombinedOutput()
+	out, err := toolroot.Exercise(context.Background(), root)
 	if err != nil {
-		t.Fatalf("the image's tools do not run in its root: %v\n%s", err, out)
+		t.Fatal(err)
 	}
+	// The driver starts in the root as the image's non-root user.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ver, err := exec.CommandContext(ctx, "chroot", "--userspec=65532:65532", root, "/usr/bin/rds-csi", "--version").CombinedOutput()
+	if err != nil {
+		t.Fatalf("rds-csi does not start in the image's root as 65532: %v\n%s", err, ver)
+	}
+	out += string(ver)
 	for _, want := range []string{"mke2fs 1.", "xfs_repair version", "xfs_growfs version", "resize2fs 1.", "rds-csi image-test"} {
-		if !strings.Contains(string(out), want) {
+		if !strings.Contains(out, want) {
 			t.Errorf("the run printed no %q:\n%s", want, out)
 		}
 	}
@@ -356,7 +343,11 @@ func TestImageRunsUnderContainerd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) }) // this test's own temporary directory
+	t.Cleanup(func() {
+		if err := scratch.RemoveUnmounted(dir); err != nil {
+			t.Errorf("containerd's directory: %v", err)
+		}
+	})
 	sock := filepath.Join(dir, "containerd.sock")
 	config := fmt.Sprintf("version = 2\nroot = %q\nstate = %q\n[grpc]\n  address = %q\n", filepath.Join(dir, "root"), filepath.Join(dir, "state"), sock)
 	if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(config), 0o644); err != nil {
