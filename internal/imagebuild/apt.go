@@ -216,9 +216,11 @@ func (d *Debian) Fetch(ctx context.Context, a Arch, names []string) (map[string]
 		return nil, err
 	}
 	var missing []string
-	for i, w := range wants {
+	for _, w := range wants {
 		if sum, err := fileSHA256(filepath.Join(debs, w.file)); err != nil || sum != w.sha {
-			missing = append(missing, names[i])
+			// A .deb is named <package>_<version>_<arch>.deb; apt lists them in its own order.
+			name, _, _ := strings.Cut(w.file, "_")
+			missing = append(missing, name)
 		}
 	}
 	if len(missing) > 0 {
