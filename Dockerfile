@@ -3,8 +3,11 @@
 # Final image = the static rds-csi binary + exactly the six filesystem tools the mount package
 # executes (mkfs.ext4, e2fsck, resize2fs from e2fsprogs; mkfs.xfs, xfs_repair, xfs_growfs from
 # xfsprogs) + the shared libraries they load and the dynamic loader. No shell, no package
-# manager, no other tools. Built by `make image` (test/image/build-image.sh); checked statically
-# and by running the tools-stage script on the host in test/deploy.
+# manager, no other tools. For docker/buildx users (`make image-docker`, or
+# `docker buildx build --platform linux/amd64,linux/arm64 .`); `make image` and the release
+# workflow build the same image without a container engine (cmd/rds-image). test/deploy keeps
+# the two recipes in step (tools, packages, Debian release, config files, user, entrypoint,
+# labels) and runs this file's tools-stage script on the host.
 
 # ---- build: the static binary ------------------------------------------------------------
 FROM --platform=$BUILDPLATFORM golang:1.26 AS build

@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 export GOFLAGS := -tags=grpcnotrace
 PKGS    := ./...
 
-.PHONY: all build test deps fmt-check vet lint unit e2e e2e-kube demo bench bench-vm image clean
+.PHONY: all build test deps fmt-check vet lint unit e2e e2e-kube demo bench bench-vm image push image-docker clean
 
 all: build
 
@@ -62,8 +62,33 @@ bench:
 bench-vm:
 	$(GO) run ./test/bench -vm
 
+## image: the multi-arch image without a container engine (cmd/rds-image): scratch + the static
+## binary + the filesystem tools and their libraries from Debian packages of each architecture.
+## Writes $(IMAGE_OUT)/oci (OCI layout, multi-arch index tagged $(VERSION)),
+## $(IMAGE_OUT)/rds-csi-<arch>.tar (docker-archive: docker/podman load, ctr images import) and
+## $(IMAGE_OUT)/image.json (digests, sizes, Debian packages). Same inputs, same digest.
+REGISTRY     ?= ghcr.io/srvlab
+IMAGE        ?= $(REGISTRY)/rds-csi
+IMAGE_ARCHES ?= amd64 arm64
+IMAGE_TAGS   ?= grpcnotrace
+IMAGE_OUT    ?= bin/image
+REVISION     ?= $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 image:
-	./test/image/build-image.sh
+	@for arch in $(IMAGE_ARCHES); do \
+	  echo "go build rds-csi for linux/$$arch (tags $(IMAGE_TAGS))"; \
+	  CGO_ENABLED=0 GOOS=linux GOARCH=$$arch $(GO) build -trimpath -tags $(IMAGE_TAGS) -ldflags "$(LDFLAGS)" -o bin/linux-$$arch/rds-csi . || exit 1; \
+	done
+	$(GO) run ./cmd/rds-image build -image $(IMAGE) -version $(VERSION) -revision $(REVISION) -out $(IMAGE_OUT) \
+	  $(foreach arch,$(IMAGE_ARCHES),-binary $(arch)=bin/linux-$(arch)/rds-csi)
+
+## push: build the image and push it to $(IMAGE):$(VERSION) (credentials in REGISTRY_USER and
+## REGISTRY_PASSWORD), e.g. `make image push REGISTRY=ghcr.io/you`
+push: image
+	$(GO) run ./cmd/rds-image push -layout $(IMAGE_OUT)/oci -to $(IMAGE):$(VERSION) -digest-file $(IMAGE_OUT)/pushed-digest
+
+## image-docker: the same image from the Dockerfile, with docker, podman or buildah
+image-docker:
+	IMAGE=$(IMAGE) VERSION=$(VERSION) REVISION=$(REVISION) ./test/image/build-image.sh
 
 clean:
 	rm -rf bin bench/out

@@ -57,8 +57,9 @@ func buildBinary(ctx context.Context, root, out, pkg, tags string) error {
 	return goBuild(ctx, root, out, pkg, tags, true)
 }
 
-// goBuild is buildBinary, optionally keeping the symbols.
-func goBuild(ctx context.Context, root, out, pkg, tags string, strip bool) error {
+// goBuild is buildBinary, optionally keeping the symbols, with extra environment (e.g.
+// GOARCH for another architecture).
+func goBuild(ctx context.Context, root, out, pkg, tags string, strip bool, env ...string) error {
 	ldflags := "-X main.version=" + gitVersion(root)
 	if strip {
 		ldflags = "-s -w " + ldflags
@@ -75,7 +76,7 @@ func goBuild(ctx context.Context, root, out, pkg, tags string, strip bool) error
 	defer cancel()
 	cmd := exec.CommandContext(ctx, goTool(), args...)
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	cmd.Env = append(append(os.Environ(), "CGO_ENABLED=0"), env...)
 	if raw, err := cmd.CombinedOutput(); err != nil {
 		what := pkg
 		if t := mergeTags(goflagsTags(), tags); t != "" {

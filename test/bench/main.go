@@ -45,10 +45,12 @@ var (
 	figMountinfo = spec{"mountinfo_lookup_10000", "mountinfo lookup with 10 000 mounts", "ms", 10}
 	figStage     = spec{"node_stage_p50", "NodeStage (ext4, existing filesystem, loop device) p50", "ms", 50}
 	figPublish   = spec{"node_publish_unpublish_p50", "NodePublish + NodeUnpublish p50", "ms", 5}
+	figImageAMD  = spec{"image_size_amd64", "container image, linux/amd64, unpacked (make image)", "MiB", 20}
+	figImageARM  = spec{"image_size_arm64", "container image, linux/arm64, unpacked (make image)", "MiB", 20}
 )
 
 // order is the order of the figures in the table.
-var order = []spec{figBinary, figNodeRSS, figCtrlRSS, figStart, figCreateP50, figCreateP99, figParallel,
+var order = []spec{figBinary, figImageAMD, figImageARM, figNodeRSS, figCtrlRSS, figStart, figCreateP50, figCreateP99, figParallel,
 	figParse, figResolve, figMountinfo, figStage, figPublish,
 	figVMConnect, figVMTargetBack, figVMHeal}
 
@@ -149,6 +151,9 @@ var groups = []struct {
 }{
 	{"size", "binary size", func(ctx context.Context, root, work string, b binaries) []figure {
 		return []figure{binaryFigure(ctx, root, work, b)}
+	}},
+	{"image", "container image per architecture (cmd/rds-image)", func(ctx context.Context, root, work string, _ binaries) []figure {
+		return imageFigures(ctx, root, work)
 	}},
 	{"packages", "package benchmarks: parse, resolve, mountinfo", func(ctx context.Context, root, _ string, _ binaries) []figure {
 		return packageFigures(ctx, root)

@@ -12,21 +12,50 @@ import (
 
 const buildScript = "test/image/build-image.sh"
 
-var imageDefault = regexp.MustCompile(`(?m)^IMAGE=\$\{IMAGE:-([^}]+)\}$`)
+var (
+	imageDefault    = regexp.MustCompile(`(?m)^IMAGE=\$\{IMAGE:-([^}]+)\}$`)
+	makeRegistry    = regexp.MustCompile(`(?m)^REGISTRY\s*\?=\s*(\S+)\s*$`)
+	makeImage       = regexp.MustCompile(`(?m)^IMAGE\s*\?=\s*\$\(REGISTRY\)/(\S+)\s*$`)
+	imageRepository = "rds-csi"
+)
 
-// defaultImageRepo is the repository `make image` tags by default, which deploy.yaml must use.
+// defaultImageRepo is the repository `make image` tags by default (the Makefile's
+// $(REGISTRY)/rds-csi), which deploy.yaml must use.
 func defaultImageRepo(r *report) string {
+	src, err := os.ReadFile(filepath.Join(repoRoot, "Makefile"))
+	if err != nil {
+		r.add("reading the Makefile: %v", err)
+		return ""
+	}
+	reg, img := makeRegistry.FindSubmatch(src), makeImage.FindSubmatch(src)
+	if reg == nil || img == nil || string(img[1]) != imageRepository {
+		r.add("the Makefile needs `REGISTRY ?= <host/owner>` and `IMAGE ?= $(REGISTRY)/%s`", imageRepository)
+		return ""
+	}
+	return string(reg[1]) + "/" + string(img[1])
+}
+
+// The Dockerfile path tags what `make image` tags.
+func TestBuildScriptDefaultsToTheMakefilesImage(t *testing.T) {
+	r := &report{}
+	want := defaultImageRepo(r)
+	for _, p := range r.problems {
+		t.Error(p)
+	}
 	src, err := os.ReadFile(filepath.Join(repoRoot, buildScript))
 	if err != nil {
-		r.add("reading %s: %v", buildScript, err)
-		return ""
+		t.Fatal(err)
 	}
 	m := imageDefault.FindSubmatch(src)
 	if m == nil {
-		r.add("%s has no line IMAGE=${IMAGE:-<repository>}", buildScript)
-		return ""
+		t.Fatalf("%s has no line IMAGE=${IMAGE:-<repository>}", buildScript)
 	}
-	return string(m[1])
+	if string(m[1]) != want {
+		t.Errorf("%s tags %s by default, the Makefile %s", buildScript, m[1], want)
+	}
+	if !strings.HasPrefix(want, "ghcr.io/") {
+		t.Errorf("the default image %s is not on ghcr.io, where the release workflow pushes", want)
+	}
 }
 
 // fakeEngines writes docker, podman and buildah stand-ins into a directory: each runs the
@@ -96,8 +125,8 @@ func TestBuildImageScript(t *testing.T) {
 			name:     "docker works: build with version, revision and the default tag",
 			engines:  map[string]string{"docker": okDocker("20971520")},
 			wantCode: 0,
-			wantOut:  []string{"building srvlab.io/rds-csi:v9.9.9 with docker", "is 20 MiB"},
-			wantCall: "build --build-arg VERSION=v9.9.9 --build-arg REVISION=abc123 -f Dockerfile -t srvlab.io/rds-csi:v9.9.9 .",
+			wantOut:  []string{"building ghcr.io/srvlab/rds-csi:v9.9.9 with docker", "is 20 MiB"},
+			wantCall: "build --build-arg VERSION=v9.9.9 --build-arg REVISION=abc123 -f Dockerfile -t ghcr.io/srvlab/rds-csi:v9.9.9 .",
 		},
 		{
 			name:     "docker missing, podman works",

@@ -2,6 +2,7 @@ package deploy
 
 import (
 	"bufio"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"srvlab.io/rds-csi/test/internal/toolroot"
 )
 
 // instruction is one Dockerfile instruction with its continuation lines joined.
@@ -348,27 +351,9 @@ func TestImageToolsRunFromTheCollectedRoot(t *testing.T) {
 	}
 	run(collect)
 
-	// In a private mount namespace: the root gets /proc and /dev like a container does, and
-	// both vanish with the namespace.
-	run(`set -eu
-unshare --mount --propagation private sh -eu -c '
-R=$ROOTFS
-mkdir -p "$R/proc" "$R/dev"
-mount -t proc proc "$R/proc"
-mount --bind /dev "$R/dev"
-inroot() { chroot "$R" "$@"; }
-truncate -s 64M "$R/tmp/ext4.img"
-inroot /usr/sbin/mkfs.ext4 -F -q /tmp/ext4.img
-inroot /usr/sbin/e2fsck -fn /tmp/ext4.img
-truncate -s 128M "$R/tmp/ext4.img"
-inroot /usr/sbin/resize2fs /tmp/ext4.img
-inroot /usr/sbin/e2fsck -fn /tmp/ext4.img
-truncate -s 320M "$R/tmp/xfs.img"
-inroot /usr/sbin/mkfs.xfs -q -f /tmp/xfs.img
-inroot /usr/sbin/xfs_repair -n /tmp/xfs.img
-inroot /usr/sbin/xfs_growfs -V
-rm -f "$R/tmp/ext4.img" "$R/tmp/xfs.img"
-'`)
+	if _, err := toolroot.Exercise(context.Background(), root); err != nil {
+		t.Fatal(err)
+	}
 
 	// The root holds the tools, their libraries and a few config files: nothing else.
 	var files []string

@@ -98,7 +98,7 @@ var mutations = []struct {
 		"controller Deployment", "csi-provisioner lacks --extra-create-metadata"},
 	{"sidecar on a floating tag", "csi-attacher:v4.13.0", "csi-attacher:latest", 0,
 		"images and resources", "is not pinned to a release tag"},
-	{"controller and node on different builds", "image: srvlab.io/rds-csi:v0.1.0", "image: srvlab.io/rds-csi:v0.2.0", 2,
+	{"controller and node on different builds", "image: ghcr.io/srvlab/rds-csi:v0.1.0", "image: ghcr.io/srvlab/rds-csi:v0.2.0", 2,
 		"images and resources", "must run the same rds-csi image"},
 	{"plugin requests far more than it uses", "              memory: 24Mi\n            limits:\n              memory: 128Mi", "              memory: 96Mi\n            limits:\n              memory: 128Mi", 1,
 		"images and resources", "the idle target is 20 MiB or less"},

@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
-# Builds the rds-csi container image (what `make image` runs) with the first container
+# Builds the rds-csi container image from the Dockerfile (`make image-docker`; `make image`
+# builds the same image without an engine, with cmd/rds-image) with the first container
 # builder that works here: docker, podman or buildah. A builder counts only if it can reach
 # its engine (`docker info` succeeds, ...); an installed CLI without an engine does not.
 # With none, this says so and exits 1: an image that was not built must not look built.
 #
-#   IMAGE     repository to tag (default srvlab.io/rds-csi, as deploy.yaml uses)
+#   IMAGE     repository to tag (default ghcr.io/srvlab/rds-csi, as deploy.yaml and `make image` use)
 #   VERSION   tag and main.version (default: git describe)
 #   ENGINE    force docker, podman or buildah
 #   MAX_MIB   fail when the image is larger than this many MiB (default 30)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-IMAGE=${IMAGE:-srvlab.io/rds-csi}
+IMAGE=${IMAGE:-ghcr.io/srvlab/rds-csi}
 VERSION=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
 REVISION=${REVISION:-$(git rev-parse HEAD 2>/dev/null || echo unknown)}
 MAX_MIB=${MAX_MIB:-30}
