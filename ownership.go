@@ -160,6 +160,9 @@ type owningAttacher struct {
 
 func (a *owningAttacher) Connect(ctx context.Context, t nvme.Target, o nvme.Options) (*nvme.Disk, error) {
 	h, err := a.attacher.Health(t.NQN)
+	if errors.Is(err, nvme.ErrNotManaged) {
+		return nil, err // nothing to record: it is never connected
+	}
 	if err := a.ledger.intend(t, err != nil || h.Connected); err != nil {
 		return nil, err
 	}

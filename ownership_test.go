@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -193,5 +194,18 @@ func TestNodeTakeover(t *testing.T) {
 	}
 	if unownedGauge(e.n) != 0 {
 		t.Fatalf("unowned at the end = %v", unownedGauge(e.n))
+	}
+}
+
+// TestOwningAttacherUnmanaged: a connect outside the managed prefix is refused before any
+// record is written.
+func TestOwningAttacherUnmanaged(t *testing.T) {
+	e := newLoopEnv(t)
+	nqn := "nqn.2024-01.io.nixos:var"
+	if _, err := e.n.att.Connect(nodeCtx(t), nvme.Target{Address: "127.0.0.1", NQN: nqn}, nvme.Options{}); !errors.Is(err, nvme.ErrNotManaged) {
+		t.Fatalf("Connect(%s) = %v, want ErrNotManaged", nqn, err)
+	}
+	if _, err := os.Stat(e.n.ledger.path(nqn)); !os.IsNotExist(err) {
+		t.Fatalf("an intent record was written for an unmanaged NQN (%v)", err)
 	}
 }
