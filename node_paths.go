@@ -69,9 +69,16 @@ func (r *stagingRecord) pathTarget(address string) nvme.Target {
 	return t
 }
 
-// pathStates matches the volume's controllers to its configured paths (by address and
-// port; a controller the kernel is deleting counts only when no other matches).
+// pathStates matches the volume's controllers to its configured paths, with the
+// node's note on each path whose last connect failed.
 func (n *nodeService) pathStates(rec stagingRecord, h nvme.Health) []pathState {
+	return pathStatesOf(rec, h, func(address string) string { return n.pathNote(rec.VolumeID, address) })
+}
+
+// pathStatesOf matches controllers to paths by address and port; a controller the kernel
+// is deleting counts only when no other matches. note (nil: none) says why a path
+// without a usable controller failed to connect.
+func pathStatesOf(rec stagingRecord, h nvme.Health, note func(address string) string) []pathState {
 	var out []pathState
 	for _, a := range rec.paths() {
 		p := pathState{address: a, state: pathMissing}
@@ -84,16 +91,21 @@ func (n *nodeService) pathStates(rec stagingRecord, h nvme.Health) []pathState {
 			if !sameAddress(c.TrAddr, a) || c.TrSvcID != rec.Port {
 				continue
 			}
-			if p.controller == "" || strings.HasPrefix(p.state, "deleting") || p.state == "dead" {
+			if p.controller == "" || gone(p.state) {
 				p.controller, p.state = c.Name, c.State
 			}
 		}
-		if p.state == pathMissing || p.state == "dead" || strings.HasPrefix(p.state, "deleting") {
-			p.note = n.pathNote(rec.VolumeID, a)
+		if gone(p.state) && note != nil {
+			p.note = note(a)
 		}
 		out = append(out, p)
 	}
 	return out
+}
+
+// gone reports a path state from which only a new connect recovers.
+func gone(state string) bool {
+	return state == pathMissing || state == "dead" || strings.HasPrefix(state, "deleting")
 }
 
 // missingPaths lists the addresses of paths without a controller that can recover: the
@@ -102,7 +114,7 @@ func (n *nodeService) pathStates(rec stagingRecord, h nvme.Health) []pathState {
 func missingPaths(ps []pathState) []string {
 	var out []string
 	for _, p := range ps {
-		if p.state == pathMissing || p.state == "dead" || strings.HasPrefix(p.state, "deleting") {
+		if gone(p.state) {
 			out = append(out, p.address)
 		}
 	}
