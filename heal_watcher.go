@@ -181,7 +181,7 @@ func (n *nodeService) observe(ctx context.Context, rec stagingRecord, demand boo
 			used, livePaths = len(paths), float64(countLive(paths))
 			f.pathsDown = len(paths) - countLive(paths)
 			if h.Connected {
-				f.missingPaths = missingPaths(paths)
+				f.missingPaths = missingPaths(paths, func(a string) bool { return n.pathDue(rec.VolumeID, a) })
 			}
 		}
 		n.m.volumePaths.WithLabelValues(rec.VolumeID, "configured").Set(float64(used))

@@ -108,13 +108,13 @@ func gone(state string) bool {
 	return state == pathMissing || state == "dead" || strings.HasPrefix(state, "deleting")
 }
 
-// missingPaths lists the addresses of paths without a controller that can recover: the
-// kernel gave them up (ctrl_loss_tmo) or their connect failed. Unused paths are not
-// missing.
-func missingPaths(ps []pathState) []string {
+// missingPaths lists the addresses of paths without a controller that can recover (the
+// kernel gave them up, ctrl_loss_tmo, or their connect failed) that due accepts (nil:
+// all). Unused paths are not missing.
+func missingPaths(ps []pathState, due func(address string) bool) []string {
 	var out []string
 	for _, p := range ps {
-		if gone(p.state) {
+		if gone(p.state) && (due == nil || due(p.address)) {
 			out = append(out, p.address)
 		}
 	}
@@ -176,15 +176,16 @@ func (n *nodeService) attach(ctx context.Context, rec *stagingRecord) (*nvme.Dis
 func (n *nodeService) connectPath(ctx context.Context, rec *stagingRecord, address string) (*nvme.Disk, error) {
 	d, err := n.att.Connect(ctx, rec.pathTarget(address), rec.options())
 	if err != nil {
-		if n.pathNote(rec.VolumeID, address) == err.Error() {
+		again := n.pathNote(rec.VolumeID, address) == err.Error()
+		n.setPathNote(rec, address, err.Error())
+		if again {
 			return nil, fmt.Errorf("path %s:%d: %w", address, rec.Port, err) // logged already
 		}
-		n.setPathNote(rec.VolumeID, address, err.Error())
 		n.log.Warn("an NVMe/TCP path of the volume did not connect; the volume uses its other paths, and the node plugin retries this one",
 			"volume_id", rec.VolumeID, "path", fmt.Sprintf("%s:%d", address, rec.Port), "err", err)
 		return nil, fmt.Errorf("path %s:%d: %w", address, rec.Port, err)
 	}
-	n.setPathNote(rec.VolumeID, address, "")
+	n.setPathNote(rec, address, "")
 	return d, nil
 }
 
@@ -260,18 +261,51 @@ func (n *nodeService) reconnectPaths(ctx context.Context, rec stagingRecord, mis
 // not answer must not hold the watcher (and the other volumes) for a whole ConnectTimeout.
 const pathReconnectTimeout = 10 * time.Second
 
-func (n *nodeService) pathNote(id, address string) string {
-	v, _ := n.pathNotes.Load(id + "\x00" + address)
-	s, _ := v.(string)
-	return s
+// pathFailure is why a path's last connect failed, and when the watcher tries it again.
+type pathFailure struct {
+	msg      string
+	failures int
+	next     time.Time
 }
 
-func (n *nodeService) setPathNote(id, address, note string) {
-	if note == "" {
-		n.pathNotes.Delete(id + "\x00" + address)
+// maxPathBackoff caps the wait between the watcher's attempts at a path that keeps
+// failing: each attempt holds the volume lock, which the CO's calls for the volume then
+// find taken (Aborted, retried), so an address that never answers is tried ever more
+// rarely, yet at least once a minute.
+const maxPathBackoff = time.Minute
+
+func (n *nodeService) pathNote(id, address string) string {
+	v, _ := n.pathNotes.Load(id + "\x00" + address)
+	f, _ := v.(pathFailure)
+	return f.msg
+}
+
+// setPathNote records a path's connect outcome ("" = it connected). Failures back off
+// from the volume's reconnectDelay, doubling up to maxPathBackoff.
+func (n *nodeService) setPathNote(rec *stagingRecord, address, msg string) {
+	key := rec.VolumeID + "\x00" + address
+	if msg == "" {
+		n.pathNotes.Delete(key)
 		return
 	}
-	n.pathNotes.Store(id+"\x00"+address, note)
+	v, _ := n.pathNotes.Load(key)
+	f, _ := v.(pathFailure)
+	f.msg, f.failures = msg, f.failures+1
+	delay := time.Duration(nvme.DefaultReconnectDelay) * time.Second
+	if d := rec.Options.ReconnectDelay; d != nil {
+		delay = time.Duration(*d) * time.Second
+	}
+	for i := 1; i < f.failures && delay < maxPathBackoff; i++ {
+		delay *= 2
+	}
+	f.next = n.now().Add(min(delay, maxPathBackoff))
+	n.pathNotes.Store(key, f)
+}
+
+// pathDue reports whether the watcher may try a failed path again now.
+func (n *nodeService) pathDue(id, address string) bool {
+	v, ok := n.pathNotes.Load(id + "\x00" + address)
+	return !ok || !n.now().Before(v.(pathFailure).next)
 }
 
 // forgetPaths drops a volume's path notes and gauges (it was unstaged).

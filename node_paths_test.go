@@ -244,12 +244,15 @@ func TestNodeMultipathCondition(t *testing.T) {
 }
 
 // TestWatchReconnectsAGivenUpPath: the kernel removed path 2's controller while path 1
-// stays live; the watcher connects path 2 again (and nothing else) once it answers, and
+// stays live; the watcher connects path 2 again (and nothing else) once it answers,
+// trying a path that keeps failing ever more rarely (each try holds the volume lock), and
 // the paths gauge follows.
 func TestWatchReconnectsAGivenUpPath(t *testing.T) {
 	nqn := testPrefix + "pvc-mp"
 	att := newPathsAttacher(true)
 	n := pathsNode(t, att)
+	clock := &fakeClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	n.now = clock.now
 	must(t, stageTwoPaths(t, n, "pvc-mp"))
 	att.connectedTo()
 	gauge := func(state string) float64 {
@@ -273,7 +276,22 @@ func TestWatchReconnectsAGivenUpPath(t *testing.T) {
 	}
 	wantHealth(t, healthOf(t, n, "pvc-mp"), "degraded: 1 of 2 paths live (10.0.1.10 not connected: NVMe/TCP target unreachable")
 
+	pass := func(after time.Duration) []string {
+		clock.add(after)
+		n.healPass(nodeCtx(t), func(string) bool { return true }, retry)
+		return att.connectedTo()
+	}
+	// reconnectDelay is 5 s (the default): tries at 5 s, then 10 s and 20 s later.
+	for _, step := range []struct {
+		after time.Duration
+		want  []string
+	}{{time.Second, nil}, {4 * time.Second, []string{pathB}}, {9 * time.Second, nil}, {time.Second, []string{pathB}}, {19 * time.Second, nil}} {
+		if got := pass(step.after); !slices.Equal(got, step.want) {
+			t.Fatalf("%v later the watcher connected %v, want %v", step.after, got, step.want)
+		}
+	}
 	att.refused[pathB] = false
+	clock.add(time.Second)
 	n.healPass(nodeCtx(t), func(string) bool { return true }, retry)
 	if got := att.connectedTo(); !slices.Equal(got, []string{pathB}) {
 		t.Fatalf("the watcher connected %v, want path 2 only", got)
