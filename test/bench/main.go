@@ -50,7 +50,7 @@ var (
 // order is the order of the figures in the table.
 var order = []spec{figBinary, figNodeRSS, figCtrlRSS, figStart, figCreateP50, figCreateP99, figParallel,
 	figParse, figResolve, figMountinfo, figStage, figPublish,
-	figVMConnect, figVMTargetBack, figVMHeal}
+	figVMConnect, figVMTargetBack, figVMHeal, figVMFailover}
 
 func main() {
 	vm := flag.Bool("vm", false, "measure the three real-kernel figures in the test VM (test/vm) instead of the others")
