@@ -12,6 +12,9 @@ import (
 // (nvme/loopback), which has the same method set.
 type attacher interface {
 	Probe() (nvme.Features, error)
+	// Multipath reports whether the kernel's native NVMe multipath is on: only then may a
+	// volume connect more than one path (see node_paths.go).
+	Multipath() (bool, error)
 	Connect(ctx context.Context, t nvme.Target, o nvme.Options) (*nvme.Disk, error)
 	Resolve(nqn string, nsid int) (*nvme.Disk, error)
 	Health(nqn string) (nvme.Health, error)

@@ -17,12 +17,20 @@ import (
 // StorageClass parameter and volume context keys. The earlier RDS driver's PVs carry the
 // same context keys, and the node reads them, so they must never be renamed.
 const (
-	paramVolumePath       = "volumePath"
-	paramNVMeAddress      = "nvmeAddress"
+	paramVolumePath  = "volumePath"
+	paramNVMeAddress = "nvmeAddress"
+	// paramNVMeAddresses lists every NVMe/TCP path to the RDS, comma separated, the
+	// primary first; the volume context carries it under the same key, and nvmeAddress
+	// (the first entry) beside it for readers that know one path only.
+	paramNVMeAddresses    = "nvmeAddresses"
 	paramNVMePort         = "nvmePort"
 	paramMigrationTimeout = "migrationTimeoutSeconds"
 	contextNQN            = "nqn"
 )
+
+// maxNVMePaths bounds nvmeAddresses: an RDS2216 has six storage ports, and a node that
+// connects more paths per volume only multiplies its reconnect work during an outage.
+const maxNVMePaths = 4
 
 // reservedParamPrefix marks the parameters the external-provisioner adds itself (PVC name,
 // namespace, …); they are accepted and ignored.
@@ -57,6 +65,7 @@ var intParams = []intParam{
 type volumeParams struct {
 	volumePath  string
 	nvmeAddress string         // "" until resolved for CreateVolume (see withAddress)
+	paths       []string       // nvmeAddresses: every path, nvmeAddress first; nil for one path
 	ints        map[string]int // every parameter that is set or has a default
 }
 
@@ -89,6 +98,12 @@ func (c *controllerService) parseParams(params map[string]string) (*volumeParams
 				problems = append(problems, fmt.Sprintf("parameter %s %q %s", paramNVMeAddress, v, msg))
 			}
 			p.nvmeAddress = v
+		case k == paramNVMeAddresses:
+			paths, msg := parseNVMeAddresses(v)
+			if msg != "" {
+				problems = append(problems, fmt.Sprintf("parameter %s %q %s", paramNVMeAddresses, v, msg))
+			}
+			p.paths = paths
 		default:
 			i := slices.IndexFunc(intParams, func(ip intParam) bool { return ip.key == k })
 			if i < 0 {
@@ -104,6 +119,17 @@ func (c *controllerService) parseParams(params map[string]string) (*volumeParams
 			p.ints[k] = n
 		}
 	}
+	if p.paths != nil {
+		switch {
+		case p.nvmeAddress != "" && checkNVMeAddress(p.nvmeAddress) == "" && !sameAddress(p.nvmeAddress, p.paths[0]):
+			problems = append(problems, fmt.Sprintf("parameter %s %q is not the first entry of %s %q: set %s alone (its first address is the primary path) or make %s its first entry",
+				paramNVMeAddress, p.nvmeAddress, paramNVMeAddresses, params[paramNVMeAddresses], paramNVMeAddresses, paramNVMeAddress))
+		case len(p.paths) == 1:
+			p.nvmeAddress, p.paths = p.paths[0], nil // one path is plain nvmeAddress
+		default:
+			p.nvmeAddress = p.paths[0]
+		}
+	}
 	if len(problems) > 0 {
 		return nil, status.Errorf(codes.InvalidArgument, "invalid StorageClass parameters: %s", strings.Join(problems, "; "))
 	}
@@ -111,7 +137,7 @@ func (c *controllerService) parseParams(params map[string]string) (*volumeParams
 }
 
 func knownParams() []string {
-	keys := []string{paramVolumePath, paramNVMeAddress}
+	keys := []string{paramVolumePath, paramNVMeAddress, paramNVMeAddresses}
 	for _, ip := range intParams {
 		keys = append(keys, ip.key)
 	}
@@ -148,6 +174,37 @@ func checkNVMeAddress(v string) string {
 	return ""
 }
 
+// parseNVMeAddresses splits an nvmeAddresses value ("10.0.0.10,10.0.1.10") and says what
+// is wrong with it ("" when nothing): every entry an IP, none twice (as IPs: "fd00::1" and
+// "fd00:0::1" are one path), at most maxNVMePaths. The node reads the volume context
+// with the same function.
+func parseNVMeAddresses(v string) ([]string, string) {
+	var paths, bad []string
+	for _, a := range strings.Split(v, ",") {
+		a = strings.TrimSpace(a)
+		if msg := checkNVMeAddress(a); msg != "" {
+			bad = append(bad, fmt.Sprintf("%q", a))
+			continue
+		}
+		for _, seen := range paths {
+			if sameAddress(seen, a) {
+				return nil, fmt.Sprintf("names %s twice: each entry must be a different path to the RDS", a)
+			}
+		}
+		paths = append(paths, a)
+	}
+	switch {
+	case len(bad) > 0:
+		return nil, fmt.Sprintf("has %s, which is not an IP address: list the RDS's IPs on each storage network, comma separated, like 10.0.0.10,10.0.1.10 (NVMe/TCP connects to an IP; the kernel resolves no host names)", strings.Join(bad, ", "))
+	case len(paths) > maxNVMePaths:
+		return nil, fmt.Sprintf("lists %d paths; at most %d are supported: keep one address per storage network", len(paths), maxNVMePaths)
+	}
+	return paths, ""
+}
+
+// sameAddress compares two valid IP addresses.
+func sameAddress(a, b string) bool { return net.ParseIP(a).Equal(net.ParseIP(b)) }
+
 // withAddress fills in the NVMe/TCP address for a new volume: the nvmeAddress parameter,
 // else --rds-address when that is an IP.
 func (p *volumeParams) withAddress(rdsAddress string) error {
@@ -170,6 +227,9 @@ func (p *volumeParams) volumeContext(d *routeros.Disk) map[string]string {
 		paramVolumePath:  p.volumePath,
 		paramNVMeAddress: p.nvmeAddress,
 		contextNQN:       d.NQN,
+	}
+	if len(p.paths) > 1 {
+		vc[paramNVMeAddresses] = strings.Join(p.paths, ",")
 	}
 	for k, v := range p.ints {
 		vc[k] = strconv.Itoa(v)

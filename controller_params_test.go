@@ -60,6 +60,21 @@ func TestControllerParameters(t *testing.T) {
 		{"migration timeout too short", map[string]string{"migrationTimeoutSeconds": "29"}, nil, nil, []string{"migrationTimeoutSeconds", "from 30 to 3600"}},
 		{"migration timeout too long", map[string]string{"migrationTimeoutSeconds": "3601"}, nil, nil, []string{"migrationTimeoutSeconds", "from 30 to 3600"}},
 		{"empty value", map[string]string{"queueSize": ""}, nil, nil, []string{"queueSize"}},
+		{"two paths", map[string]string{"nvmeAddresses": "10.0.0.10, 10.0.1.10"}, nil,
+			map[string]string{"nvmeAddress": "10.0.0.10", "nvmeAddresses": "10.0.0.10,10.0.1.10"}, nil},
+		{"two paths, nvmeAddress their first", map[string]string{"nvmeAddress": "10.0.0.10", "nvmeAddresses": "10.0.0.10,fd00::10"}, nil,
+			map[string]string{"nvmeAddress": "10.0.0.10", "nvmeAddresses": "10.0.0.10,fd00::10"}, nil},
+		{"one path in nvmeAddresses is plain nvmeAddress", map[string]string{"nvmeAddresses": "10.0.0.10"}, nil,
+			map[string]string{"nvmeAddress": "10.0.0.10", "nvmeAddresses": ""}, nil},
+		{"four paths", map[string]string{"nvmeAddresses": "10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4"}, nil,
+			map[string]string{"nvmeAddresses": "10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4"}, nil},
+		{"five paths", map[string]string{"nvmeAddresses": "10.0.0.1,10.0.0.2,10.0.0.3,10.0.0.4,10.0.0.5"}, nil, nil, []string{"nvmeAddresses", "5 paths", "at most 4"}},
+		{"duplicate path", map[string]string{"nvmeAddresses": "10.0.0.10,10.0.1.10,10.0.0.10"}, nil, nil, []string{"nvmeAddresses", "10.0.0.10 twice"}},
+		{"duplicate path, two spellings", map[string]string{"nvmeAddresses": "fd00::1,fd00:0::1"}, nil, nil, []string{"nvmeAddresses", "twice"}},
+		{"host name among the paths", map[string]string{"nvmeAddresses": "10.0.0.10,rds-b.lan"}, nil, nil, []string{"nvmeAddresses", `"rds-b.lan"`, "not an IP address"}},
+		{"empty path", map[string]string{"nvmeAddresses": "10.0.0.10,"}, nil, nil, []string{"nvmeAddresses", `""`}},
+		{"nvmeAddress not the first path", map[string]string{"nvmeAddress": "10.0.1.10", "nvmeAddresses": "10.0.0.10,10.0.1.10"}, nil, nil,
+			[]string{"nvmeAddress", "not the first entry of nvmeAddresses"}},
 		{"every problem at once", map[string]string{"queueSize": "1", "nvmePort": "-1", "bogus": "x"}, nil, nil, []string{"queueSize", "nvmePort", `"bogus"`}},
 	}
 	for _, tc := range tests {
@@ -78,7 +93,7 @@ func TestControllerParameters(t *testing.T) {
 			}
 			vc := p.volumeContext(&testDisk)
 			for k, v := range tc.want {
-				if vc[k] != v {
+				if got, ok := vc[k]; got != v || (v != "") != ok {
 					t.Errorf("volume context %s = %q, want %q (context %v)", k, vc[k], v, vc)
 				}
 			}

@@ -118,6 +118,10 @@ func (d *doctor) checkStagedVolume(ctx context.Context, host *nvme.Host, rec sta
 		facts.staleNodes = staleBlockNodes(rec, diskDev(facts.disk))
 	}
 	r := judgeStagedVolume(rec, facts, planHeal(rec, facts), derr, stacked)
+	if facts.currentBoot && len(rec.paths()) > 1 {
+		h, err := host.Health(rec.NQN)
+		r = judgePaths(r, rec, h, err)
+	}
 	if !facts.currentBoot || facts.disk == nil {
 		return r
 	}
@@ -164,6 +168,34 @@ func judgeStagedVolume(rec stagingRecord, f healFacts, plan healPlan, derr error
 		return okResult("raw block on %s (%d:%d)", f.disk.Name, f.disk.Major, f.disk.Minor)
 	}
 	return okResult("%s mounted at %s from %s (%d:%d)", f.staging.FSType, rec.StagingPath, f.disk.Name, f.disk.Major, f.disk.Minor)
+}
+
+// judgePaths lists a multipath volume's paths and their states, and turns a working
+// volume with a path down, or one using a single path because native multipath is off,
+// into a warning that says what to do.
+func judgePaths(r checkResult, rec stagingRecord, h nvme.Health, err error) checkResult {
+	if err != nil {
+		r.details = append(r.details, fmt.Sprintf("paths: cannot be read: %v", err))
+		return r
+	}
+	ps := pathStatesOf(rec, h, nil)
+	r.details = append(r.details, "paths: "+describePaths(ps))
+	if r.status != verdictOK {
+		return r
+	}
+	var w checkResult
+	switch live := countLive(ps); {
+	case rec.SinglePath:
+		w = warnResult("enable native NVMe multipath: add nvme_core.multipath=Y to the node's kernel command line and reboot it (check with cat /sys/module/nvme_core/parameters/multipath); the volume then connects every path when it is staged again",
+			"uses one of its %d paths (%s), because native NVMe multipath was off when it was staged: a failure of that path stops its I/O", len(ps), rec.Address)
+	case live < len(ps):
+		w = warnResult("check the network path from this node to each address not live (ping it, and that the RDS listens there on port "+fmt.Sprint(rec.Port)+"); the kernel reconnects a path it is still retrying, and the node plugin one the kernel gave up, once the address answers",
+			"degraded: %d of %d paths live (%s)", live, len(ps), describePaths(ps))
+	default:
+		return r
+	}
+	w.details = r.details
+	return w
 }
 
 // describePublishTarget says what a publish target holds: a bind mount of the volume's

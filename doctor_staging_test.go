@@ -3,7 +3,10 @@ package main
 import (
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"srvlab.io/rds-csi/nvme"
 )
 
 // TestDoctorStaging: staging records against the kernel and the mount table, judged by
@@ -133,4 +136,44 @@ func TestDoctorStaging(t *testing.T) {
 			f.t.Cleanup(func() { close(f.mountHang) })
 		}, code: 1, want: []string{"FAIL  " + vol + "did not finish within 300ms", "      fix: re-run with a longer --timeout (e.g. --timeout=900ms); if it still hangs: a read of sysfs or /dev is stuck"}},
 	})
+}
+
+// TestDoctorPaths: the doctor lists a multipath volume's paths, and warns (saying what to
+// do) when one is down or native multipath is off.
+func TestDoctorPaths(t *testing.T) {
+	rec := stagingRecord{VolumeID: "pvc-mp", NQN: testPrefix + "mp", Address: "10.0.0.10", Addresses: []string{"10.0.0.10", "10.0.1.10"}, Port: 4420}
+	ctrl := func(name, addr, state string) nvme.Controller {
+		return nvme.Controller{Name: name, State: state, TrAddr: addr, TrSvcID: 4420}
+	}
+	ok := okResult("ext4 mounted")
+	for _, tc := range []struct {
+		name        string
+		single      bool
+		ctrls       []nvme.Controller
+		status      verdict
+		finding     string
+		fix, detail string
+	}{
+		{"both live", false, []nvme.Controller{ctrl("nvme1", "10.0.0.10", "live"), ctrl("nvme2", "10.0.1.10", "live")}, verdictOK, "ext4 mounted", "",
+			"paths: 10.0.0.10 live (nvme1), 10.0.1.10 live (nvme2)"},
+		{"one reconnecting", false, []nvme.Controller{ctrl("nvme1", "10.0.0.10", "live"), ctrl("nvme2", "10.0.1.10", "connecting")}, verdictWarn,
+			"degraded: 1 of 2 paths live (10.0.0.10 live (nvme1), 10.0.1.10 reconnecting)", "check the network path", "paths: 10.0.0.10 live (nvme1), 10.0.1.10 reconnecting"},
+		{"one given up", false, []nvme.Controller{ctrl("nvme2", "10.0.1.10", "live")}, verdictWarn,
+			"degraded: 1 of 2 paths live (10.0.0.10 not connected, 10.0.1.10 live (nvme2))", "node plugin one the kernel gave up", "10.0.0.10 not connected"},
+		{"multipath off", true, []nvme.Controller{ctrl("nvme1", "10.0.0.10", "live")}, verdictWarn,
+			"uses one of its 2 paths (10.0.0.10), because native NVMe multipath was off", "nvme_core.multipath=Y", "10.0.1.10 unused (native NVMe multipath is off)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rec
+			r.SinglePath = tc.single
+			got := judgePaths(ok, r, nvme.Health{Controllers: tc.ctrls, Connected: true, Live: true}, nil)
+			if got.status != tc.status || !strings.Contains(got.finding, tc.finding) || !strings.Contains(got.fix, tc.fix) ||
+				len(got.details) != 1 || !strings.Contains(got.details[0], tc.detail) {
+				t.Fatalf("got %+v, want status %v finding %q fix %q detail %q", got, tc.status, tc.finding, tc.fix, tc.detail)
+			}
+		})
+	}
+	if got := judgePaths(failResult("x", "stale"), rec, nvme.Health{}, nil); got.status != verdictFail || got.finding != "stale" {
+		t.Fatalf("a failing volume's verdict must stay: %+v", got)
+	}
 }

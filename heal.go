@@ -24,6 +24,11 @@ type healFacts struct {
 	// reconnecting: the volume is connected but no controller is live (the target is
 	// away); it may be lost soon, so the watcher looks at it more often.
 	reconnecting bool
+	// missingPaths are the paths of a multipath volume, connected through another path,
+	// that have no controller (the kernel gave them up, or their connect failed).
+	missingPaths []string
+	// pathsDown counts the volume's paths in use that are not live.
+	pathsDown int
 	// stagingOK: the staging path was seen (by stat, without the mount table) to hold
 	// the volume's disk, writable unless staged read-only: nothing to do.
 	stagingOK bool
@@ -31,9 +36,12 @@ type healFacts struct {
 
 // healPlan says what to do about a volume.
 type healPlan struct {
-	reconnect bool   // connect again before anything else
-	replace   bool   // replace the stale staging mount and publish mounts (or block nodes)
-	reason    string // why, for logs and volume health
+	reconnect bool // connect again before anything else
+	// reconnectPaths are paths to connect again beside the live ones: nothing else of
+	// the volume (its other paths, its mounts) is touched.
+	reconnectPaths []string
+	replace        bool   // replace the stale staging mount and publish mounts (or block nodes)
+	reason         string // why, for logs and volume health
 }
 
 // planHeal decides, from observations only, whether a staged volume needs healing.
@@ -54,6 +62,16 @@ func planHeal(rec stagingRecord, f healFacts) healPlan {
 	if f.disk == nil {
 		return healPlan{reason: "the volume's disk is not resolvable yet"}
 	}
+	p := planMounts(rec, f)
+	if !p.reconnect && !p.replace && !rec.Healing {
+		p.reconnectPaths = f.missingPaths
+	}
+	return p
+}
+
+// planMounts decides, for a volume whose disk resolves, whether its mounts or device
+// nodes are stale.
+func planMounts(rec stagingRecord, f healFacts) healPlan {
 	disk := diskDev(f.disk)
 	switch {
 	case rec.Healing:

@@ -102,13 +102,16 @@ func (n *nodeService) healPass(ctx context.Context, want func(id string) bool, r
 		}
 		vctx, cancel := context.WithTimeout(ctx, healTimeout)
 		facts, _ := n.observe(vctx, rec, false)
-		unhealthy := facts.reconnecting
+		unhealthy := facts.reconnecting || facts.pathsDown > 0
 		if n.needsHeal(rec, facts) {
 			unhealthy = true
 			if release, ok := n.locks.tryLock(rec.VolumeID); ok {
 				if current, ok := n.records.get(rec.VolumeID); ok {
 					if _, _, err := n.healVolume(vctx, current, false); err == nil {
 						unhealthy = false
+					}
+					if f, _ := n.observe(vctx, current, false); f.pathsDown > 0 {
+						unhealthy = true // a path is still down: look again on the retry cadence
 					}
 				}
 				release()
@@ -123,10 +126,11 @@ func (n *nodeService) healPass(ctx context.Context, want func(id string) bool, r
 	}
 }
 
-// needsHeal reports whether planHeal wants something done.
+// needsHeal reports whether planHeal wants something done, or a path of a multipath
+// volume is to be reconnected.
 func (n *nodeService) needsHeal(rec stagingRecord, f healFacts) bool {
 	p := planHeal(rec, f)
-	return p.reconnect || p.replace
+	return p.reconnect || p.replace || len(p.reconnectPaths) > 0
 }
 
 // healVolume looks at one staged volume and heals it when planHeal says so. It returns
@@ -139,6 +143,11 @@ func (n *nodeService) healVolume(ctx context.Context, rec stagingRecord, demand 
 	facts, resolveErr := n.observe(ctx, rec, demand)
 	plan := planHeal(rec, facts)
 	if !plan.reconnect && !plan.replace {
+		if len(plan.reconnectPaths) > 0 {
+			// Not a heal: the volume works through its other paths, and a path that
+			// does not answer yet is no failure of the volume (its note says why).
+			n.reconnectPaths(ctx, rec, plan.reconnectPaths)
+		}
 		return facts.disk, facts.staging, resolveErr
 	}
 	err := n.heal(ctx, &rec, facts, plan)
@@ -166,6 +175,17 @@ func (n *nodeService) observe(ctx context.Context, rec stagingRecord, demand boo
 		}
 		f.reconnecting = h.Connected && !h.Live
 		n.m.volumeNVMeState.WithLabelValues(rec.VolumeID).Set(live)
+		used, livePaths := 1, live // one path: whatever controller the volume has is it
+		if rec.multipath() {
+			paths := n.pathStates(rec, h)
+			used, livePaths = len(paths), float64(countLive(paths))
+			f.pathsDown = len(paths) - countLive(paths)
+			if h.Connected {
+				f.missingPaths = missingPaths(paths, func(a string) bool { return n.pathDue(rec.VolumeID, a) })
+			}
+		}
+		n.m.volumePaths.WithLabelValues(rec.VolumeID, "configured").Set(float64(used))
+		n.m.volumePaths.WithLabelValues(rec.VolumeID, "live").Set(livePaths)
 	}
 	disk, err := n.att.Resolve(rec.NQN, rec.NSID)
 	switch {
@@ -231,11 +251,14 @@ func (n *nodeService) heal(ctx context.Context, rec *stagingRecord, f healFacts,
 	disk := f.disk
 	if plan.reconnect {
 		n.log.Warn("reconnecting a lost volume", "volume_id", rec.VolumeID, "nqn", rec.NQN, "why", plan.reason)
-		d, err := n.att.Connect(ctx, rec.target(), rec.options())
+		d, err := n.attach(ctx, rec)
 		if err != nil {
 			return err
 		}
 		disk = d
+		if err := n.records.put(*rec); err != nil { // the path in use may have changed
+			return err
+		}
 	}
 	if !plan.replace {
 		return nil

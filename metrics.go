@@ -29,6 +29,7 @@ type metrics struct {
 	poolFreeBytes     *prometheus.GaugeVec
 	nvmeOperations    *prometheus.CounterVec
 	volumeNVMeState   *prometheus.GaugeVec
+	volumePaths       *prometheus.GaugeVec
 	healsTotal        *prometheus.CounterVec
 	staleMountsTotal  prometheus.Counter
 	breakersOpen      prometheus.Gauge
@@ -60,6 +61,8 @@ func newMetrics() *metrics {
 			Help: "NVMe/TCP connects, disconnects and rescans, by result."}, []string{"operation", "result"}),
 		volumeNVMeState: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "volume_nvme_controller_live",
 			Help: "Per staged volume: 1 when an NVMe controller of it is live, 0 otherwise."}, []string{"volume_id"}),
+		volumePaths: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "volume_nvme_paths",
+			Help: "Per staged volume: its NVMe/TCP paths, configured (in use: 1 with native multipath off) and live."}, []string{"volume_id", "state"}),
 		healsTotal: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "heals_total",
 			Help: "Stale staged volumes the node reconnected and remounted, by result."}, []string{"result"}),
 		staleMountsTotal: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "stale_mounts_total",
@@ -75,7 +78,7 @@ func newMetrics() *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.rpcTotal, m.rpcDuration, m.routerosDuration, m.routerosErrors, m.rdsConnected,
-		m.poolSizeBytes, m.poolFreeBytes, m.nvmeOperations, m.volumeNVMeState, m.healsTotal,
+		m.poolSizeBytes, m.poolFreeBytes, m.nvmeOperations, m.volumeNVMeState, m.volumePaths, m.healsTotal,
 		m.staleMountsTotal, m.breakersOpen, m.unownedSubsystems, m.migrationTimeouts,
 	)
 	return m

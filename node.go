@@ -50,6 +50,8 @@ type nodeService struct {
 	kick chan struct{}
 	// heals remembers the last healing outcome per volume, for VolumeCondition.
 	heals sync.Map // volume ID → healOutcome
+	// pathNotes remembers why a path's last connect failed, for the volume condition.
+	pathNotes sync.Map // volume ID + "\x00" + address → message
 	// unowned holds the managed subsystems the sweep left alone for want of proof, until
 	// kubelet stages (adopts) or unstages them.
 	unownedMu sync.Mutex

@@ -25,12 +25,16 @@ const (
 	nodeHealthReadOnly     = "ReadOnlyFilesystem"
 	nodeHealthStaleNode    = "StaleDeviceNode"
 	nodeHealthHealFailed   = "HealFailed"
+	nodeHealthPathDown     = "PathDegraded"
+	nodeHealthMultipathOff = "MultipathOff"
 	nodeHealthAutoRepaired = "the node plugin replaces stale mounts by itself every --heal-interval"
 )
 
 // NodeGetVolumeHealth reports what is wrong with a staged volume from this node's view:
 // no live NVMe/TCP path, a lost controller, a stale or read-only mount, a failed heal.
-// An empty list means healthy.
+// An empty list means healthy (normal); DEGRADED entries alone mean the volume works but
+// not as configured (a path down, native multipath off, a read-only filesystem);
+// INACCESSIBLE means it does not work (abnormal).
 func (n *nodeService) NodeGetVolumeHealth(ctx context.Context, req *csi.NodeGetVolumeHealthRequest) (*csi.NodeGetVolumeHealthResponse, error) {
 	id := req.GetVolumeId()
 	if err := requireVolumeID(id); err != nil {
@@ -77,12 +81,29 @@ func (n *nodeService) conditions(ctx context.Context, rec stagingRecord) ([]*csi
 	case !h.Connected:
 		add(inaccessible, nodeHealthLost, "no NVMe/TCP controller of %s is left on this node (ctrl_loss_tmo expired, or it was disconnected); %s once the RDS is reachable", rec.NQN, nodeHealthAutoRepaired)
 		return out, nil
+	case !h.Live && len(rec.paths()) > 1:
+		add(inaccessible, nodeHealthNoLivePath, "no live NVMe/TCP path to %s (%s): I/O waits until the RDS is reachable again on one of them (port %d); check the RDS and the networks", rec.NQN, describePaths(n.pathStates(rec, h)), rec.Port)
 	case !h.Live:
 		var states []string
 		for _, c := range h.Controllers {
 			states = append(states, c.Name+" "+c.State)
 		}
 		add(inaccessible, nodeHealthNoLivePath, "no live NVMe/TCP path to %s (%s): I/O waits until the RDS at %s:%d is reachable again; check the RDS and the network", rec.NQN, strings.Join(states, ", "), rec.Address, rec.Port)
+	case rec.multipath():
+		if ps := n.pathStates(rec, h); countLive(ps) < len(ps) {
+			var down []string
+			for _, p := range ps {
+				if !p.live() {
+					down = append(down, p.String())
+				}
+			}
+			add(csi.VolumeHealthErrorType_DEGRADED, nodeHealthPathDown, "degraded: %d of %d paths live (%s); I/O continues on the live path, and the kernel (or, for a path it gave up, the node plugin) reconnects the others when the RDS answers there: check that network path",
+				countLive(ps), len(ps), strings.Join(down, "; "))
+		}
+	}
+	if rec.SinglePath {
+		add(csi.VolumeHealthErrorType_DEGRADED, nodeHealthMultipathOff, "native NVMe multipath is off on this node (nvme_core.multipath=N), so the volume uses one of its %d paths (%s) and a failure of that path stops its I/O: set nvme_core.multipath=Y on the kernel command line and reboot the node to use every path",
+			len(rec.paths()), rec.Address)
 	}
 	disk, err := n.att.Resolve(rec.NQN, rec.NSID)
 	if err != nil {

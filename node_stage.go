@@ -30,7 +30,7 @@ func (n *nodeService) NodeStageVolume(ctx context.Context, req *csi.NodeStageVol
 	if err != nil {
 		return nil, err
 	}
-	t, o, err := parseVolumeContext(req.GetVolumeContext(), n.guard)
+	t, paths, o, err := parseVolumeContext(req.GetVolumeContext(), n.guard)
 	if err != nil {
 		return nil, err
 	}
@@ -39,7 +39,7 @@ func (n *nodeService) NodeStageVolume(ctx context.Context, req *csi.NodeStageVol
 		return nil, err
 	}
 	defer release()
-	rec := newStagingRecord(id, req.GetStagingTargetPath(), t, o, mode)
+	rec := newStagingRecord(id, req.GetStagingTargetPath(), t, paths, o, mode)
 	if old, ok := n.records.get(id); ok {
 		if !old.sameVolume(rec) {
 			return nil, status.Errorf(codes.AlreadyExists,
@@ -83,7 +83,7 @@ func (n *nodeService) stage(ctx context.Context, rec *stagingRecord) error {
 func (n *nodeService) connect(ctx context.Context, rec *stagingRecord) (*nvme.Disk, error) {
 	n.sweepMu.RLock()
 	defer n.sweepMu.RUnlock()
-	disk, err := n.att.Connect(ctx, rec.target(), rec.options())
+	disk, err := n.attach(ctx, rec)
 	if err != nil {
 		return nil, err
 	}

@@ -81,6 +81,7 @@ func (n *nodeService) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstag
 		return nil, nodeStatus("unstage volume "+id, err)
 	}
 	n.m.volumeNVMeState.DeleteLabelValues(id)
+	n.forgetPaths(rec)
 	n.heals.Delete(id)
 	n.log.Info("unstaged", "volume_id", id, "nqn", rec.NQN)
 	return &csi.NodeUnstageVolumeResponse{}, nil

@@ -26,9 +26,22 @@ import (
 type vmNode struct {
 	n    *nodeService
 	root string
+	// checkVar proves the unmanaged /var subsystem untouched (node_vm_multipath_test.go).
+	checkVar func(t *testing.T)
 }
 
 func TestNodeVM(t *testing.T) {
+	vm := newVMNode(t)
+	t.Run("block cycle", vm.blockCycle)
+	t.Run("heal after ctrl_loss", vm.healAfterCtrlLoss)
+	t.Run("online ext4 expansion", vm.onlineExt4Expansion)
+	t.Run("multipath failover with a writer", vm.multipathFailover)
+	t.Run("multipath path lost to ctrl_loss_tmo, reconnected by the watcher", vm.multipathPathLost)
+}
+
+// newVMNode starts a node service on the real NVMe host of the VM.
+func newVMNode(t *testing.T) *vmNode {
+	t.Helper()
 	if os.Getenv("RDS_CSI_VM") != "1" {
 		t.Fatal("the vmtest tests run only inside the test VM: use test/vm/run-node-tests.sh")
 	}
@@ -49,11 +62,7 @@ func TestNodeVM(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	go n.run(ctx)
 	t.Cleanup(func() { cancel(); n.close() })
-	vm := &vmNode{n: n, root: root}
-
-	t.Run("block cycle", vm.blockCycle)
-	t.Run("heal after ctrl_loss", vm.healAfterCtrlLoss)
-	t.Run("online ext4 expansion", vm.onlineExt4Expansion)
+	return &vmNode{n: n, root: root}
 }
 
 // blockCycle: a raw block volume is published as a device node of the NVMe disk and

@@ -46,11 +46,32 @@ var intOptions = []intOption{
 }
 
 // parseVolumeContext validates the NVMe part of a volume context and returns where to
-// connect and how. Options the context leaves out stay nil: nvme then applies the
+// connect and how: t.Address is the primary path, paths every path (t.Address first; one
+// entry unless the context has nvmeAddresses). Options the context leaves out stay nil: nvme then applies the
 // driver's defaults (ctrl_loss_tmo -1, reconnect_delay 5) and the kernel's for the rest.
 // Errors are gRPC statuses: InvalidArgument for malformed values, FailedPrecondition for
 // an NQN outside this node's managed prefix.
-func parseVolumeContext(vc map[string]string, guard *nvme.Guard) (nvme.Target, nvme.Options, error) {
+func parseVolumeContext(vc map[string]string, guard *nvme.Guard) (t nvme.Target, paths []string, o nvme.Options, err error) {
+	t, o, err = parseTarget(vc, guard)
+	if err != nil {
+		return t, nil, o, err
+	}
+	raw, ok := vc[paramNVMeAddresses]
+	if !ok || strings.TrimSpace(raw) == "" {
+		return t, []string{t.Address}, o, nil
+	}
+	paths, msg := parseNVMeAddresses(raw)
+	if msg != "" {
+		return t, nil, o, status.Errorf(codes.InvalidArgument, "volume context %s=%q %s: fix the StorageClass parameter %s", paramNVMeAddresses, raw, msg, paramNVMeAddresses)
+	}
+	if !sameAddress(paths[0], t.Address) {
+		return t, nil, o, status.Errorf(codes.InvalidArgument, "volume context %s=%q does not start with %s=%q: the controller writes the primary path first in both; the PV was edited by hand, make them agree", paramNVMeAddresses, raw, ctxAddress, t.Address)
+	}
+	return t, paths, o, nil
+}
+
+// parseTarget validates the single-path part of a volume context.
+func parseTarget(vc map[string]string, guard *nvme.Guard) (nvme.Target, nvme.Options, error) {
 	var t nvme.Target
 	var o nvme.Options
 	t.NQN = strings.TrimSpace(vc[ctxNQN])

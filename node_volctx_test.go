@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"strings"
 	"testing"
 
@@ -38,6 +39,7 @@ func TestNodeVolumeContext(t *testing.T) {
 		port     int
 		ctrlLoss *int
 		queue    *int
+		paths    string // every path, comma separated; "" means the address alone
 	}{
 		{name: "defaults", vc: base(), port: 4420},
 		{name: "earlier driver's PV", vc: base(ctxPort, "4421", ctxCtrlLossTmo, "-1", ctxReconnectDelay, "5", ctxKeepAliveTmo, "10", "volumePath", "/storage-pool/metal-csi", "migrationTimeoutSeconds", "300"),
@@ -54,10 +56,16 @@ func TestNodeVolumeContext(t *testing.T) {
 		{name: "reconnect 0", vc: base(ctxReconnectDelay, "0"), code: codes.InvalidArgument, msg: "reconnectDelay=0"},
 		{name: "keep-alive 0", vc: base(ctxKeepAliveTmo, "0"), code: codes.InvalidArgument, msg: "keepAliveTmo=0"},
 		{name: "queue size", vc: base(ctxQueueSize, "2048"), code: codes.InvalidArgument, msg: "between 16 and 1024"},
+		{name: "two paths", vc: base(paramNVMeAddresses, "10.0.0.5,10.0.1.5"), port: 4420, paths: "10.0.0.5,10.0.1.5"},
+		{name: "empty paths key: the address alone", vc: base(paramNVMeAddresses, ""), port: 4420},
+		{name: "paths not starting with the address", vc: base(paramNVMeAddresses, "10.0.1.5,10.0.0.5"), code: codes.InvalidArgument, msg: "does not start with nvmeAddress"},
+		{name: "bad path", vc: base(paramNVMeAddresses, "10.0.0.5,rds-b"), code: codes.InvalidArgument, msg: `"rds-b", which is not an IP address`},
+		{name: "duplicate path", vc: base(paramNVMeAddresses, "10.0.0.5,10.0.0.5"), code: codes.InvalidArgument, msg: "twice"},
+		{name: "too many paths", vc: base(paramNVMeAddresses, "10.0.0.5,10.0.0.6,10.0.0.7,10.0.0.8,10.0.0.9"), code: codes.InvalidArgument, msg: "at most 4"},
 		{name: "comma injection", vc: base(ctxCtrlLossTmo, "5,nqn=x"), code: codes.InvalidArgument, msg: "not an integer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tgt, o, err := parseVolumeContext(tc.vc, testGuard(t))
+			tgt, paths, o, err := parseVolumeContext(tc.vc, testGuard(t))
 			if status.Code(err) != tc.code {
 				t.Fatalf("code %v (%v), want %v", status.Code(err), err, tc.code)
 			}
@@ -69,6 +77,9 @@ func TestNodeVolumeContext(t *testing.T) {
 			}
 			if tgt.Port != tc.port || tgt.NSID != 1 || tgt.NQN != tc.vc[ctxNQN] || tgt.Address != tc.vc[ctxAddress] {
 				t.Fatalf("target %+v", tgt)
+			}
+			if want := cmp.Or(tc.paths, tc.vc[ctxAddress]); strings.Join(paths, ",") != want {
+				t.Fatalf("paths %q, want %q", paths, want)
 			}
 			if (o.CtrlLossTmo == nil) != (tc.ctrlLoss == nil) || (o.CtrlLossTmo != nil && *o.CtrlLossTmo != *tc.ctrlLoss) {
 				t.Fatalf("ctrl_loss_tmo %v, want %v", o.CtrlLossTmo, tc.ctrlLoss)

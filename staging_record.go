@@ -23,12 +23,18 @@ const stagingRecordVersion = 1
 // mounts. It is never written into the staging path: for block volumes that path must
 // hold nothing kubelet can see.
 type stagingRecord struct {
-	Version     int           `json:"version"`
-	VolumeID    string        `json:"volumeId"`
-	NQN         string        `json:"nqn"`
-	NSID        int           `json:"nsid"`
-	Address     string        `json:"address"`
-	Port        int           `json:"port"`
+	Version  int    `json:"version"`
+	VolumeID string `json:"volumeId"`
+	NQN      string `json:"nqn"`
+	NSID     int    `json:"nsid"`
+	Address  string `json:"address"`
+	Port     int    `json:"port"`
+	// Addresses are every NVMe/TCP path of a multipath volume (nvmeAddresses), Address
+	// the primary among them; nil for one path, so such records read as before.
+	Addresses []string `json:"addresses,omitempty"`
+	// SinglePath: the volume has several paths but uses Address only, because native
+	// NVMe multipath was off when it was connected (node_paths.go).
+	SinglePath  bool          `json:"singlePath,omitempty"`
 	Options     recordOptions `json:"options"`
 	StagingPath string        `json:"stagingPath"`
 	Block       bool          `json:"block"`
@@ -60,8 +66,11 @@ type recordOptions struct {
 	QueueSize      *int `json:"queueSize,omitempty"`
 }
 
-func newStagingRecord(id, stagingPath string, t nvme.Target, o nvme.Options, m volumeMode) stagingRecord {
-	return stagingRecord{
+func newStagingRecord(id, stagingPath string, t nvme.Target, paths []string, o nvme.Options, m volumeMode) stagingRecord {
+	if len(paths) < 2 {
+		paths = nil
+	}
+	return stagingRecord{Addresses: slices.Clone(paths),
 		Version: stagingRecordVersion, VolumeID: id, NQN: t.NQN, NSID: t.NSID, Address: t.Address, Port: t.Port,
 		Options: recordOptions(o), StagingPath: filepath.Clean(stagingPath), Block: m.block,
 		FSType: m.fsType, MountFlags: m.mountFlags, ReadOnly: m.readOnly,
@@ -91,6 +100,7 @@ func (r *stagingRecord) kind() string {
 // clone returns a deep copy, so callers can change it without touching the store's.
 func (r stagingRecord) clone() stagingRecord {
 	r.MountFlags = slices.Clone(r.MountFlags)
+	r.Addresses = slices.Clone(r.Addresses)
 	r.Published = maps.Clone(r.Published)
 	return r
 }

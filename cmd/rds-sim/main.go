@@ -82,7 +82,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&opts.CopyDuration, "copy-duration", 0, "make /file copy run in the background for this long")
 	fs.IntVar(&opts.MaxSessions, "max-sessions", 0, "concurrent exec channels allowed per connection (0: no limit)")
 	fs.BoolVar(&opts.CRLF, "crlf", false, "end output lines with CR LF")
-	fs.StringVar(&opts.NVMeAddress, "nvme-address", "127.0.0.1", "IPv4 address nvmet ports listen on")
+	fs.StringVar(&opts.NVMeAddress, "nvme-address", "127.0.0.1", "IPv4 address nvmet ports listen on, or several, comma separated (every disk is exported on each: multipath)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

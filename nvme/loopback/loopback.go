@@ -101,6 +101,10 @@ func (h *Host) Probe() (nvme.Features, error) {
 	return nvme.Features{}, nil
 }
 
+// Multipath is false: a loop device is one path, so a volume with several NVMe/TCP
+// paths uses its first one here, as on a kernel with native multipath off.
+func (h *Host) Multipath() (bool, error) { return false, nil }
+
 // Connect attaches the exported file of t.NQN, or returns the existing attachment.
 func (h *Host) Connect(ctx context.Context, t nvme.Target, o nvme.Options) (d *nvme.Disk, err error) {
 	defer func() { h.observe("connect", err) }()

@@ -11,8 +11,8 @@ import (
 // exportSpec is what an NVMe/TCP export of one disk needs.
 type exportSpec struct {
 	nqn   string
-	file  string // absolute backing file
-	addr  string
+	file  string   // absolute backing file
+	addrs []string // where the RDS listens: one port per address
 	port  int
 	hosts []string // allowed host NQNs; empty allows any host
 }
@@ -33,7 +33,7 @@ func (s *Sim) spec(d *disk) exportSpec {
 			hosts = append(hosts, h)
 		}
 	}
-	return exportSpec{nqn: s.nqnOf(d), file: s.HostPath(d.path), addr: s.opts.NVMeAddress, port: d.port, hosts: hosts}
+	return exportSpec{nqn: s.nqnOf(d), file: s.HostPath(d.path), addrs: strings.Split(s.opts.NVMeAddress, ","), port: d.port, hosts: hosts}
 }
 
 // export runs every exporter; if one fails, the ones before it are undone.

@@ -38,7 +38,6 @@ const (
 // and, only there, removes the attribute files before rmdir.
 type nvmetExporter struct {
 	root string
-	addr string
 	fake bool // root is not configfs
 
 	mu           sync.Mutex
@@ -46,7 +45,7 @@ type nvmetExporter struct {
 	createdHosts map[string]bool
 }
 
-func newNVMetExporter(root, addr string) (*nvmetExporter, error) {
+func newNVMetExporter(root string) (*nvmetExporter, error) {
 	for _, sub := range []string{"subsystems", "ports", "hosts"} {
 		if st, err := os.Stat(filepath.Join(root, sub)); err != nil || !st.IsDir() {
 			return nil, fmt.Errorf("sim: NVMet export requested but %s is not there: "+
@@ -58,7 +57,7 @@ func newNVMetExporter(root, addr string) (*nvmetExporter, error) {
 	if err := unix.Statfs(root, &fs); err != nil {
 		return nil, fmt.Errorf("sim: statfs %s: %w", root, err)
 	}
-	return &nvmetExporter{root: root, addr: addr, fake: int64(fs.Type) != configfsMagic,
+	return &nvmetExporter{root: root, fake: int64(fs.Type) != configfsMagic,
 		createdPorts: map[string]bool{}, createdHosts: map[string]bool{}}, nil
 }
 
@@ -208,19 +207,25 @@ func (n *nvmetExporter) dropHost(h string) {
 	}
 }
 
-// linkPort links the subsystem to the TCP port for its address and service id, creating
-// the port (lowest free number) when none matches.
+// linkPort links the subsystem to the TCP port for each of its addresses (several: an
+// RDS with a storage port on each network, for multipath) and service id, creating a
+// port (lowest free number) where none matches.
 func (n *nvmetExporter) linkPort(e exportSpec) error {
-	port, err := n.findPort(e.addr, e.port)
-	if err != nil {
-		return err
-	}
-	if port == "" {
-		if port, err = n.createPort(e.addr, e.port); err != nil {
+	for _, addr := range e.addrs {
+		port, err := n.findPort(addr, e.port)
+		if err != nil {
+			return err
+		}
+		if port == "" {
+			if port, err = n.createPort(addr, e.port); err != nil {
+				return err
+			}
+		}
+		if err := symlinkExisting(n.subsys(e.nqn), filepath.Join(n.root, "ports", port, "subsystems", e.nqn)); err != nil {
 			return err
 		}
 	}
-	return symlinkExisting(n.subsys(e.nqn), filepath.Join(n.root, "ports", port, "subsystems", e.nqn))
+	return nil
 }
 
 func (n *nvmetExporter) findPort(addr string, svc int) (string, error) {

@@ -124,6 +124,37 @@ func TestNVMetExportLifecycle(t *testing.T) {
 	gone(t, root, "ports/2") // made by the simulator, unused now
 }
 
+// TestNVMetExportOnTwoAddresses: an RDS with a storage port on each network exports every
+// disk on each address (the node's multipath), and takes down both ports it made.
+func TestNVMetExportOnTwoAddresses(t *testing.T) {
+	root := fakeConfigfs(t, false)
+	s := newSim(t, Options{NVMet: true, ConfigfsRoot: root, NVMeAddress: "127.0.0.1,127.0.0.2"})
+	mustExec(t, s, `/disk add type=file file-path=/storage-pool/a.img file-size=1M slot=a nvme-tcp-export=yes`)
+	for port, addr := range map[string]string{"1": "127.0.0.1", "2": "127.0.0.2"} {
+		if got := attr(t, root, "ports/"+port+"/addr_traddr"); got != addr {
+			t.Errorf("port %s traddr = %q, want %s", port, got, addr)
+		}
+		if got := attr(t, root, "ports/"+port+"/addr_trsvcid"); got != "4420" {
+			t.Errorf("port %s trsvcid = %q, want 4420", port, got)
+		}
+		if got := linkTarget(t, root, "ports/"+port+"/subsystems/a"); got != filepath.Join(root, "subsystems/a") {
+			t.Errorf("port %s link → %q", port, got)
+		}
+	}
+	mustExec(t, s, `/disk set a nvme-tcp-export=no`)
+	for _, p := range []string{"subsystems/a", "ports/1", "ports/2"} {
+		gone(t, root, p)
+	}
+}
+
+func TestNVMetBadAddress(t *testing.T) {
+	for _, a := range []string{"rds.lan", "127.0.0.1,", "fd00::1"} {
+		if _, err := New(Options{Dir: t.TempDir(), NVMeAddress: a}); err == nil || !strings.Contains(err.Error(), "not an IPv4 address") {
+			t.Errorf("NVMeAddress %q: %v; want it refused", a, err)
+		}
+	}
+}
+
 func TestNVMetExportWithHostsFromTheStart(t *testing.T) {
 	root := fakeConfigfs(t, false)
 	s := newSim(t, Options{NVMet: true, ConfigfsRoot: root, NVMeAddress: "10.0.0.5"})

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,7 +60,9 @@ type Options struct {
 	// ConfigfsRoot is nvmet's configfs directory; default DefaultConfigfsRoot. Tests point
 	// it at a temporary directory.
 	ConfigfsRoot string
-	// NVMeAddress is the IPv4 address nvmet ports listen on; default 127.0.0.1.
+	// NVMeAddress is the IPv4 address nvmet ports listen on, or several, comma separated
+	// (an RDS with a storage port on each network: every disk is exported on each);
+	// default 127.0.0.1.
 	NVMeAddress string
 	// Location is the time zone of /file last-modified; default time.Local.
 	Location *time.Location
@@ -136,6 +139,11 @@ func New(opts Options) (*Sim, error) {
 	if opts.NVMeAddress == "" {
 		opts.NVMeAddress = "127.0.0.1"
 	}
+	for _, a := range strings.Split(opts.NVMeAddress, ",") {
+		if ip := net.ParseIP(a); ip == nil || ip.To4() == nil {
+			return nil, fmt.Errorf("sim: NVMe address %q is not an IPv4 address (give one, or several comma separated, like 127.0.0.1,127.0.0.2)", a)
+		}
+	}
 	if opts.Location == nil {
 		opts.Location = time.Local
 	}
@@ -165,7 +173,7 @@ func New(opts Options) (*Sim, error) {
 	}
 	s.exporters = append(s.exporters, links)
 	if opts.NVMet {
-		nv, err := newNVMetExporter(opts.ConfigfsRoot, opts.NVMeAddress)
+		nv, err := newNVMetExporter(opts.ConfigfsRoot)
 		if err != nil {
 			return nil, err
 		}

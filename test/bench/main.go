@@ -52,10 +52,10 @@ var (
 // order is the order of the figures in the table.
 var order = []spec{figBinary, figImageAMD, figImageARM, figNodeRSS, figCtrlRSS, figStart, figCreateP50, figCreateP99, figParallel,
 	figParse, figResolve, figMountinfo, figStage, figPublish,
-	figVMConnect, figVMTargetBack, figVMHeal}
+	figVMConnect, figVMTargetBack, figVMHeal, figVMFailover}
 
 func main() {
-	vm := flag.Bool("vm", false, "measure the three real-kernel figures in the test VM (test/vm) instead of the others")
+	vm := flag.Bool("vm", false, "measure the real-kernel figures in the test VM (test/vm) instead of the others")
 	out := flag.String("out", "", "directory for the JSON reports (default <repo>/bench/out)")
 	keep := flag.Bool("keep", false, "keep the scratch directory (process logs, simulator files) for inspection")
 	profile := flag.Bool("profile", false, "build the driver with net/http/pprof (go build -overlay) and save CPU and heap profiles of the process figures under <out>/profiles-<time>; the figures of such a run are not the official ones and no report is written")

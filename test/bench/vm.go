@@ -18,6 +18,8 @@ var (
 	figVMConnect    = spec{"vm_connect_driver_share", "in the VM: connect write → disk resolvable, driver's share", "ms", 20}
 	figVMTargetBack = spec{"vm_target_back_normal", "in the VM: target back → volume condition normal again", "s", vmReconnectDelay + 1}
 	figVMHeal       = spec{"vm_ctrl_loss_healed", "in the VM: ctrl_loss expiry → healed (new names, mounts replaced) after target return", "s", 3}
+	// The issue's "a writer never waits more than a few seconds" while a path fails.
+	figVMFailover = spec{"vm_multipath_failover_write", "in the VM: longest write+fsync while a path of two goes down and back", "s", 2}
 )
 
 // vmReconnectDelay is the reconnectDelay of the volume whose target comes back (the
@@ -38,10 +40,10 @@ echo "=== bench-vm: done"
 `
 
 // vmFigures builds the static programs the VM runs, boots the test VM once
-// (test/vm/run-in-vm.sh) and reads the three figures from its console, which it keeps
+// (test/vm/run-in-vm.sh) and reads the figures from its console, which it keeps
 // at consoleCopy.
 func vmFigures(ctx context.Context, root, work, consoleCopy string) []figure {
-	specs := []spec{figVMConnect, figVMTargetBack, figVMHeal}
+	specs := []spec{figVMConnect, figVMTargetBack, figVMHeal, figVMFailover}
 	dir := filepath.Join(work, "vm")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return naAll(err.Error(), specs...)

@@ -125,6 +125,8 @@ func TestE2E(t *testing.T) {
 		{"takeover of the earlier driver's volumes in use, empty then deleted then corrupt state dir", func(t *testing.T, e *env) { e.takeover(t) }},
 		{"node plugin SIGKILLed, then SIGTERMed, with writers on ext4, xfs and block", func(t *testing.T, e *env) { e.killWithWriters(t) }},
 		{"a connection abandoned between connect and record is swept", func(t *testing.T, e *env) { e.abandonedConnection(t) }},
+		{"multipath: a writer rides path 1 going down, given up and reconnected by the node", func(t *testing.T, e *env) { e.multipath(t) }},
+		{"multipath: a path the RDS refuses does not fail the volume", func(t *testing.T, e *env) { e.multipathRefusedPath(t) }},
 	} {
 		e.step(t, s.name, func(t *testing.T) { s.run(t, e) })
 	}

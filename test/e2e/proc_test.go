@@ -142,7 +142,7 @@ func (e *env) startSim(t *testing.T) *simProcess {
 	s := &simProcess{process{name: "rds-sim", logPath: filepath.Join(e.work, "rds-sim.log")}}
 	ready := make(chan string, 1)
 	keys := filepath.Join(e.work, "keys")
-	s.launch(t, []string{e.simBin, "--listen", simListen, "--dir", simDir, "--nvmet",
+	s.launch(t, []string{e.simBin, "--listen", simListen, "--dir", simDir, "--nvmet", "--nvme-address", nvmeAddress + "," + nvmePath2,
 		"--host-key", filepath.Join(keys, "host_ed25519"), "--authorized-keys", filepath.Join(keys, "authorized_keys")},
 		func(line string) {
 			if strings.HasPrefix(line, "rds-sim: listening on ") {

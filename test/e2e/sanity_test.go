@@ -60,6 +60,8 @@ func sanityChild(accessType string) int {
 	cfg.TestVolumeSize = 64 * mib
 	cfg.TestVolumeExpandSize = 128 * mib
 	cfg.TestNodeVolumeAttachLimit = true
+	// Every spec's volume has two paths (a two-path StorageClass): the node connects both.
+	cfg.TestVolumeParameters = map[string]string{"nvmeAddresses": nvmeAddress + "," + nvmePath2}
 	focus := "" // every spec with filesystem volumes
 	if accessType == "block" {
 		focus = sanityrun.NodeSpecs

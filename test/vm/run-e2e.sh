@@ -7,7 +7,8 @@
 #   e2e      the whole product (test/e2e, tag e2e): rds-sim --nvmet and static rds-csi
 #            --mode=all in the VM, csi-sanity on its socket (every spec with filesystem
 #            volumes, the node specs again with block volumes), then the scenarios (two nodes,
-#            RDS reboot, ctrl_loss healing, unmanaged subsystem, online expansion, SIGKILL)
+#            RDS reboot, ctrl_loss healing, unmanaged subsystem, online expansion, SIGKILL,
+#            multipath: rds-sim exports on 127.0.0.1 and 127.0.0.2)
 # Every suite runs even when an earlier one failed; the summary has one line per suite with
 # its exit status and wall time; the exit status is the first failure's (0 = all passed).
 # Missing prerequisites (qemu, the Debian kernel) fail the run when CI=true (or

@@ -32,6 +32,18 @@ func nvmetPortOf(nqn string) (string, error) {
 	return "", fmt.Errorf("no nvmet port serves %s", nqn)
 }
 
+// nvmetPortFor returns the nvmet port that serves nqn on address.
+func nvmetPortFor(nqn, address string) (string, error) {
+	ports, _ := os.ReadDir(filepath.Join(nvmetRoot, "ports"))
+	for _, p := range ports {
+		dir := filepath.Join(nvmetRoot, "ports", p.Name())
+		if _, err := os.Lstat(filepath.Join(dir, "subsystems", nqn)); err == nil && attr(filepath.Join(dir, "addr_traddr")) == address {
+			return p.Name(), nil
+		}
+	}
+	return "", fmt.Errorf("no nvmet port serves %s on %s", nqn, address)
+}
+
 // portDown unlinks the subsystem from its port, as nvmet-port-down does: the target drops
 // the host's controllers and refuses reconnects until portUp.
 func portDown(port, nqn string) error {

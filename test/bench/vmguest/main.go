@@ -13,7 +13,10 @@
 //   - ctrl_loss healed: a volume (ctrlLossTmo 3, reconnectDelay 1) loses its target until
 //     the kernel gives the controller up; from the moment the target is back, how long
 //     until the node has reconnected and replaced both mounts (staging and publish) by
-//     itself — observed in sysfs and mountinfo only, no RPC that could prompt it.
+//     itself — observed in sysfs and mountinfo only, no RPC that could prompt it;
+//   - multipath failover: a two-path volume (the simulator listens on 127.0.0.1 and
+//     127.0.0.2) with a writer that writes and fsyncs 64 KiB every 10 ms; each path in turn
+//     goes down for 3 s and comes back; the longest write+fsync.
 //
 // Each scenario runs several times; the figure is the slowest run.
 package main
@@ -59,7 +62,7 @@ func main() {
 	simBin := flag.String("sim", "./rds-sim", "static rds-sim binary")
 	trials := flag.Int("trials", 3, "runs of each scenario")
 	flag.Parse()
-	keys := []string{"vm_target_back_normal", "vm_ctrl_loss_healed"}
+	keys := []string{"vm_target_back_normal", "vm_ctrl_loss_healed", "vm_multipath_failover_write"}
 	s, err := setUp(*csiBin, *simBin)
 	if err != nil {
 		for _, k := range keys {
@@ -70,6 +73,7 @@ func main() {
 	}
 	emit(s.targetBack(*trials))
 	emit(s.ctrlLossHealed(*trials))
+	emit(s.multipathFailover(*trials))
 	s.tearDown()
 }
 
@@ -92,7 +96,7 @@ func setUp(csiBin, simBin string) (*system, error) {
 	if err := writeIdentity(hostDir); err != nil {
 		return s, err
 	}
-	s.sim, err = child.Start("rds-sim", filepath.Join(work, "rds-sim.log"), simBin, []string{"--listen", simListen, "--dir", filepath.Join(work, "rds"), "--nvmet",
+	s.sim, err = child.Start("rds-sim", filepath.Join(work, "rds-sim.log"), simBin, []string{"--listen", simListen, "--dir", filepath.Join(work, "rds"), "--nvmet", "--nvme-address", path1 + "," + path2,
 		"--host-key", k.hostKey, "--authorized-keys", k.authorized}, nil)
 	if err != nil {
 		return s, err
@@ -138,6 +142,9 @@ func (s *system) failed(key string, err error) result {
 }
 
 const reconnectDelay = 2
+
+// The simulator's two NVMe/TCP addresses, as an RDS with a storage port on two networks.
+const path1, path2 = "127.0.0.1", "127.0.0.2"
 
 // trial is one run of a scenario on its volume: the time measured and a note for the
 // detail.
@@ -271,6 +278,56 @@ func (s *system) ctrlLossHealed(trials int) result {
 	return measured(key, runs, fmt.Sprintf("ctrlLossTmo 3, reconnectDelay 1, rds-csi's default --heal-interval; target away until the kernel dropped the controller, "+
 		"then the time from its return until a live disk is mounted anew at the staging and publish paths (mountinfo and sysfs polled every 5 ms, no RPC); "+
 		"data written before the loss read back; %s", strings.Join(notes, "; ")))
+}
+
+// multipathFailover: a writer runs on a two-path volume while path 1, then path 2, goes
+// down for 3 s and comes back (the volume healthy again before the next); the longest
+// write+fsync over the whole run.
+func (s *system) multipathFailover(trials int) result {
+	const key = "vm_multipath_failover_write"
+	params := map[string]string{"nvmeAddresses": path1 + "," + path2, "reconnectDelay": "1"}
+	runs, notes, failed := s.scenario(key, params, trials, func(run int, v *volume) (time.Duration, string, error) {
+		if err := s.client.waitHealthy(v, true, 20*time.Second); err != nil {
+			return 0, "", fmt.Errorf("before the failover: %w", err)
+		}
+		w := startWriter(filepath.Join(v.target, "failover.bin"))
+		defer w.stop()
+		time.Sleep(time.Second)
+		var during []string
+		for _, addr := range []string{path1, path2} {
+			port, err := nvmetPortFor(v.nqn, addr)
+			if err != nil {
+				return 0, "", err
+			}
+			before := w.count()
+			if err := portDown(port, v.nqn); err != nil {
+				return 0, "", err
+			}
+			time.Sleep(3 * time.Second)
+			n := w.count() - before
+			if err := portUp(port, v.nqn); err != nil {
+				return 0, "", err
+			}
+			if err := s.client.waitHealthy(v, true, 30*time.Second); err != nil {
+				return 0, "", fmt.Errorf("after path %s came back: %w", addr, err)
+			}
+			if n < 30 {
+				return 0, "", fmt.Errorf("with path %s down the writer made %d writes in 3 s: it must go on through the other path", addr, n)
+			}
+			during = append(during, fmt.Sprintf("%d writes with %s down", n, addr))
+		}
+		longest, err := w.stop()
+		if err != nil {
+			return 0, "", fmt.Errorf("the writer failed: %w", err)
+		}
+		return longest, fmt.Sprintf("run %d: %s", run, strings.Join(during, ", ")), nil
+	})
+	if failed != nil {
+		return *failed
+	}
+	return measured(key, runs, "two paths (nvmeAddresses 127.0.0.1,127.0.0.2, reconnectDelay 1) over nvmet; 64 KiB write + fsync every 10 ms on ext4; "+
+		"path 1 then path 2 taken down for 3 s at the target (its nvmet port link removed: the node sees the connection drop at once, not a silent loss) and back, "+
+		"healthy again between; the longest write+fsync of the whole run; "+strings.Join(notes, "; "))
 }
 
 // healAttempts describes the node's reconnect attempts (heal passes) around the target's
