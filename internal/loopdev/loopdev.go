@@ -224,37 +224,65 @@ func withLoop(path, what string, fn func(fd int) error) error {
 	return nil
 }
 
-// Find returns the loop devices whose backing file is file.
-func Find(file string) ([]Device, error) {
+// backingOf is what identifies file as a loop device's backing file: its resolved path and
+// its device and inode.
+func backingOf(file string) (string, fileID, error) {
 	want, err := filepath.Abs(file)
 	if err != nil {
-		return nil, fmt.Errorf("find loop devices of %s: %w", file, err)
+		return "", fileID{}, err
 	}
 	if resolved, err := filepath.EvalSymlinks(want); err == nil {
 		want = resolved
 	}
 	var st unix.Stat_t
 	if err := unix.Stat(want, &st); err != nil {
+		return "", fileID{}, err
+	}
+	return want, fileID{dev: st.Dev, ino: st.Ino}, nil
+}
+
+// backedBy reports whether the loop device name is attached to the file at path want with
+// identity id. sysfs's backing_file is the path as the kernel prints it for this process's
+// mount namespace: a device attached from another namespace that has since gone (a
+// restarted container that had the file's directory bind-mounted) shows the path inside
+// that mount only, a tail of want. So a path that ends like want is confirmed by the
+// kernel's record of the backing file's device and inode (LOOP_GET_STATUS64).
+func backedBy(name, want string, id fileID) bool {
+	got, err := os.ReadFile(filepath.Join(sysBlock, name, "loop", "backing_file"))
+	if err != nil {
+		return false
+	}
+	path := strings.TrimSuffix(string(got), "\n")
+	if path != want && !strings.HasSuffix(want, path) {
+		return false
+	}
+	var info *unix.LoopInfo64
+	err = withLoop("/dev/"+name, "read the status of", func(fd int) (err error) {
+		info, err = unix.IoctlLoopGetStatus64(fd)
+		return err
+	})
+	if err != nil {
+		return path == want && strings.HasPrefix(path, "/") // cannot ask the kernel: the full path must match
+	}
+	return id.matches(info)
+}
+
+// Find returns the loop devices whose backing file is file.
+func Find(file string) ([]Device, error) {
+	want, id, err := backingOf(file)
+	if err != nil {
 		return nil, fmt.Errorf("find loop devices of %s: %w", file, err)
 	}
-	id := fileID{dev: st.Dev, ino: st.Ino}
 	names, err := filepath.Glob(filepath.Join(sysBlock, "loop*", "loop", "backing_file"))
 	if err != nil {
 		return nil, fmt.Errorf("find loop devices of %s: %w", file, err)
 	}
 	var found []Device
 	for _, backingFile := range names {
-		got, err := os.ReadFile(backingFile)
-		if errors.Is(err, os.ErrNotExist) {
-			continue // detached while we looked
-		}
-		if err != nil {
-			return nil, fmt.Errorf("find loop devices of %s: %w", file, err)
-		}
-		if strings.TrimSuffix(string(got), "\n") != want {
-			continue
-		}
 		name := filepath.Base(filepath.Dir(filepath.Dir(backingFile)))
+		if !backedBy(name, want, id) {
+			continue // another file's, or detached while we looked
+		}
 		dev, err := sysDevice(name)
 		if err != nil {
 			return nil, fmt.Errorf("find loop devices of %s: %w", file, err)
@@ -277,24 +305,17 @@ func sysDevice(name string) (Device, error) {
 	return Device{Path: "/dev/" + name, Major: major, Minor: minor}, nil
 }
 
-// Backs reports whether d is still attached to file, reading only d's own sysfs entries
-// (its device number and backing file): the cheap check for a device we attached, where
-// Find would read every loop device. Device names are reused, so both the major:minor
-// and the backing file must match.
+// Backs reports whether d is still attached to file, reading only d's own entries (its
+// device number and backing file): the cheap check for a device we attached, where Find
+// would read every loop device. Device names are reused, so both the major:minor and the
+// backing file must match.
 func Backs(d Device, file string) bool {
 	name := filepath.Base(d.Path)
 	if d.Path != "/dev/"+name || !strings.HasPrefix(name, "loop") {
 		return false
 	}
-	want, err := filepath.Abs(file)
-	if err != nil {
-		return false
-	}
-	if resolved, err := filepath.EvalSymlinks(want); err == nil {
-		want = resolved
-	}
-	got, err := os.ReadFile(filepath.Join(sysBlock, name, "loop", "backing_file"))
-	if err != nil || strings.TrimSuffix(string(got), "\n") != want {
+	want, id, err := backingOf(file)
+	if err != nil || !backedBy(name, want, id) {
 		return false
 	}
 	cur, err := sysDevice(name)

@@ -261,3 +261,49 @@ func TestBacks(t *testing.T) {
 		t.Fatal("Backs accepted a detached device")
 	}
 }
+
+// A device attached through a mount that is gone since (a restarted container had the file's
+// directory bind-mounted) shows sysfs a path inside that mount only: Find and Backs still
+// know it by the file's device and inode, and not a file of the same name elsewhere.
+func TestFindThroughAGoneMount(t *testing.T) {
+	requireLoop(t)
+	file := newFile(t, 1<<20)
+	dir := filepath.Dir(file)
+	bind := t.TempDir()
+	if err := unix.Mount(dir, bind, "", unix.MS_BIND, ""); err != nil {
+		t.Fatalf("bind mount: %v", err)
+	}
+	dev := attach(t, filepath.Join(bind, filepath.Base(file)), false)
+	if err := unix.Unmount(bind, unix.MNT_DETACH); err != nil {
+		t.Fatalf("unmount: %v", err)
+	}
+	raw, err := os.ReadFile(filepath.Join(sysBlock, filepath.Base(dev.Path), "loop", "backing_file"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(bytes.TrimSpace(raw)); got == file {
+		t.Fatalf("backing_file is still %s: the kernel printed the path in full, the test proves nothing", got)
+	}
+	for _, tc := range []struct {
+		name string
+		file string
+		want bool
+	}{
+		{"the file itself", file, true},
+		{"a file of the same name elsewhere", newFile(t, 1<<20), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			devs, err := Find(tc.file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := len(devs) == 1 && devs[0].Path == dev.Path
+			if found != tc.want || len(devs) > 1 {
+				t.Fatalf("Find(%s) = %+v, want found=%v", tc.file, devs, tc.want)
+			}
+			if got := Backs(dev, tc.file); got != tc.want {
+				t.Fatalf("Backs = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
