@@ -18,8 +18,9 @@ build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/rds-csi .
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o bin/rds-sim ./cmd/rds-sim
 
-## test: everything CI runs: prerequisites, formatting, vet, unit tests under -race, end-to-end suites
-test: deps fmt-check vet unit e2e
+## test: everything CI runs: prerequisites, formatting, vet, unit tests under -race, the
+## real-kernel suites (VM) and the real-kubelet suite (deploy.yaml's pods)
+test: deps fmt-check vet unit e2e e2e-kube
 
 ## deps: install what the suites need (idempotent; apt and the Go module proxy only)
 deps:
@@ -41,8 +42,9 @@ unit:
 e2e:
 	./test/vm/run-e2e.sh
 
-## e2e-kube: the driver under a real kubelet (root; not part of `make test`: the first build of
-## Kubernetes and the sidecars takes ~15 min, then a run ~4 min)
+## e2e-kube: deploy.yaml's own pods, installed through the kustomization, on a real one-node
+## Kubernetes (root; the first build of Kubernetes, the sidecars and their images takes
+## ~11 min, stamped and reused; then a run ~5 min)
 e2e-kube:
 	./test/kube/run.sh
 

@@ -8,20 +8,10 @@
 #
 #   node.sh start            bring the node up (idempotent); prints the KUBECONFIG line
 #   node.sh stop             delete pods, stop everything this script started (PID files only),
-#                            unmount leftovers under $KUBE_NODE_STATE, restore sysctls
+#                            unmount leftovers, remove the pod network, restore sysctls
 #   node.sh purge            stop, then delete $KUBE_NODE_STATE
 #   node.sh status           processes + node/pod summary
-#   node.sh csi-start NAME SOCKET [attach]   sidecars for a CSI driver: kube-node-registrar,
-#                            csi-provisioner, (csi-attacher). Applies CSI_OBJECTS (a
-#                            manifest file: the driver's CSIDriver and StorageClasses) if set,
-#                            else creates CSIDriver NAME (attachRequired only with 'attach') and
-#                            StorageClass NAME (Immediate binding). If CSI_DRIVER_CMD is set, it
-#                            is started first (sh -c) with CSI_ENDPOINT, CSI_SOCKET,
-#                            KUBE_NODE_NAME, KUBE_NODE_STATE, KUBELET_ROOT exported, and stopped
-#                            by csi-stop.
-#   node.sh csi-sidecar NAME SOCKET resizer|snapshotter   start csi-resizer or csi-snapshotter
-#                            (from RDS_KUBE_CACHE) for the driver; stopped by csi-stop
-#   node.sh csi-stop NAME
+#   node.sh import TAR...    import image archives (docker-archive) into the node's containerd
 #   node.sh snapshot-start   install the snapshot.storage.k8s.io CRDs and run snapshot-controller
 #   node.sh kubectl ARGS...  kubectl with the admin kubeconfig
 #
@@ -30,8 +20,23 @@
 #   KUBE_NODE_STATE (default /tmp/rds-csi-kube): etcd data, PKI, logs, PID files, kubelet root
 #   KUBELET_V (default 4): kubelet log verbosity (4 shows every CSI call)
 # Node name is 127.0.0.1 (kubelet refuses a loopback --node-ip, but takes an IP
-# --hostname-override as its address). Pods must use hostNetwork: true (no CNI
-# network; containerd gets a loopback-only CNI config so the node is Ready).
+# --hostname-override as its address).
+#
+# Where this differs from the kit, so that deploy.yaml's own pods run unchanged:
+#   - A pod network: containerd's CNI is a bridge (rdskube0, 10.244.0.1/24, host-local IPAM in
+#     the state dir; the Debian containernetworking-plugins), not loopback only, so pods that
+#     are not hostNetwork (the controller Deployment, two replicas of it) get addresses. No
+#     masquerading and no iptables: nothing leaves the machine.
+#   - The API server listens on 10.96.0.1:443, which is the `kubernetes` Service's ClusterIP
+#     itself (an address of the bridge): in-cluster clients (the sidecars, the controller's
+#     fencing) reach the API at KUBERNETES_SERVICE_HOST:PORT without kube-proxy. Kubeconfigs
+#     use the same address.
+#   - The kubelet's root is /var/lib/kubelet, deploy.yaml's hostPaths, as a shared bind mount
+#     of $KUBE_NODE_STATE/kubelet (mount propagation: the node plugin's Bidirectional mounts
+#     reach the host). It refuses to start where a /var/lib/kubelet of a real node exists.
+# Outside the state dir it touches what the kit's does, plus: the bridge rdskube0, the mount
+# /var/lib/kubelet (and the directory, when it made it) and the sysctl net.ipv4.ip_forward
+# (set by the CNI bridge plugin); stop removes or restores all of them.
 set -euo pipefail
 CACHE=${KUBE_NODE_CACHE:-/var/cache/kube-node}
 STATE=${KUBE_NODE_STATE:-/tmp/rds-csi-kube}
@@ -39,11 +44,16 @@ BIN=$CACHE/bin
 XCACHE=${RDS_KUBE_CACHE:-/var/cache/rds-csi-kube}
 XBIN=$XCACHE/bin
 NODE=127.0.0.1
-KROOT=$STATE/kubelet
+KROOT_STORE=$STATE/kubelet # what the kubelet's root holds, bind-mounted at KROOT
+KROOT=/var/lib/kubelet
+BRIDGE=rdskube0
+POD_GW=10.244.0.1 POD_SUBNET=10.244.0.0/24 POD_FIRST=10.244.0.10 # .2-.9: addresses a test may name
+API_IP=10.96.0.1 SERVICE_RANGE=10.96.0.0/24 # the first address of the range is the API's ClusterIP
+API=https://$API_IP:443
 PKI=$STATE/pki
 RUN=$STATE/run
 export PATH=$BIN:$XBIN:/usr/sbin:/usr/bin:/sbin:/bin
-SYSCTLS="vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes"
+SYSCTLS="vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.ip_forward"
 log() { echo "[kube-node $(date +%T)] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 kc() { "$BIN/kubectl" --kubeconfig "$STATE/admin.kubeconfig" --cache-dir "$STATE/kubectl-cache" "$@"; }
@@ -121,7 +131,7 @@ apiVersion: v1
 kind: Config
 clusters:
 - name: kube-node
-  cluster: {server: "https://127.0.0.1:6443", certificate-authority: "$PKI/ca.crt"}
+  cluster: {server: "$API", certificate-authority: "$PKI/ca.crt"}
 users:
 - name: "$2"
   user: {token: "$3"}
@@ -132,13 +142,13 @@ current-context: kube-node
 EOF
 }
 init_state() {
-  mkdir -p "$PKI" "$STATE"/{pids,logs,etcd,cni,manifests,pod-logs,containerd,volumeplugins} "$RUN" "$KROOT"
+  mkdir -p "$PKI" "$STATE"/{pids,logs,etcd,cni,manifests,pod-logs,containerd,volumeplugins} "$RUN" "$KROOT_STORE" "$STATE/cni-ipam"
   chmod 700 "$PKI" "$STATE/etcd"
   if [ ! -f "$PKI/ca.crt" ]; then
     openssl genrsa -out "$PKI/ca.key" 2048 2>/dev/null
     openssl req -x509 -new -key "$PKI/ca.key" -subj "/CN=kube-node-ca" -days 3650 -out "$PKI/ca.crt"
   fi
-  gen_cert apiserver kube-apiserver "" "IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:10.0.0.1"
+  gen_cert apiserver kube-apiserver "" "IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,IP:$API_IP"
   gen_cert kubelet "$NODE" "" "IP:127.0.0.1,DNS:localhost"
   gen_cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters ""
   [ -f "$PKI/sa.key" ] || { openssl genrsa -out "$PKI/sa.key" 2048 2>/dev/null; openssl rsa -in "$PKI/sa.key" -pubout -out "$PKI/sa.pub" 2>/dev/null; }
@@ -150,8 +160,12 @@ init_state() {
     kubeconfig "$STATE/admin.kubeconfig" admin "$at"
     kubeconfig "$STATE/kubelet.kubeconfig" "system:node:$NODE" "$nt"
   fi
-  cat > "$STATE/cni/10-kube-node-lo.conflist" <<EOF
-{"cniVersion": "0.4.0", "name": "kube-node-lo", "plugins": [{"type": "loopback"}]}
+  # containerd brings up each pod's loopback itself; this is eth0 on the bridge
+  cat > "$STATE/cni/10-rds-csi-kube.conflist" <<EOF
+{"cniVersion": "0.4.0", "name": "rds-csi-kube", "plugins": [{"type": "bridge", "bridge": "$BRIDGE",
+  "isGateway": true, "ipMasq": false, "hairpinMode": true,
+  "ipam": {"type": "host-local", "dataDir": "$STATE/cni-ipam", "ranges": [[{"subnet": "$POD_SUBNET", "gateway": "$POD_GW", "rangeStart": "$POD_FIRST"}]],
+           "routes": [{"dst": "0.0.0.0/0"}]}}]}
 EOF
   cat > "$STATE/containerd/config.toml" <<EOF
 version = 2
@@ -215,13 +229,16 @@ EOF
 
 # ---- start ----------------------------------------------------------------------
 start() {
-  for b in kubelet kube-apiserver kube-controller-manager kube-scheduler kubectl kube-node-registrar; do
+  for b in kubelet kube-apiserver kube-controller-manager kube-scheduler kubectl; do
     [ -x "$BIN/$b" ] || die "$BIN/$b missing: run build.sh first"
   done
   for b in etcd containerd containerd-shim-runc-v2 runc ctr openssl; do command -v "$b" >/dev/null || die "$b missing: run build.sh"; done
   [ "$(id -u)" = 0 ] || die "must run as root"
   init_state
   [ -f "$STATE/sysctl.orig" ] || for s in $SYSCTLS; do echo "$s=$(sysctl -n "$s" 2>/dev/null)"; done > "$STATE/sysctl.orig"
+
+  pod_network_up
+  kubelet_root_up
 
   start_proc etcd etcd --name kube-node --data-dir "$STATE/etcd" \
     --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
@@ -238,12 +255,12 @@ start() {
   done
 
   start_proc kube-apiserver kube-apiserver --etcd-servers=http://127.0.0.1:2379 \
-    --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port=6443 \
+    --bind-address=$API_IP --advertise-address=$API_IP --secure-port=443 \
     --tls-cert-file="$PKI/apiserver.crt" --tls-private-key-file="$PKI/apiserver.key" \
     --client-ca-file="$PKI/ca.crt" --token-auth-file="$PKI/tokens.csv" \
     --authorization-mode=Node,RBAC --enable-admission-plugins=NodeRestriction \
     --service-account-issuer=https://kubernetes.default.svc --service-account-key-file="$PKI/sa.pub" \
-    --service-account-signing-key-file="$PKI/sa.key" --service-cluster-ip-range=10.0.0.0/24 \
+    --service-account-signing-key-file="$PKI/sa.key" --service-cluster-ip-range=$SERVICE_RANGE \
     --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
     --kubelet-preferred-address-types=InternalIP,Hostname --endpoint-reconciler-type=none \
     --requestheader-client-ca-file="$PKI/ca.crt" --requestheader-allowed-names=front-proxy-client \
@@ -265,67 +282,55 @@ start() {
   echo "export KUBECONFIG=$STATE/admin.kubeconfig KUBELET_ROOT=$KROOT"
 }
 
-# ---- CSI sidecars ----------------------------------------------------------------
-csi_start() { # NAME SOCKET [attach]
-  local name=${1:?driver name} sock=${2:?socket path} attach=false
-  [ "${3:-}" = attach ] && attach=true
-  if [ -n "${CSI_DRIVER_CMD:-}" ]; then
-    mkdir -p "$(dirname "$sock")"
-    CSI_ENDPOINT=unix://$sock CSI_SOCKET=$sock KUBE_NODE_NAME=$NODE KUBE_NODE_STATE=$STATE KUBELET_ROOT=$KROOT \
-      start_proc "csi-$name-driver" sh -c "exec $CSI_DRIVER_CMD"
+# The bridge exists before containerd and the API server: the API listens on an address of it.
+pod_network_up() {
+  if ! ip link show "$BRIDGE" >/dev/null 2>&1; then
+    ip link add "$BRIDGE" type bridge
+    touch "$STATE/.made-bridge"
   fi
-  wait_for "CSI socket $sock" 60 test -S "$sock"
-  start_proc "csi-$name-registrar" kube-node-registrar -csi-address "$sock" -driver-name "$name" \
-    -registration-dir "$KROOT/plugins_registry"
-  start_proc "csi-$name-provisioner" csi-provisioner --csi-address="$sock" --kubeconfig="$STATE/admin.kubeconfig" \
-    --leader-election=false --extra-create-metadata --v=5
-  $attach && start_proc "csi-$name-attacher" csi-attacher --csi-address="$sock" --kubeconfig="$STATE/admin.kubeconfig" \
-    --leader-election=false --v=5
-  if [ -n "${CSI_OBJECTS:-}" ]; then
-    kc apply -f "$CSI_OBJECTS" >&2
+  # A MAC of its own: else the bridge takes the lowest of its ports' and changes it as pods
+  # come and go, and every pod's ARP entry for the gateway goes stale (seen: a controller
+  # replica cut off from the API, the RDS and its probes for 30 s when the other started).
+  ip link set "$BRIDGE" address 02:00:0a:f4:00:01
+  ip addr replace "$POD_GW/24" dev "$BRIDGE"
+  ip addr replace "$API_IP/32" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+}
+pod_network_down() {
+  [ -f "$STATE/.made-bridge" ] || return 0
+  ip link del "$BRIDGE" 2>/dev/null || true
+  rm -f "$STATE/.made-bridge"
+}
+kubelet_root_up() {
+  if mountpoint -q "$KROOT"; then
+    [ -f "$STATE/.mounted-kubelet-root" ] || die "$KROOT is a mount point not made by this script: is this a real node?"
+    return 0
+  fi
+  if [ -e "$KROOT" ]; then
+    [ -d "$KROOT" ] && [ -z "$(ls -A "$KROOT")" ] || die "$KROOT exists and is not empty: is this a real node? (this script runs a kubelet there)"
   else
-    csi_default_objects "$name" "$attach"
+    mkdir -p "$KROOT"; touch "$STATE/.made-kubelet-root"
   fi
-  wait_for "CSINode entry for $name" 60 sh -c "'$BIN/kubectl' --kubeconfig '$STATE/admin.kubeconfig' get csinode '$NODE' -o jsonpath='{.spec.drivers[*].name}' | grep -qw '$name'"
-  log "CSI driver $name registered with kubelet"
+  mount --bind "$KROOT_STORE" "$KROOT"
+  mount --make-rshared "$KROOT"
+  touch "$STATE/.mounted-kubelet-root"
 }
-# csi-resizer / csi-snapshotter exit at once when the driver lacks the capability they serve,
-# so they are started separately, once the caller knows what the driver advertises.
-csi_sidecar() { # NAME SOCKET resizer|snapshotter
-  local name=${1:?driver name} sock=${2:?socket path} s=${3:?sidecar}
-  case $s in resizer | snapshotter) ;; *) die "unknown sidecar $s (resizer or snapshotter)" ;; esac
-  start_proc "csi-$name-$s" "csi-$s" --csi-address="$sock" --kubeconfig="$STATE/admin.kubeconfig" \
-    --leader-election=false --v=5
+kubelet_root_down() {
+  [ -f "$STATE/.mounted-kubelet-root" ] || return 0
+  findmnt -rn -o TARGET | awk -v s="$KROOT/" 'index($0, s) == 1' | sort -r | while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"
+  done
+  umount "$KROOT" 2>/dev/null || umount -l "$KROOT" || log "could not unmount $KROOT"
+  rm -f "$STATE/.mounted-kubelet-root"
+  if [ -f "$STATE/.made-kubelet-root" ] && rmdir "$KROOT"; then rm -f "$STATE/.made-kubelet-root"; fi
 }
-csi_default_objects() { # NAME ATTACH: the kit's generic CSIDriver and StorageClass
-  local name=$1 attach=$2
-  local cur
-  cur=$(kc get csidriver "$name" -o jsonpath='{.spec.attachRequired}' 2>/dev/null || true)
-  if [ -n "$cur" ] && [ "$cur" != "$attach" ]; then # attachRequired is immutable
-    log "re-creating CSIDriver $name (attachRequired $cur -> $attach)"; kc delete csidriver "$name" >/dev/null
-  fi
-  kc apply -f - <<EOF
-apiVersion: storage.k8s.io/v1
-kind: CSIDriver
-metadata: {name: $name}
-spec:
-  attachRequired: $attach
-  podInfoOnMount: true
-  volumeLifecycleModes: [Persistent, Ephemeral]
-  fsGroupPolicy: File
----
-apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {name: $name}
-provisioner: $name
-reclaimPolicy: Delete
-volumeBindingMode: Immediate
-EOF
-}
-csi_stop() {
-  local name=${1:?driver name} s
-  stop_many 15 "csi-$name-snapshotter" "csi-$name-resizer" "csi-$name-attacher" "csi-$name-provisioner" "csi-$name-registrar"
-  stop_many 15 "csi-$name-driver"
+
+import_images() { # TAR...
+  local t
+  for t in "$@"; do
+    ctr --address "$RUN/containerd/containerd.sock" -n k8s.io images import "$t" >/dev/null || die "importing $t failed"
+    log "imported $t"
+  done
 }
 
 # ---- snapshots: CRDs + snapshot-controller (external-snapshotter) -----------------
@@ -346,15 +351,12 @@ stop() {
   if pidof_kit kube-apiserver >/dev/null && pidof_kit kubelet >/dev/null; then
     log "deleting all pods (kubelet unpublishes their volumes while drivers are still up)"
     kc delete pods --all --all-namespaces --grace-period=5 --timeout=90s >/dev/null 2>&1 || log "pod deletion incomplete"
-    if [ "${KUBE_NODE_KEEP_VOLUMES:-0}" != 1 ] && ls "$STATE"/pids/csi-*-provisioner.pid >/dev/null 2>&1; then
+    if [ "${KUBE_NODE_KEEP_VOLUMES:-0}" != 1 ]; then
       log "deleting all PVCs (drivers get DeleteVolume; KUBE_NODE_KEEP_VOLUMES=1 skips this)"
       kc delete pvc --all --all-namespaces --timeout=60s >/dev/null 2>&1 || log "PVC deletion incomplete"
       wait_for_quiet 60 no_pvs || log "some PVs remain: $(kc get pv -o name | tr '\n' ' ')"
     fi
   fi
-  for p in "$STATE"/pids/csi-*-registrar.pid "$STATE"/pids/csi-*-driver.pid; do
-    [ -e "$p" ] && { n=$(basename "$p" .pid); n=${n#csi-}; csi_stop "${n%-*}"; }
-  done
   for p in "$STATE"/pids/csi-*.pid; do [ -e "$p" ] && stop_proc "$(basename "$p" .pid)" 15; done
   stop_proc kubelet 20
   if pidof_kit containerd >/dev/null; then # containers left behind by kubelet: kill them via containerd
@@ -366,6 +368,8 @@ stop() {
   fi
   stop_many 30 kube-scheduler kube-controller-manager containerd kube-apiserver
   stop_many 20 etcd
+  kubelet_root_down
+  pod_network_down
   # leftover mounts under the state dir (pod volumes, CSI mounts, container rootfs/shm)
   findmnt -rn -o TARGET | awk -v s="$STATE/" 'index($0, s) == 1' | sort -r | while read -r m; do
     umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || log "could not unmount $m"
@@ -404,10 +408,8 @@ case "${1:-}" in
   stop) stop ;;
   purge) stop; rm -rf "$STATE"; log "removed $STATE" ;;
   status) status ;;
-  csi-start) shift; csi_start "$@" ;;
-  csi-stop) shift; csi_stop "$@" ;;
-  csi-sidecar) shift; csi_sidecar "$@" ;;
+  import) shift; import_images "$@" ;;
   snapshot-start) snapshot_start ;;
   kubectl) shift; kc "$@" ;;
-  *) sed -n '2,34p' "$0"; exit 2 ;;
+  *) sed -n '2,19p' "$0"; exit 2 ;;
 esac
