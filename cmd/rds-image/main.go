@@ -16,6 +16,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -131,6 +132,16 @@ func wrap(args []string) error {
 	version := fs.String("version", "", "tag")
 	arch := fs.String("arch", "amd64", "the binary's architecture")
 	out := fs.String("out", "bin/image", "output directory")
+	busybox := fs.String("busybox", "", "also a static busybox with its applets under /bin (a shell for test images; it runs here to list them)")
+	entrypoint := fs.String("entrypoint", "", "the image's entrypoint, space-separated (default: the binary)")
+	var extra []string
+	fs.Func("add", "another static binary, FILE=PATH in the image (repeatable)", func(v string) error {
+		if !strings.Contains(v, "=") {
+			return fmt.Errorf("want FILE=PATH, got %q", v)
+		}
+		extra = append(extra, v)
+		return nil
+	})
 	_ = fs.Parse(args)
 	if *binary == "" || *path == "" || *image == "" || *version == "" {
 		return fmt.Errorf("wrap needs -binary, -path, -image and -version")
@@ -140,9 +151,28 @@ func wrap(args []string) error {
 		return err
 	}
 	spec := imagebuild.BinarySpec(filepath.Base(*path), *path)
+	if *entrypoint != "" {
+		spec.Entrypoint = strings.Fields(*entrypoint)
+	}
 	root, err := imagebuild.BinaryRoot(spec, a, *binary)
 	if err != nil {
 		return err
+	}
+	for _, x := range extra {
+		file, at, _ := strings.Cut(x, "=")
+		if err := root.AddStatic(file, at); err != nil {
+			return err
+		}
+	}
+	if *busybox != "" {
+		list, err := exec.Command(*busybox, "--list").Output()
+		if err != nil {
+			return fmt.Errorf("listing busybox's applets: %w", err)
+		}
+		if err := root.AddBusybox(*busybox, strings.Fields(string(list))); err != nil {
+			return err
+		}
+		spec.Env = []string{"PATH=/bin"}
 	}
 	im, err := imagebuild.NewImage(spec, root, *version, "")
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"compress/gzip"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -321,5 +322,40 @@ func TestBinaryImage(t *testing.T) {
 	}
 	if _, err := BinaryRoot(spec, a, "/sbin/mke2fs"); err == nil {
 		t.Error("a dynamically linked binary was wrapped")
+	}
+}
+
+// A test image with a shell: the binary, another static one, busybox and its applets.
+func TestBinaryImageWithBusybox(t *testing.T) {
+	hostTools(t)
+	a, _ := LookupArch("amd64")
+	bin := staticBinary(t)
+	r, err := BinaryRoot(BinarySpec("agnhost", "/agnhost"), a, bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddStatic(bin, "/pause"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddBusybox(bin, []string{"sh", "busybox", "ls", "", "../escape"}); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range r.Sorted() {
+		got = append(got, fmt.Sprintf("%s %c %s", e.Path, e.Type, e.Link))
+	}
+	want := []string{"/agnhost 0 ", "/bin 5 ", "/bin/busybox 0 ", "/bin/ls 2 busybox", "/bin/sh 2 busybox", "/etc 5 ", "/etc/passwd 0 ", "/pause 0 ", "/tmp 5 "}
+	if !equalStrings(got, want) {
+		t.Errorf("root\n%v\nwant\n%v", got, want)
+	}
+	if err := r.AddStatic("/sbin/mke2fs", "/mke2fs"); err == nil {
+		t.Error("a dynamically linked extra binary was added")
+	}
+	other := filepath.Join(t.TempDir(), "other")
+	if raw, err := os.ReadFile(bin); err != nil || os.WriteFile(other, raw, 0o755) != nil {
+		t.Fatal("copying the static binary failed")
+	}
+	if err := r.AddStatic(other, "/agnhost"); err == nil {
+		t.Error("a second file at /agnhost was accepted")
 	}
 }

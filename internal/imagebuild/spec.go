@@ -12,6 +12,7 @@ import (
 	"debug/elf"
 	"fmt"
 	"sort"
+	"strings"
 )
 
 // Tool is one executable the image carries at /usr/sbin/<Name>.
@@ -89,14 +90,46 @@ func BinarySpec(title, path string) Spec {
 
 // BinaryRoot is the root of a BinarySpec image: the static binary, /tmp, their directories.
 func BinaryRoot(spec Spec, a Arch, binary string) (*Rootfs, error) {
-	if err := checkStatic(binary, a); err != nil {
+	r := &Rootfs{Arch: a, Entries: map[string]*entry{}}
+	if err := r.AddStatic(binary, spec.Binary); err != nil {
 		return nil, err
 	}
-	r := &Rootfs{Arch: a, Entries: map[string]*entry{}}
-	r.Entries[spec.Binary] = &entry{Path: spec.Binary, Type: tar.TypeReg, Mode: 0o755, Source: binary, Origin: "binary"}
 	r.Entries["/tmp"] = &entry{Path: "/tmp", Type: tar.TypeDir, Mode: 0o1777, Origin: "binary"}
-	r.addParents()
 	return r, nil
+}
+
+// AddStatic adds a static binary of the root's architecture at path in the image.
+func (r *Rootfs) AddStatic(binary, path string) error {
+	if err := checkStatic(binary, r.Arch); err != nil {
+		return err
+	}
+	if err := r.add(&entry{Path: path, Type: tar.TypeReg, Mode: 0o755, Source: binary, Origin: "binary"}); err != nil {
+		return err
+	}
+	r.addParents()
+	return nil
+}
+
+// AddBusybox gives the image a shell and the usual commands: a static busybox at
+// /bin/busybox, a link to it for each applet under /bin, and an /etc/passwd naming root
+// (test images whose pods run shell commands, as the Kubernetes e2e suite's do).
+func (r *Rootfs) AddBusybox(binary string, applets []string) error {
+	if err := r.AddStatic(binary, "/bin/busybox"); err != nil {
+		return err
+	}
+	for _, a := range applets {
+		if a == "" || a == "busybox" || strings.Contains(a, "/") {
+			continue
+		}
+		if err := r.add(&entry{Path: "/bin/" + a, Type: tar.TypeSymlink, Mode: 0o777, Link: "busybox", Origin: "busybox"}); err != nil {
+			return err
+		}
+	}
+	if err := r.add(&entry{Path: "/etc/passwd", Type: tar.TypeReg, Mode: 0o644, Data: []byte("root:x:0:0:root:/root:/bin/sh\n"), Origin: "busybox"}); err != nil {
+		return err
+	}
+	r.addParents()
+	return nil
 }
 
 // Packages are the Debian packages the tools and config files come from, sorted.

@@ -1,10 +1,8 @@
 #!/bin/bash
 # node.sh - a real one-node Kubernetes (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, containerd+runc, kubelet) on 127.0.0.1, plus CSI sidecars for a driver.
-# Adapted from the kube-node kit's node.sh (../shared/kube-node) for `make e2e-kube`: it runs
-# the kit's binaries (KUBE_NODE_CACHE) and ours (RDS_KUBE_CACHE: csi-resizer, csi-snapshotter,
-# snapshot-controller, the snapshot CRDs; see build.sh), and csi-start takes the driver's own
-# CSIDriver/StorageClass objects instead of the kit's generic ones.
+# kube-scheduler, containerd+runc, kubelet) on 127.0.0.1, for `make e2e-kube`. Adapted from
+# the kube-node kit's node.sh (../shared/kube-node, a reference only); it runs what build.sh
+# put in RDS_KUBE_CACHE.
 #
 #   node.sh start            bring the node up (idempotent); prints the KUBECONFIG line
 #   node.sh stop             delete pods, stop everything this script started (PID files only),
@@ -15,8 +13,7 @@
 #   node.sh snapshot-start   install the snapshot.storage.k8s.io CRDs and run snapshot-controller
 #   node.sh kubectl ARGS...  kubectl with the admin kubeconfig
 #
-#   KUBE_NODE_CACHE (default /var/cache/kube-node): binaries from the kit's build.sh
-#   RDS_KUBE_CACHE (default /var/cache/rds-csi-kube): binaries and CRDs from our build.sh
+#   RDS_KUBE_CACHE (default /var/cache/rds-csi-kube): binaries, images and CRDs (build.sh)
 #   KUBE_NODE_STATE (default /tmp/rds-csi-kube): etcd data, PKI, logs, PID files, kubelet root
 #   KUBELET_V (default 4): kubelet log verbosity (4 shows every CSI call)
 # Node name is 127.0.0.1 (kubelet refuses a loopback --node-ip, but takes an IP
@@ -38,11 +35,9 @@
 # /var/lib/kubelet (and the directory, when it made it) and the sysctl net.ipv4.ip_forward
 # (set by the CNI bridge plugin); stop removes or restores all of them.
 set -euo pipefail
-CACHE=${KUBE_NODE_CACHE:-/var/cache/kube-node}
+CACHE=${RDS_KUBE_CACHE:-/var/cache/rds-csi-kube}
 STATE=${KUBE_NODE_STATE:-/tmp/rds-csi-kube}
 BIN=$CACHE/bin
-XCACHE=${RDS_KUBE_CACHE:-/var/cache/rds-csi-kube}
-XBIN=$XCACHE/bin
 NODE=127.0.0.1
 KROOT_STORE=$STATE/kubelet # what the kubelet's root holds, bind-mounted at KROOT
 KROOT=/var/lib/kubelet
@@ -52,7 +47,7 @@ API_IP=10.96.0.1 SERVICE_RANGE=10.96.0.0/24 # the first address of the range is 
 API=https://$API_IP:443
 PKI=$STATE/pki
 RUN=$STATE/run
-export PATH=$BIN:$XBIN:/usr/sbin:/usr/bin:/sbin:/bin
+export PATH=$BIN:/usr/sbin:/usr/bin:/sbin:/bin
 SYSCTLS="vm.overcommit_memory vm.panic_on_oom kernel.panic kernel.panic_on_oops kernel.keys.root_maxkeys kernel.keys.root_maxbytes net.ipv4.ip_forward"
 log() { echo "[kube-node $(date +%T)] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -178,7 +173,7 @@ state = "$RUN/containerd"
 [plugins."io.containerd.internal.v1.opt"]
   path = "$STATE/containerd/opt"
 [plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "kube-node.local/pause:1"
+  sandbox_image = "rds-csi-test.local/pause:1"
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   enable_selinux = false
@@ -251,7 +246,7 @@ start() {
   wait_for etcd 60 curl -sf http://127.0.0.1:2379/health
   wait_for containerd 60 ctr --address "$RUN/containerd/containerd.sock" version
   for i in pause busybox; do
-    ctr --address "$RUN/containerd/containerd.sock" -n k8s.io images import "$CACHE/images/$i.tar" >/dev/null
+    ctr --address "$RUN/containerd/containerd.sock" -n k8s.io images import "$CACHE/images/$i-amd64.tar" >/dev/null
   done
 
   start_proc kube-apiserver kube-apiserver --etcd-servers=http://127.0.0.1:2379 \
@@ -335,8 +330,8 @@ import_images() { # TAR...
 
 # ---- snapshots: CRDs + snapshot-controller (external-snapshotter) -----------------
 snapshot_start() {
-  ls "$XCACHE"/crds/*.yaml >/dev/null 2>&1 || die "no snapshot CRDs in $XCACHE/crds: run test/kube/build.sh"
-  kc apply -f "$XCACHE/crds" >&2
+  ls "$CACHE"/crds/*.yaml >/dev/null 2>&1 || die "no snapshot CRDs in $CACHE/crds: run test/kube/build.sh"
+  kc apply -f "$CACHE/crds" >&2
   local k
   for k in volumesnapshotclasses volumesnapshotcontents volumesnapshots; do
     kc wait --for=condition=Established --timeout=60s "crd/$k.snapshot.storage.k8s.io" >/dev/null

@@ -45,16 +45,13 @@ TEST_ONLY_CHANGES=(
 # the sidecars; then cached and stamped); a run ~5 min, of which ~1 min is kubelet noticing an
 # expansion (its pod resync), not the driver.
 #
-#   KUBE_NODE_KIT    the kube-node kit (default: ../shared/kube-node beside the repository)
-#   KUBE_NODE_CACHE  the kit's binaries (default /var/cache/kube-node)
-#   RDS_KUBE_CACHE   our sidecars, their images and the CRDs (default /var/cache/rds-csi-kube)
+#   RDS_KUBE_CACHE   Kubernetes, the sidecars, their images and the CRDs (build.sh; default
+#                    /var/cache/rds-csi-kube)
 #   KUBE_NODE_STATE  the node's state, logs included (default /tmp/rds-csi-kube; purged at start)
 #   E2E_KUBE_KEEP=1  keep the work directory (simulator files, keys, driver state) on success
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-export KUBE_NODE_KIT=${KUBE_NODE_KIT:-$(cd "$REPO/.." && pwd)/shared/kube-node}
-export KUBE_NODE_CACHE=${KUBE_NODE_CACHE:-/var/cache/kube-node}
 export RDS_KUBE_CACHE=${RDS_KUBE_CACHE:-/var/cache/rds-csi-kube}
 export KUBE_NODE_STATE=${KUBE_NODE_STATE:-/tmp/rds-csi-kube}
 export PATH=/usr/local/go/bin:$PATH
@@ -118,7 +115,7 @@ summary() {
 # ---- cluster and simulator helpers ----------------------------------------------------
 # kubectl's discovery cache lives in the node's state: the shared ~/.kube/cache would remember
 # the snapshot CRDs of an earlier run on the same address and change the dry-run's answer
-k() { "$KUBE_NODE_CACHE/bin/kubectl" --kubeconfig "$STATE/admin.kubeconfig" --cache-dir "$STATE/kubectl-cache" "$@"; }
+k() { "$RDS_KUBE_CACHE/bin/kubectl" --kubeconfig "$STATE/admin.kubeconfig" --cache-dir "$STATE/kubectl-cache" "$@"; }
 logged() { # LOG CMD...: run CMD with its output in LOG; on failure show the end of LOG
   local log=$1; shift
   "$@" >"$log" 2>&1 || { tail -n 20 "$log"; return 1; }
@@ -252,7 +249,7 @@ spec:
   terminationGracePeriodSeconds: 2
   containers:
   - name: c
-    image: kube-node.local/busybox:1
+    image: $IMG/busybox:1
     imagePullPolicy: Never
     command: ["sleep", "3600"]${mounts:+
     volumeMounts:$mounts}${devices:+
@@ -320,7 +317,7 @@ WORK=$(mktemp -d /tmp/rds-csi-e2e-kube.XXXXXX)
 SIMDIR=$WORK/rds DLOG=$WORK/driver.log
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-echo "rds-csi e2e-kube: work dir $WORK, node state $STATE, kit $KUBE_NODE_KIT"
+echo "rds-csi e2e-kube: work dir $WORK, node state $STATE"
 echo "deploy.yaml is installed through the root kustomization; what this test changes, in its overlay:"
 printf '      - %s\n' "${TEST_ONLY_CHANGES[@]}"
 
@@ -337,7 +334,7 @@ driver_image() {
   cd "$REPO" && go run ./cmd/rds-image build -image "$IMG/rds-csi" -version loopnvme \
     -out "$WORK/image" -binary "amd64=$WORK/bin/rds-csi"
 }
-must "kit, sidecars and their images built (test/kube/build.sh, log $WORK/build.log)" logged "$WORK/build.log" "$HERE/build.sh"
+must "Kubernetes, the sidecars and their images built (test/kube/build.sh, log $WORK/build.log)" logged "$WORK/build.log" "$HERE/build.sh"
 must "driver (loopnvme test build) and rds-sim built" build_bins
 must "driver image built by cmd/rds-image (log $WORK/image.log)" logged "$WORK/image.log" driver_image
 info "driver image: $(grep -m1 'unpacked' "$WORK/image.log")"
