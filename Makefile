@@ -9,7 +9,7 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 export GOFLAGS := -tags=grpcnotrace
 PKGS    := ./...
 
-.PHONY: all build test deps fmt-check vet lint unit e2e e2e-kube demo bench bench-vm image push image-docker clean
+.PHONY: all build test deps fmt-check vet lint unit e2e e2e-kube conformance demo bench bench-vm image push image-docker clean
 
 all: build
 
@@ -45,8 +45,14 @@ e2e:
 ## e2e-kube: deploy.yaml's own pods, installed through the kustomization, on a real one-node
 ## Kubernetes (root; the first build of Kubernetes, the sidecars and their images takes
 ## ~11 min, stamped and reused; then a run ~5 min)
+## It ends with the Kubernetes storage conformance subset (test/conformance/subset.focus).
 e2e-kube:
 	./test/kube/run.sh
+
+## conformance: the same installation, then every External Storage test of the Kubernetes
+## e2e suite (e2e.test, test/conformance; ~1 h on 2 cores)
+conformance:
+	E2E_CONFORMANCE=full ./test/kube/run.sh
 
 ## demo: the driver against the built-in simulated RDS through the real CSI API (root; a
 ## loop device stands in for NVMe/TCP, so the driver is built with the loopnvme tag)

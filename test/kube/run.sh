@@ -49,6 +49,8 @@ TEST_ONLY_CHANGES=(
 #                    /var/cache/rds-csi-kube)
 #   KUBE_NODE_STATE  the node's state, logs included (default /tmp/rds-csi-kube; purged at start)
 #   E2E_KUBE_KEEP=1  keep the work directory (simulator files, keys, driver state) on success
+#   E2E_CONFORMANCE  subset (default), full or none: the Kubernetes storage conformance suite
+#                    (e2e.test External.Storage, test/conformance) after the scenarios
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
@@ -56,6 +58,7 @@ export RDS_KUBE_CACHE=${RDS_KUBE_CACHE:-/var/cache/rds-csi-kube}
 export KUBE_NODE_STATE=${KUBE_NODE_STATE:-/tmp/rds-csi-kube}
 export PATH=/usr/local/go/bin:$PATH
 STATE=$KUBE_NODE_STATE
+CONFORMANCE=${E2E_CONFORMANCE:-subset}
 NODESH=$HERE/node.sh
 DEPLOY=$REPO/deploy.yaml
 DRV=rds.csi.srvlab.io
@@ -781,3 +784,35 @@ check "every RPC kubelet and the sidecars made was answered OK, but the fencing 
 check "no container of the driver restarted during the run" no_restarts
 check "every pod of the driver still Running and ready" all_ready
 info "driver log: $(grep -c 'level=ERROR' "$DLOG") ERROR, $(grep -c 'level=WARN' "$DLOG") WARN lines ($DLOG)"
+
+# ---- the Kubernetes storage conformance suite ------------------------------------------------
+# e2e.test's External.Storage tests against this installation (test/conformance): "subset" in
+# `make test` (one pattern of each test suite), "full" for `make conformance`, "none" to skip.
+CONFORMANCE_DIR=$REPO/test/conformance
+case $CONFORMANCE in
+  none) ;;
+  subset | full)
+    begin "conformance: e2e.test External.Storage ($CONFORMANCE)"
+    must "e2e.test and its test images built (test/conformance/build.sh, log $WORK/conformance-build.log)" \
+      logged "$WORK/conformance-build.log" "$CONFORMANCE_DIR/build.sh"
+    must "the test images imported into the node's containerd" \
+      logged "$WORK/conformance-import.log" "$NODESH" import "$RDS_KUBE_CACHE"/conformance/images/*-amd64.tar
+    must "the summary tool built" go build -C "$REPO" -o "$WORK/bin/summary" ./test/conformance/summary
+    conformance_run() {
+      local focus skip
+      focus=$(grep -v '^#' "$CONFORMANCE_DIR/$CONFORMANCE.focus" | paste -sd'|')
+      skip=$(grep -v '^#' "$CONFORMANCE_DIR/skip.txt" | paste -sd'|')
+      mkdir -p "$WORK/conformance"
+      KUBE_TEST_REPO_LIST=$CONFORMANCE_DIR/repo-list.yaml timeout 3600 "$RDS_KUBE_CACHE/conformance/e2e.test" \
+        --kubeconfig="$STATE/admin.kubeconfig" --provider=local --storage.testdriver="$CONFORMANCE_DIR/testdriver.yaml" \
+        --ginkgo.focus="External.Storage.*($focus)" --ginkgo.skip="$skip" --ginkgo.timeout=1h \
+        --ginkgo.json-report="$WORK/conformance/report.json" --report-dir="$WORK/conformance" \
+        --ginkgo.no-color --ginkgo.v >"$WORK/conformance/e2e.log" 2>&1
+      info "e2e.test exited with $? (log $WORK/conformance/e2e.log)"
+      "$WORK/bin/summary" "$WORK/conformance/report.json"
+    }
+    check "e2e.test External.Storage ($CONFORMANCE): no failure (table below)" conformance_run
+    "$WORK/bin/summary" "$WORK/conformance/report.json" 2>&1 | sed 's/^/      /'
+    ;;
+  *) bad "E2E_CONFORMANCE=$CONFORMANCE: want none, subset or full" ;;
+esac
