@@ -247,14 +247,19 @@ func backingOf(file string) (string, fileID, error) {
 // restarted container that had the file's directory bind-mounted) shows the path inside
 // that mount only, a tail of want. So a path that ends like want is confirmed by the
 // kernel's record of the backing file's device and inode (LOOP_GET_STATUS64).
-func backedBy(name, want string, id fileID) bool {
+// A device detached while we look is not backed by it; a backing_file that cannot be read
+// is an error, not a no.
+func backedBy(name, want string, id fileID) (bool, error) {
 	got, err := os.ReadFile(filepath.Join(sysBlock, name, "loop", "backing_file"))
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	}
 	if err != nil {
-		return false
+		return false, err
 	}
 	path := strings.TrimSuffix(string(got), "\n")
 	if path != want && !strings.HasSuffix(want, path) {
-		return false
+		return false, nil
 	}
 	var info *unix.LoopInfo64
 	err = withLoop("/dev/"+name, "read the status of", func(fd int) (err error) {
@@ -262,9 +267,9 @@ func backedBy(name, want string, id fileID) bool {
 		return err
 	})
 	if err != nil {
-		return path == want && strings.HasPrefix(path, "/") // cannot ask the kernel: the full path must match
+		return path == want && strings.HasPrefix(path, "/"), nil // cannot ask the kernel: the full path must match
 	}
-	return id.matches(info)
+	return id.matches(info), nil
 }
 
 // Find returns the loop devices whose backing file is file.
@@ -280,7 +285,11 @@ func Find(file string) ([]Device, error) {
 	var found []Device
 	for _, backingFile := range names {
 		name := filepath.Base(filepath.Dir(filepath.Dir(backingFile)))
-		if !backedBy(name, want, id) {
+		backed, err := backedBy(name, want, id)
+		if err != nil {
+			return nil, fmt.Errorf("find loop devices of %s: %w", file, err)
+		}
+		if !backed {
 			continue // another file's, or detached while we looked
 		}
 		dev, err := sysDevice(name)
@@ -315,7 +324,10 @@ func Backs(d Device, file string) bool {
 		return false
 	}
 	want, id, err := backingOf(file)
-	if err != nil || !backedBy(name, want, id) {
+	if err != nil {
+		return false
+	}
+	if backed, err := backedBy(name, want, id); err != nil || !backed {
 		return false
 	}
 	cur, err := sysDevice(name)
