@@ -58,6 +58,7 @@ func TestHealLoopControllerLoss(t *testing.T) {
 	if e.formats.Load() != 1 {
 		t.Fatalf("%d formats: healing must never format", e.formats.Load())
 	}
+	e.waitHealDone(v)
 	must(t, e.unpublish(v, rw))
 	must(t, e.unpublish(v, ro))
 	must(t, e.unstage(v))
@@ -97,6 +98,7 @@ func TestHealLoopBlockNode(t *testing.T) {
 	}
 	checkData(t, target, data, 0)
 	holder.Close()
+	e.waitHealDone(v)
 	must(t, e.unpublish(v, target))
 	must(t, e.unstage(v))
 }
@@ -120,6 +122,23 @@ func (e *loopEnv) outage(v *volume, d time.Duration) []string {
 				}
 			}
 		}
+	}
+}
+
+// waitHealDone waits for the watcher to let go of the volume's lock. Its repair is
+// visible (new mounts, new device nodes) before it has written the record and released
+// the lock; an RPC meanwhile answers Aborted, which kubelet retries and a test must not
+// take for a failure.
+func (e *loopEnv) waitHealDone(v *volume) {
+	e.t.Helper()
+	if !nodeWaitFor(10*time.Second, func() bool {
+		release, ok := e.n.locks.tryLock(v.id)
+		if ok {
+			release()
+		}
+		return ok
+	}) {
+		e.t.Fatalf("the heal of %s still holds the volume lock after 10 s", v.id)
 	}
 }
 
