@@ -89,16 +89,6 @@ func testCtx(t testing.TB) context.Context {
 	return ctx
 }
 
-func mountCap(mode csi.VolumeCapability_AccessMode_Mode, fsType string) *csi.VolumeCapability {
-	return &csi.VolumeCapability{AccessMode: &csi.VolumeCapability_AccessMode{Mode: mode},
-		AccessType: &csi.VolumeCapability_Mount{Mount: &csi.VolumeCapability_MountVolume{FsType: fsType}}}
-}
-
-func blockCap(mode csi.VolumeCapability_AccessMode_Mode) *csi.VolumeCapability {
-	return &csi.VolumeCapability{AccessMode: &csi.VolumeCapability_AccessMode{Mode: mode},
-		AccessType: &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}}}
-}
-
 var rwo = mountCap(csi.VolumeCapability_AccessMode_SINGLE_NODE_WRITER, "")
 
 func createReq(name string, size int64, caps ...*csi.VolumeCapability) *csi.CreateVolumeRequest {

@@ -24,10 +24,10 @@ func (c *controllerService) ControllerPublishVolume(ctx context.Context, req *cs
 	case req.GetVolumeCapability() == nil:
 		return nil, required("volume_capability", "ControllerPublishVolume")
 	}
-	if _, err := checkCapability(req.GetVolumeCapability()); err != nil {
-		return nil, status.Errorf(codes.InvalidArgument, "volume capability: %v", err)
+	access, err := requestCapability(req.GetVolumeCapability())
+	if err != nil {
+		return nil, err
 	}
-	maxNodes, _ := accessLimit(req.GetVolumeCapability().GetAccessMode().GetMode(), req.GetVolumeCapability().GetBlock() != nil)
 	release, ok := c.locks.tryLock(id)
 	if !ok {
 		return nil, busy(id)
@@ -47,7 +47,7 @@ func (c *controllerService) ControllerPublishVolume(ctx context.Context, req *cs
 	if err != nil {
 		logFrom(ctx).Warn("using the default migration timeout", "err", err)
 	}
-	if err := c.fencing.publish(ctx, id, nodeID, maxNodes, time.Duration(seconds)*time.Second); err != nil {
+	if err := c.fencing.publish(ctx, id, nodeID, access.maxNodes, time.Duration(seconds)*time.Second); err != nil {
 		return nil, err
 	}
 	return &csi.ControllerPublishVolumeResponse{}, nil

@@ -45,10 +45,7 @@ type volumePublications struct {
 	timeoutReported  bool
 }
 
-// Limits per access mode kind.
 const (
-	maxNodesSingle    = 1
-	maxNodesMigration = 2 // raw block RWX: source and target of a live migration
 	// defaultMigrationTimeout applies to records rebuilt after a restart, whose
 	// StorageClass value the controller has not seen yet.
 	defaultMigrationTimeout = 300 * time.Second

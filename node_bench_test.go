@@ -11,7 +11,7 @@ import (
 // Target: p50 ≤ 50 ms.
 func BenchmarkNodeStageExisting(b *testing.B) {
 	e := newLoopEnv(b)
-	v := e.createVolume("bench-stage", "256M", mountCapability("ext4", rwoMode))
+	v := e.createVolume("bench-stage", "256M", mountCap(rwoMode, "ext4"))
 	must(b, e.stage(v)) // formats once
 	must(b, e.unstage(v))
 	var took []time.Duration
@@ -31,7 +31,7 @@ func BenchmarkNodeStageExisting(b *testing.B) {
 // unpublishes it (unmount, rmdir). Target: p50 ≤ 5 ms.
 func BenchmarkNodePublishUnpublish(b *testing.B) {
 	e := newLoopEnv(b)
-	v := e.createVolume("bench-publish", "64M", mountCapability("ext4", rwoMode))
+	v := e.createVolume("bench-publish", "64M", mountCap(rwoMode, "ext4"))
 	must(b, e.stage(v))
 	target := e.target("bench")
 	var took []time.Duration

@@ -77,7 +77,7 @@ func TestNodeUnstageRefusesWhileInUse(t *testing.T) {
 	for _, ev := range inUseEvidences {
 		t.Run(ev.name, func(t *testing.T) {
 			e := newLoopEnv(t)
-			v := e.createVolume("unstage-used", "64M", blockCapability(rwoMode))
+			v := e.createVolume("unstage-used", "64M", blockCap(rwoMode))
 			must(t, e.stage(v))
 			remove := ev.make(t, e, v, attachedDevices(t, v)[0])
 			nodeWantCode(t, e.unstage(v), codes.FailedPrecondition, ev.want)
@@ -99,7 +99,7 @@ func TestNodeSweepKeepsWhatIsInUse(t *testing.T) {
 	for _, ev := range inUseEvidences {
 		t.Run(ev.name, func(t *testing.T) {
 			e := newLoopEnv(t)
-			v := e.createVolume("sweep-used", "64M", blockCapability(rwoMode))
+			v := e.createVolume("sweep-used", "64M", blockCap(rwoMode))
 			connectOwned(t, e, v) // a crash between connect and record
 			remove := ev.make(t, e, v, attachedDevices(t, v)[0])
 			e.n.sweep(nodeCtx(t))

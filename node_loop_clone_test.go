@@ -13,7 +13,7 @@ import (
 // from a golden image next to it).
 func TestNodeLoopStagesAnXFSCloneBesideItsSource(t *testing.T) {
 	e := newLoopEnv(t)
-	cap := mountCapability("xfs", rwoMode)
+	cap := mountCap(rwoMode, "xfs")
 	src := e.createVolume("clone-src", "320M", cap)
 	must(t, e.stage(src))
 	srcTarget := e.target("src-pod")

@@ -19,8 +19,8 @@ func TestNodeLoopExpand(t *testing.T) {
 		cap        *csi.VolumeCapability
 		filesystem bool
 	}{
-		{"xfs", 320 << 20, 512 << 20, mountCapability("xfs", rwoMode), true},
-		{"block", 16 << 20, 48 << 20, blockCapability(rwoMode), false},
+		{"xfs", 320 << 20, 512 << 20, mountCap(rwoMode, "xfs"), true},
+		{"block", 16 << 20, 48 << 20, blockCap(rwoMode), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newLoopEnv(t)

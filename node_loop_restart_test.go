@@ -12,8 +12,8 @@ import (
 // connected twice, and the old publish targets keep working.
 func TestNodeLoopRestart(t *testing.T) {
 	e := newLoopEnv(t)
-	fs := e.createVolume("restart-fs", "64M", mountCapability("ext4", rwoMode))
-	blk := e.createVolume("restart-blk", "16M", blockCapability(rwoMode))
+	fs := e.createVolume("restart-fs", "64M", mountCap(rwoMode, "ext4"))
+	blk := e.createVolume("restart-blk", "16M", blockCap(rwoMode))
 	data := pattern("restart", 256<<10)
 	fsA, blkA := e.target("fs-a"), e.target("blk-a")
 	for _, v := range []*volume{fs, blk} {

@@ -18,7 +18,7 @@ func TestNodeLoopSingleWriterAllowsOneTarget(t *testing.T) {
 		name string
 		cap  *csi.VolumeCapability
 	}{
-		{"fs", mountCapability("ext4", rwop)},
+		{"fs", mountCap(rwop, "ext4")},
 		{"block", &csi.VolumeCapability{AccessType: &csi.VolumeCapability_Block{Block: &csi.VolumeCapability_BlockVolume{}},
 			AccessMode: &csi.VolumeCapability_AccessMode{Mode: rwop}}},
 	} {

@@ -37,7 +37,7 @@ func TestNodeLoopNeverFormatsNonBlank(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newLoopEnv(t)
-			v := e.createVolume("nonblank", "320M", mountCapability("ext4", rwoMode))
+			v := e.createVolume("nonblank", "320M", mountCap(rwoMode, "ext4"))
 			tc.prepare(t, v.file)
 			before := fileHash(t, v.file)
 			err := e.stage(v)
@@ -70,7 +70,7 @@ func TestNodeLoopNeverFormatsUnreadable(t *testing.T) {
 	file := unreadableFile(t, e.root, 4<<20)
 	nqn := testPrefix + "unreadable"
 	must(t, os.Symlink(file, filepath.Join(e.sim.Dir(), sim.ExportsDirName, nqn)))
-	v := &volume{id: "pvc-unreadable", nqn: nqn, file: file, cap: mountCapability("ext4", rwoMode),
+	v := &volume{id: "pvc-unreadable", nqn: nqn, file: file, cap: mountCap(rwoMode, "ext4"),
 		staging: filepath.Join(e.root, "kubelet", "pvc-unreadable"),
 		vc:      map[string]string{ctxNQN: nqn, ctxAddress: "127.0.0.1"}}
 	must(t, os.MkdirAll(v.staging, 0o750))

@@ -23,9 +23,9 @@ func TestNodeLoopCycle(t *testing.T) {
 		name, size string
 		cap        *csi.VolumeCapability
 	}{
-		{"ext4", "64M", mountCapability("ext4", rwoMode)},
-		{"xfs", "320M", mountCapability("xfs", rwoMode, "noatime")},
-		{"block", "16M", blockCapability(rwoMode)},
+		{"ext4", "64M", mountCap(rwoMode, "ext4")},
+		{"xfs", "320M", mountCap(rwoMode, "xfs", "noatime")},
+		{"block", "16M", blockCap(rwoMode)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newLoopEnv(t)
@@ -100,7 +100,7 @@ func TestNodeLoopCycle(t *testing.T) {
 // TestNodeLoopPublishReadOnly publishes one staged filesystem read-write and read-only.
 func TestNodeLoopPublishReadOnly(t *testing.T) {
 	e := newLoopEnv(t)
-	v := e.createVolume("ro", "64M", mountCapability("ext4", rwoMode))
+	v := e.createVolume("ro", "64M", mountCap(rwoMode, "ext4"))
 	must(t, e.stage(v))
 	rw, ro := e.target("writer"), e.target("reader")
 	must(t, e.publish(v, rw, false))
@@ -120,7 +120,7 @@ func TestNodeLoopPublishReadOnly(t *testing.T) {
 // removing the target, removes nothing below it, and a missing target is success.
 func TestNodeLoopUnpublishStackedAndMissing(t *testing.T) {
 	e := newLoopEnv(t)
-	v := e.createVolume("stack", "64M", mountCapability("ext4", rwoMode))
+	v := e.createVolume("stack", "64M", mountCap(rwoMode, "ext4"))
 	must(t, e.stage(v))
 	target := e.target("stacked")
 	must(t, e.publish(v, target, false))
@@ -153,7 +153,7 @@ func TestNodeLoopUnpublishStackedAndMissing(t *testing.T) {
 	must(t, e.unpublish(v, target))
 	must(t, e.unstage(v))
 	must(t, e.unstage(v))
-	w := e.createVolume("never-staged", "16M", mountCapability("ext4", rwoMode))
+	w := e.createVolume("never-staged", "16M", mountCap(rwoMode, "ext4"))
 	must(t, e.unstage(w))
 	nodeWantCode(t, e.publish(w, e.target("early"), false), codes.FailedPrecondition, "not staged on this node")
 }
@@ -161,7 +161,7 @@ func TestNodeLoopUnpublishStackedAndMissing(t *testing.T) {
 // TestNodeLoopUnstageRefusedWhilePublished names every publish target still in use and
 // leaves the volume connected.
 func TestNodeLoopUnstageRefusedWhilePublished(t *testing.T) {
-	for _, cap := range []*csi.VolumeCapability{mountCapability("ext4", rwoMode), blockCapability(rwoMode)} {
+	for _, cap := range []*csi.VolumeCapability{mountCap(rwoMode, "ext4"), blockCap(rwoMode)} {
 		e := newLoopEnv(t)
 		v := e.createVolume("busy", "64M", cap)
 		must(t, e.stage(v))

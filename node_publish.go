@@ -28,7 +28,7 @@ func (n *nodeService) NodePublishVolume(ctx context.Context, req *csi.NodePublis
 	if err := requirePath("target_path", req.GetTargetPath()); err != nil {
 		return nil, err
 	}
-	mode, err := parseCapability(req.GetVolumeCapability())
+	mode, err := requestCapability(req.GetVolumeCapability())
 	if err != nil {
 		return nil, err
 	}

@@ -21,7 +21,7 @@ import (
 func TestNodeRequestValidation(t *testing.T) {
 	e := newLoopEnv(t)
 	n, ctx := e.n, nodeCtx(t)
-	cap := mountCapability("ext4", rwoMode)
+	cap := mountCap(rwoMode, "ext4")
 	vc := map[string]string{ctxNQN: testPrefix + "x", ctxAddress: "127.0.0.1"}
 	abs := filepath.Join(e.root, "p")
 	call := func(f func() (any, error)) error { _, err := f(); return err }
@@ -116,8 +116,8 @@ func TestNodeRequestValidation(t *testing.T) {
 // adverse condition.
 func TestNodeLoopStatsAndHealth(t *testing.T) {
 	e := newLoopEnv(t)
-	fs := e.createVolume("stats-fs", "64M", mountCapability("ext4", rwoMode))
-	blk := e.createVolume("stats-blk", "16M", blockCapability(rwoMode))
+	fs := e.createVolume("stats-fs", "64M", mountCap(rwoMode, "ext4"))
+	blk := e.createVolume("stats-blk", "16M", blockCap(rwoMode))
 	fsT, blkT := e.target("fs"), e.target("blk")
 	for _, p := range []struct {
 		v *volume
@@ -172,7 +172,7 @@ func TestNodeLoopStatsAndHealth(t *testing.T) {
 // at once, saying when it retries and what resets it); restarting the plugin resets it.
 func TestNodeBreakerLoop(t *testing.T) {
 	e := newLoopEnv(t)
-	v := &volume{id: "pvc-missing", nqn: testPrefix + "missing", cap: mountCapability("ext4", rwoMode),
+	v := &volume{id: "pvc-missing", nqn: testPrefix + "missing", cap: mountCap(rwoMode, "ext4"),
 		staging: filepath.Join(e.root, "kubelet", "pvc-missing"), vc: map[string]string{ctxNQN: testPrefix + "missing", ctxAddress: "127.0.0.1"}}
 	for range breakerThreshold {
 		nodeWantCode(t, e.stage(v), codes.NotFound, "does not export")
@@ -189,7 +189,7 @@ func TestNodeBreakerLoop(t *testing.T) {
 // Aborted at once instead of queueing behind it.
 func TestNodeConcurrentCallAborted(t *testing.T) {
 	e := newLoopEnv(t)
-	v := e.createVolume("busy-lock", "64M", mountCapability("ext4", rwoMode))
+	v := e.createVolume("busy-lock", "64M", mountCap(rwoMode, "ext4"))
 	release, ok := e.n.locks.tryLock(v.id)
 	if !ok {
 		t.Fatal("lock taken")
@@ -205,9 +205,9 @@ func TestNodeConcurrentCallAborted(t *testing.T) {
 // record claims and nothing uses, and keeps the staged one and one that is mounted.
 func TestNodeLoopSweepAtStart(t *testing.T) {
 	e := newLoopEnv(t)
-	staged := e.createVolume("sweep-staged", "64M", mountCapability("ext4", rwoMode))
-	orphan := e.createVolume("sweep-orphan", "16M", blockCapability(rwoMode))
-	used := e.createVolume("sweep-used", "64M", mountCapability("ext4", rwoMode))
+	staged := e.createVolume("sweep-staged", "64M", mountCap(rwoMode, "ext4"))
+	orphan := e.createVolume("sweep-orphan", "16M", blockCap(rwoMode))
+	used := e.createVolume("sweep-used", "64M", mountCap(rwoMode, "ext4"))
 	must(t, e.stage(staged))
 	for _, v := range []*volume{orphan, used} {
 		if _, err := e.n.att.Connect(nodeCtx(t), nvme.Target{Address: "127.0.0.1", NQN: v.nqn}, nvme.Options{}); err != nil {

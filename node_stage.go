@@ -26,7 +26,7 @@ func (n *nodeService) NodeStageVolume(ctx context.Context, req *csi.NodeStageVol
 	if err := requirePath("staging_target_path", req.GetStagingTargetPath()); err != nil {
 		return nil, err
 	}
-	mode, err := parseCapability(req.GetVolumeCapability())
+	mode, err := requestCapability(req.GetVolumeCapability())
 	if err != nil {
 		return nil, err
 	}

@@ -69,7 +69,7 @@ func newVMNode(t *testing.T) *vmNode {
 // unstaging disconnects it.
 func (vm *vmNode) blockCycle(t *testing.T) {
 	v := vm.export(t, "vmblock", "32M", 1)
-	v.cap = blockCapability(rwoMode)
+	v.cap = blockCap(rwoMode)
 	must(t, vm.stage(t, v))
 	target := vm.target(t, "blk")
 	must(t, vm.publish(t, v, target))
@@ -171,7 +171,7 @@ func (vm *vmNode) export(t *testing.T, name, size string, p int) *volume {
 	vmShell(t, "nvmet-export", nqn, vmBacking(nqn), size, "1", fmt.Sprint(p))
 	staging := filepath.Join(vm.root, "staging", id)
 	must(t, os.MkdirAll(staging, 0o750))
-	return &volume{id: id, nqn: nqn, staging: staging, cap: mountCapability("ext4", rwoMode),
+	return &volume{id: id, nqn: nqn, staging: staging, cap: mountCap(rwoMode, "ext4"),
 		vc: map[string]string{ctxNQN: nqn, ctxAddress: "127.0.0.1", ctxPort: fmt.Sprint(4419 + p)}}
 }
 

@@ -86,8 +86,8 @@ func unownedGauge(n *nodeService) float64 {
 // is counted, however unused.
 func TestNodeSweepNeedsProof(t *testing.T) {
 	e := newLoopEnv(t)
-	foreign := e.createVolume("foreign", "16M", blockCapability(rwoMode))
-	ours := e.createVolume("ours", "16M", blockCapability(rwoMode))
+	foreign := e.createVolume("foreign", "16M", blockCap(rwoMode))
+	ours := e.createVolume("ours", "16M", blockCap(rwoMode))
 	connectForeign(t, e, foreign)
 	connectOwned(t, e, ours)
 	e.restart()
@@ -132,7 +132,7 @@ func TestNodeSweepLostState(t *testing.T) {
 	} {
 		t.Run(name, func(t *testing.T) {
 			e := newLoopEnv(t)
-			v := e.createVolume("lost", "16M", blockCapability(rwoMode))
+			v := e.createVolume("lost", "16M", blockCap(rwoMode))
 			must(t, e.stage(v))
 			e.stop()
 			spoil(t, e.cfg.StateDir)
@@ -155,7 +155,7 @@ func TestNodeSweepLostState(t *testing.T) {
 // formatted again — and let go of completely by its unstage.
 func TestNodeTakeover(t *testing.T) {
 	e := newLoopEnv(t)
-	fsVol := e.createVolume("old-fs", "64M", mountCapability("ext4", rwoMode))
+	fsVol := e.createVolume("old-fs", "64M", mountCap(rwoMode, "ext4"))
 	disk := connectForeign(t, e, fsVol)
 	mkfsFile(t, "ext4", disk.DevPath)
 	opts, _ := mount.ParseOptions("ext4", nil)
@@ -164,7 +164,7 @@ func TestNodeTakeover(t *testing.T) {
 	target := e.target("pod-old")
 	must(t, os.MkdirAll(target, 0o750))
 	must(t, mount.Bind(nodeCtx(t), fsVol.staging, target, false))
-	unstaged := e.createVolume("old-unstaged", "16M", blockCapability(rwoMode))
+	unstaged := e.createVolume("old-unstaged", "16M", blockCap(rwoMode))
 	connectForeign(t, e, unstaged)
 	e.restart()
 	e.n.sweep(nodeCtx(t))

@@ -66,7 +66,7 @@ type recordOptions struct {
 	QueueSize      *int `json:"queueSize,omitempty"`
 }
 
-func newStagingRecord(id, stagingPath string, t nvme.Target, paths []string, o nvme.Options, m volumeMode) stagingRecord {
+func newStagingRecord(id, stagingPath string, t nvme.Target, paths []string, o nvme.Options, m volumeAccess) stagingRecord {
 	if len(paths) < 2 {
 		paths = nil
 	}

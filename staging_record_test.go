@@ -19,7 +19,7 @@ func TestNodeStagingRecordRoundTrip(t *testing.T) {
 	five := 5
 	rec := newStagingRecord("pvc-1", "/var/lib/kubelet/plugins/x/globalmount/",
 		nvme.Target{Address: "10.0.0.5", Port: 4420, NQN: testPrefix + "1", NSID: 1}, []string{"10.0.0.5"},
-		nvme.Options{ReconnectDelay: &five}, volumeMode{fsType: "xfs", mountFlags: []string{"noatime"}})
+		nvme.Options{ReconnectDelay: &five}, volumeAccess{fsType: "xfs", mountFlags: []string{"noatime"}})
 	rec.BootID, rec.Major, rec.Minor = "boot-1", 259, 3
 	rec.Published = map[string]bool{"/pods/a": false, "/pods/b": true}
 	if err := s.put(rec); err != nil {
