@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -14,20 +13,6 @@ import (
 	"srvlab.io/rds-csi/routeros"
 )
 
-// StorageClass parameter and volume context keys. The earlier RDS driver's PVs carry the
-// same context keys, and the node reads them, so they must never be renamed.
-const (
-	paramVolumePath  = "volumePath"
-	paramNVMeAddress = "nvmeAddress"
-	// paramNVMeAddresses lists every NVMe/TCP path to the RDS, comma separated, the
-	// primary first; the volume context carries it under the same key, and nvmeAddress
-	// (the first entry) beside it for readers that know one path only.
-	paramNVMeAddresses    = "nvmeAddresses"
-	paramNVMePort         = "nvmePort"
-	paramMigrationTimeout = "migrationTimeoutSeconds"
-	contextNQN            = "nqn"
-)
-
 // maxNVMePaths bounds nvmeAddresses: an RDS2216 has six storage ports, and a node that
 // connects more paths per volume only multiplies its reconnect work during an outage.
 const maxNVMePaths = 4
@@ -35,31 +20,6 @@ const maxNVMePaths = 4
 // reservedParamPrefix marks the parameters the external-provisioner adds itself (PVC name,
 // namespace, …); they are accepted and ignored.
 const reservedParamPrefix = "csi.storage.k8s.io/"
-
-// intParam is one whole-number StorageClass parameter: its range, its default (nil: passed
-// to the node only when set, else the kernel's default applies) and what it means, for
-// the error message.
-type intParam struct {
-	key      string
-	def      *int
-	min, max int
-	meaning  string
-}
-
-func defaultOf(v int) *int { return &v }
-
-// intParams are validated here with the same lower bounds the node enforces, so a bad
-// value is refused when the PVC is created rather than when a pod first starts.
-var intParams = []intParam{
-	{paramNVMePort, defaultOf(routeros.DefaultNVMePort), 1, 65535, "the TCP port the RDS exports NVMe/TCP on"},
-	{"ctrlLossTmo", defaultOf(-1), -1, 31536000, "seconds a node keeps reconnecting after losing the RDS; -1 reconnects forever, so an RDS reboot never turns a volume read-only"},
-	{"reconnectDelay", defaultOf(5), 1, 3600, "seconds between reconnect attempts"},
-	{"keepAliveTmo", nil, 1, 3600, "NVMe keep-alive timeout in seconds; 0 would switch keep-alive off, so a dead RDS is never noticed"},
-	{"fastIoFailTmo", nil, -1, 3600, "seconds before I/O fails while reconnecting; -1 queues I/O until the controller is lost"},
-	{"nrIoQueues", nil, 1, 1024, "NVMe I/O queues per connection"},
-	{"queueSize", nil, 16, 1024, "NVMe I/O queue depth (the kernel's limits)"},
-	{paramMigrationTimeout, defaultOf(int(defaultMigrationTimeout.Seconds())), 30, 3600, "seconds a KubeVirt live migration may keep a block volume on two nodes before it is reported"},
-}
 
 // volumeParams are a validated set of StorageClass parameters.
 type volumeParams struct {
@@ -74,9 +34,9 @@ type volumeParams struct {
 func (c *controllerService) parseParams(params map[string]string) (*volumeParams, error) {
 	p := &volumeParams{volumePath: c.cfg.RDSVolumePath, ints: map[string]int{}}
 	var problems []string
-	for _, ip := range intParams {
-		if ip.def != nil {
-			p.ints[ip.key] = *ip.def
+	for _, o := range volumeOptions {
+		if o.def != nil {
+			p.ints[o.key] = *o.def
 		}
 	}
 	keys := make([]string, 0, len(params))
@@ -105,15 +65,14 @@ func (c *controllerService) parseParams(params map[string]string) (*volumeParams
 			}
 			p.paths = paths
 		default:
-			i := slices.IndexFunc(intParams, func(ip intParam) bool { return ip.key == k })
-			if i < 0 {
+			o, ok := lookupOption(k)
+			if !ok {
 				problems = append(problems, fmt.Sprintf("unknown parameter %q: the known ones are %s", k, strings.Join(knownParams(), ", ")))
 				continue
 			}
-			ip := intParams[i]
-			n, err := strconv.Atoi(strings.TrimSpace(v))
-			if err != nil || n < ip.min || n > ip.max {
-				problems = append(problems, fmt.Sprintf("parameter %s %q must be a whole number from %d to %d (%s)", k, v, ip.min, ip.max, ip.meaning))
+			n, err := o.parse(v)
+			if err != nil {
+				problems = append(problems, fmt.Sprintf("parameter %s %q %v", k, v, err))
 				continue
 			}
 			p.ints[k] = n
@@ -134,14 +93,6 @@ func (c *controllerService) parseParams(params map[string]string) (*volumeParams
 		return nil, status.Errorf(codes.InvalidArgument, "invalid StorageClass parameters: %s", strings.Join(problems, "; "))
 	}
 	return p, nil
-}
-
-func knownParams() []string {
-	keys := []string{paramVolumePath, paramNVMeAddress, paramNVMeAddresses}
-	for _, ip := range intParams {
-		keys = append(keys, ip.key)
-	}
-	return keys
 }
 
 // checkVolumePath says what is wrong with a volumePath parameter ("" when nothing is).
@@ -241,15 +192,13 @@ func (p *volumeParams) volumeContext(d *routeros.Disk) map[string]string {
 }
 
 // migrationTimeoutFrom reads migrationTimeoutSeconds from a volume context; PVs of the
-// earlier driver, or without the key, get the default.
+// earlier driver, or without the key, get the default, and so does a bad value, with the
+// error saying why.
 func migrationTimeoutFrom(vc map[string]string) (seconds int, err error) {
-	v, ok := vc[paramMigrationTimeout]
-	if !ok {
-		return int(defaultMigrationTimeout.Seconds()), nil
+	o := mustOption(paramMigrationTimeout)
+	seconds, _, err = o.contextValue(vc)
+	if err != nil {
+		return *o.def, err
 	}
-	n, err := strconv.Atoi(strings.TrimSpace(v))
-	if err != nil || n < 30 || n > 3600 {
-		return int(defaultMigrationTimeout.Seconds()), errors.New("volume context " + paramMigrationTimeout + " " + strconv.Quote(v) + " is not 30 to 3600")
-	}
-	return n, nil
+	return seconds, nil
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"srvlab.io/rds-csi/nvme"
@@ -26,11 +28,24 @@ const doctorUUIDHostNQN = "nqn.2014-08.org.nvmexpress:uuid:"
 // not depend on it can still run; it matches no NQN a real target uses.
 const doctorPlaceholderPrefix = "nqn.2014-08.invalid.rds-csi-doctor:none-"
 
-// doctorAlwaysSent are the connect options the node plugin always sends.
-var doctorAlwaysSent = []string{"transport", "traddr", "trsvcid", "nqn", "hostnqn", "hostid", "ctrl_loss_tmo", "reconnect_delay"}
-
-// doctorSometimesSent are sent when a StorageClass sets them.
-var doctorSometimesSent = []string{"keep_alive_tmo", "fast_io_fail_tmo", "nr_io_queues", "queue_size"}
+// connectOptionsSent returns the kernel connect options every connect sends and those a
+// StorageClass parameter adds, each with the parameter that sets it.
+func connectOptionsSent() (always []string, optional map[string]string) {
+	always, optional = nvme.Options{}.Sent(), map[string]string{}
+	for _, o := range volumeOptions {
+		if o.connect == nil {
+			continue
+		}
+		var opts nvme.Options
+		o.connect(&opts, o.min)
+		for _, name := range opts.Sent() {
+			if !slices.Contains(always, name) {
+				optional[name] = o.key
+			}
+		}
+	}
+	return always, optional
+}
 
 // doctorNodeView is what the first node check learns for the others.
 type doctorNodeView struct {
@@ -121,17 +136,20 @@ func (d *doctor) checkConnectOptions(v doctorNodeView) checkResult {
 		return skipResult("not checked: needs /dev/nvme-fabrics")
 	}
 	if v.features.Options == nil {
-		return okResult("this kernel does not list its options (before 5.17): each connect sends %s, and the kernel names any it rejects", strings.Join(doctorAlwaysSent, ", "))
+		always, _ := connectOptionsSent()
+		return okResult("this kernel does not list its options (before 5.17): each connect sends %s, and the kernel names any it rejects", strings.Join(always, ", "))
 	}
-	var missing, missingOptional []string
-	for _, o := range doctorAlwaysSent {
+	always, optional := connectOptionsSent()
+	var missing, missingOptional, params []string
+	for _, o := range always {
 		if !v.features.Supports(o) {
 			missing = append(missing, o)
 		}
 	}
-	for _, o := range doctorSometimesSent {
+	for _, o := range slices.Sorted(maps.Keys(optional)) {
 		if !v.features.Supports(o) {
 			missingOptional = append(missingOptional, o)
+			params = append(params, fmt.Sprintf("%s sets %s", optional[o], o))
 		}
 	}
 	switch {
@@ -139,10 +157,10 @@ func (d *doctor) checkConnectOptions(v doctorNodeView) checkResult {
 		return failResult("use a kernel whose nvme-fabrics supports them (any kernel from the last years does; this one may be built without NVMe/TCP: `modprobe nvme-tcp`)",
 			"the kernel does not support %s, which every connect sends", strings.Join(missing, ", "))
 	case len(missingOptional) > 0:
-		return warnResult("remove the StorageClass parameters that set them (keepAliveTmo sets keep_alive_tmo) from the classes this node uses, or use a newer kernel",
+		return warnResult("remove the StorageClass parameters that set them ("+strings.Join(params, ", ")+") from the classes this node uses, or use a newer kernel",
 			"the kernel supports every option the driver always sends, but not %s: volumes that set them fail to attach here", strings.Join(missingOptional, ", "))
 	}
-	return okResult("the kernel supports %s", strings.Join(append(append([]string(nil), doctorAlwaysSent...), doctorSometimesSent...), ", "))
+	return okResult("the kernel supports %s", strings.Join(append(always, slices.Sorted(maps.Keys(optional))...), ", "))
 }
 
 // checkIdentity reads /etc/nvme/hostnqn and hostid, checks their form, and compares them

@@ -20,7 +20,7 @@ import (
 // and every publish bind mount at the same paths, with the data intact and writable.
 func TestHealLoopControllerLoss(t *testing.T) {
 	e := newLoopEnv(t)
-	v := e.createVolume("heal", "64M", mountCap(rwoMode, "ext4"), ctxCtrlLossTmo, "0")
+	v := e.createVolume("heal", "64M", mountCap(rwoMode, "ext4"), paramCtrlLossTmo, "0")
 	must(t, e.stage(v))
 	rw, ro := e.target("writer"), e.target("reader")
 	must(t, e.publish(v, rw, false))
@@ -74,7 +74,7 @@ func TestHealLoopControllerLoss(t *testing.T) {
 // the new disk after a controller loss (a VM holds the old device open meanwhile).
 func TestHealLoopBlockNode(t *testing.T) {
 	e := newLoopEnv(t)
-	v := e.createVolume("healblk", "16M", blockCap(rwoMode), ctxCtrlLossTmo, "0")
+	v := e.createVolume("healblk", "16M", blockCap(rwoMode), paramCtrlLossTmo, "0")
 	must(t, e.stage(v))
 	target := e.target("vm")
 	must(t, e.publish(v, target, false))

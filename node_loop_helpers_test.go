@@ -186,7 +186,7 @@ func (e *loopEnv) createVolume(name, size string, cap *csi.VolumeCapability, vc 
 	if _, err := e.sim.Exec(nodeCtx(e.t), line); err != nil {
 		e.t.Fatal(err)
 	}
-	v.vc = map[string]string{ctxNQN: v.nqn, ctxAddress: "127.0.0.1", ctxPort: "4420", "volumePath": "/storage-pool/metal-csi"}
+	v.vc = map[string]string{contextNQN: v.nqn, paramNVMeAddress: "127.0.0.1", paramNVMePort: "4420", "volumePath": "/storage-pool/metal-csi"}
 	for i := 0; i+1 < len(vc); i += 2 {
 		v.vc[vc[i]] = vc[i+1]
 	}

@@ -72,7 +72,7 @@ func TestNodeLoopNeverFormatsUnreadable(t *testing.T) {
 	must(t, os.Symlink(file, filepath.Join(e.sim.Dir(), sim.ExportsDirName, nqn)))
 	v := &volume{id: "pvc-unreadable", nqn: nqn, file: file, cap: mountCap(rwoMode, "ext4"),
 		staging: filepath.Join(e.root, "kubelet", "pvc-unreadable"),
-		vc:      map[string]string{ctxNQN: nqn, ctxAddress: "127.0.0.1"}}
+		vc:      map[string]string{contextNQN: nqn, paramNVMeAddress: "127.0.0.1"}}
 	must(t, os.MkdirAll(v.staging, 0o750))
 	t.Cleanup(func() { _ = e.unstage(v) })
 	err := e.stage(v)

@@ -117,7 +117,7 @@ func pathsNode(t *testing.T, att attacher) *nodeService {
 func stageTwoPaths(t *testing.T, n *nodeService, id string) error {
 	t.Helper()
 	_, err := n.NodeStageVolume(nodeCtx(t), &csi.NodeStageVolumeRequest{VolumeId: id, StagingTargetPath: n.cfg.StateDir + "/staging-" + id, VolumeCapability: blockCap(rwoMode),
-		VolumeContext: map[string]string{ctxNQN: testPrefix + id, ctxAddress: pathA, paramNVMeAddresses: pathA + "," + pathB, ctxCtrlLossTmo: "30"}})
+		VolumeContext: map[string]string{contextNQN: testPrefix + id, paramNVMeAddress: pathA, paramNVMeAddresses: pathA + "," + pathB, paramCtrlLossTmo: "30"}})
 	return err
 }
 

@@ -22,7 +22,7 @@ func TestNodeRequestValidation(t *testing.T) {
 	e := newLoopEnv(t)
 	n, ctx := e.n, nodeCtx(t)
 	cap := mountCap(rwoMode, "ext4")
-	vc := map[string]string{ctxNQN: testPrefix + "x", ctxAddress: "127.0.0.1"}
+	vc := map[string]string{contextNQN: testPrefix + "x", paramNVMeAddress: "127.0.0.1"}
 	abs := filepath.Join(e.root, "p")
 	call := func(f func() (any, error)) error { _, err := f(); return err }
 	for _, tc := range []struct {
@@ -47,7 +47,7 @@ func TestNodeRequestValidation(t *testing.T) {
 		}), codes.InvalidArgument},
 		{"stage of an unmanaged NQN", call(func() (any, error) {
 			return n.NodeStageVolume(ctx, &csi.NodeStageVolumeRequest{VolumeId: "pvc-x", StagingTargetPath: abs, VolumeCapability: cap,
-				VolumeContext: map[string]string{ctxNQN: "nqn.2024-01.io.nixos:var", ctxAddress: "127.0.0.1"}})
+				VolumeContext: map[string]string{contextNQN: "nqn.2024-01.io.nixos:var", paramNVMeAddress: "127.0.0.1"}})
 		}), codes.FailedPrecondition},
 		{"publish without volume id", call(func() (any, error) { return n.NodePublishVolume(ctx, &csi.NodePublishVolumeRequest{}) }), codes.InvalidArgument},
 		{"publish without target", call(func() (any, error) {
@@ -173,7 +173,7 @@ func TestNodeLoopStatsAndHealth(t *testing.T) {
 func TestNodeBreakerLoop(t *testing.T) {
 	e := newLoopEnv(t)
 	v := &volume{id: "pvc-missing", nqn: testPrefix + "missing", cap: mountCap(rwoMode, "ext4"),
-		staging: filepath.Join(e.root, "kubelet", "pvc-missing"), vc: map[string]string{ctxNQN: testPrefix + "missing", ctxAddress: "127.0.0.1"}}
+		staging: filepath.Join(e.root, "kubelet", "pvc-missing"), vc: map[string]string{contextNQN: testPrefix + "missing", paramNVMeAddress: "127.0.0.1"}}
 	for range breakerThreshold {
 		nodeWantCode(t, e.stage(v), codes.NotFound, "does not export")
 	}

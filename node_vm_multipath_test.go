@@ -39,10 +39,10 @@ func (vm *vmNode) exportTwoPaths(t *testing.T, name, size string) *volume {
 	if _, err := os.Lstat(link); err != nil {
 		must(t, os.Symlink("/sys/kernel/config/nvmet/subsystems/"+v.nqn, link))
 	}
-	v.vc[ctxAddress] = mpPath1
+	v.vc[paramNVMeAddress] = mpPath1
 	v.vc[paramNVMeAddresses] = mpPath1 + "," + mpPath2
-	v.vc[ctxPort] = fmt.Sprint(mpPort)
-	v.vc[ctxReconnectDelay] = "1"
+	v.vc[paramNVMePort] = fmt.Sprint(mpPort)
+	v.vc[paramReconnectDelay] = "1"
 	return v
 }
 
@@ -291,7 +291,7 @@ func (vm *vmNode) multipathFailover(t *testing.T) {
 func (vm *vmNode) multipathPathLost(t *testing.T) {
 	checkVar := vm.unmanagedVar(t)
 	v := vm.exportTwoPaths(t, "vmmplost", "64M")
-	v.vc[ctxCtrlLossTmo] = "2"
+	v.vc[paramCtrlLossTmo] = "2"
 	must(t, vm.stage(t, v))
 	target := vm.target(t, "mplost")
 	must(t, vm.publish(t, v, target))

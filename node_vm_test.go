@@ -95,9 +95,9 @@ func (vm *vmNode) blockCycle(t *testing.T) {
 // the watcher reconnects and replaces the staging and publish mounts, data intact.
 func (vm *vmNode) healAfterCtrlLoss(t *testing.T) {
 	v := vm.export(t, "vmheal", "128M", 2) // nvmet port 2 (4421): its outage touches no other test
-	v.vc[ctxPort] = "4421"
-	v.vc[ctxCtrlLossTmo] = "2"
-	v.vc[ctxReconnectDelay] = "1"
+	v.vc[paramNVMePort] = "4421"
+	v.vc[paramCtrlLossTmo] = "2"
+	v.vc[paramReconnectDelay] = "1"
 	must(t, vm.stage(t, v))
 	target := vm.target(t, "app")
 	must(t, vm.publish(t, v, target))
@@ -172,7 +172,7 @@ func (vm *vmNode) export(t *testing.T, name, size string, p int) *volume {
 	staging := filepath.Join(vm.root, "staging", id)
 	must(t, os.MkdirAll(staging, 0o750))
 	return &volume{id: id, nqn: nqn, staging: staging, cap: mountCap(rwoMode, "ext4"),
-		vc: map[string]string{ctxNQN: nqn, ctxAddress: "127.0.0.1", ctxPort: fmt.Sprint(4419 + p)}}
+		vc: map[string]string{contextNQN: nqn, paramNVMeAddress: "127.0.0.1", paramNVMePort: fmt.Sprint(4419 + p)}}
 }
 
 func vmBacking(nqn string) string { return "/srv/nvmet/" + strings.ReplaceAll(nqn, ":", "_") + ".img" }

@@ -1,9 +1,7 @@
 package main
 
 import (
-	"fmt"
 	"net"
-	"strconv"
 	"strings"
 
 	"google.golang.org/grpc/codes"
@@ -11,39 +9,6 @@ import (
 
 	"srvlab.io/rds-csi/nvme"
 )
-
-// Volume-context keys. Our controller writes them, and the earlier RDS driver's PVs carry
-// the same names, so its volumes stage here unchanged.
-const (
-	ctxNQN            = "nqn"
-	ctxAddress        = "nvmeAddress"
-	ctxPort           = "nvmePort"
-	ctxCtrlLossTmo    = "ctrlLossTmo"
-	ctxReconnectDelay = "reconnectDelay"
-	ctxKeepAliveTmo   = "keepAliveTmo"
-	ctxFastIOFailTmo  = "fastIoFailTmo"
-	ctxNrIOQueues     = "nrIoQueues"
-	ctxQueueSize      = "queueSize"
-)
-
-// intOption is one integer volume-context key, its range and what the range protects.
-type intOption struct {
-	key      string
-	min, max int
-	why      string
-	set      func(o *nvme.Options, v int)
-}
-
-const unbounded = int(^uint(0) >> 1)
-
-var intOptions = []intOption{
-	{ctxCtrlLossTmo, -1, unbounded, "seconds; -1 reconnects forever", func(o *nvme.Options, v int) { o.CtrlLossTmo = &v }},
-	{ctxReconnectDelay, 1, unbounded, "seconds between reconnect attempts", func(o *nvme.Options, v int) { o.ReconnectDelay = &v }},
-	{ctxKeepAliveTmo, 1, unbounded, "seconds; 0 would never notice a dead target", func(o *nvme.Options, v int) { o.KeepAliveTmo = &v }},
-	{ctxFastIOFailTmo, -1, unbounded, "seconds; -1 is off", func(o *nvme.Options, v int) { o.FastIOFailTmo = &v }},
-	{ctxNrIOQueues, 1, unbounded, "at least one I/O queue", func(o *nvme.Options, v int) { o.NrIOQueues = &v }},
-	{ctxQueueSize, 16, 1024, "the kernel's limits", func(o *nvme.Options, v int) { o.QueueSize = &v }},
-}
 
 // parseVolumeContext validates the NVMe part of a volume context and returns where to
 // connect and how: t.Address is the primary path, paths every path (t.Address first; one
@@ -65,7 +30,7 @@ func parseVolumeContext(vc map[string]string, guard *nvme.Guard) (t nvme.Target,
 		return t, nil, o, status.Errorf(codes.InvalidArgument, "volume context %s=%q %s: fix the StorageClass parameter %s", paramNVMeAddresses, raw, msg, paramNVMeAddresses)
 	}
 	if !sameAddress(paths[0], t.Address) {
-		return t, nil, o, status.Errorf(codes.InvalidArgument, "volume context %s=%q does not start with %s=%q: the controller writes the primary path first in both; the PV was edited by hand, make them agree", paramNVMeAddresses, raw, ctxAddress, t.Address)
+		return t, nil, o, status.Errorf(codes.InvalidArgument, "volume context %s=%q does not start with %s=%q: the controller writes the primary path first in both; the PV was edited by hand, make them agree", paramNVMeAddresses, raw, paramNVMeAddress, t.Address)
 	}
 	return t, paths, o, nil
 }
@@ -74,56 +39,40 @@ func parseVolumeContext(vc map[string]string, guard *nvme.Guard) (t nvme.Target,
 func parseTarget(vc map[string]string, guard *nvme.Guard) (nvme.Target, nvme.Options, error) {
 	var t nvme.Target
 	var o nvme.Options
-	t.NQN = strings.TrimSpace(vc[ctxNQN])
+	t.NQN = strings.TrimSpace(vc[contextNQN])
 	if t.NQN == "" {
-		return t, o, status.Errorf(codes.InvalidArgument, "volume context has no %q: the volume was not created by this driver (or its PV was edited); the controller sets it at CreateVolume", ctxNQN)
+		return t, o, status.Errorf(codes.InvalidArgument, "volume context has no %q: the volume was not created by this driver (or its PV was edited); the controller sets it at CreateVolume", contextNQN)
 	}
 	if err := guard.Check(t.NQN); err != nil {
 		return t, o, status.Errorf(codes.FailedPrecondition,
 			"volume NQN %q is outside this node's managed NQN prefix %q: the node plugin never touches NVMe subsystems it does not own; if this is one of the driver's volumes, set --managed-nqn-prefix (CSI_MANAGED_NQN_PREFIX) to cover its NQNs (%v)",
 			t.NQN, guard.Prefix(), err)
 	}
-	t.Address = strings.TrimSpace(vc[ctxAddress])
+	t.Address = strings.TrimSpace(vc[paramNVMeAddress])
 	if t.Address == "" {
-		return t, o, status.Errorf(codes.InvalidArgument, "volume context has no %q: the RDS's NVMe/TCP IP address is needed to connect; the controller sets it at CreateVolume", ctxAddress)
+		return t, o, status.Errorf(codes.InvalidArgument, "volume context has no %q: the RDS's NVMe/TCP IP address is needed to connect; the controller sets it at CreateVolume", paramNVMeAddress)
 	}
 	if net.ParseIP(t.Address) == nil {
-		return t, o, status.Errorf(codes.InvalidArgument, "volume context %s=%q is not an IP address: NVMe/TCP connects to an IP (the kernel resolves no host names); set the StorageClass parameter %s to the RDS's IP", ctxAddress, t.Address, ctxAddress)
+		return t, o, status.Errorf(codes.InvalidArgument, "volume context %s=%q is not an IP address: NVMe/TCP connects to an IP (the kernel resolves no host names); set the StorageClass parameter %s to the RDS's IP", paramNVMeAddress, t.Address, paramNVMeAddress)
 	}
-	t.Port = nvme.DefaultPort
-	if raw, ok := vc[ctxPort]; ok && strings.TrimSpace(raw) != "" {
-		p, err := contextInt(ctxPort, raw, 1, 65535, "a TCP port, usually 4420")
-		if err != nil {
-			return t, o, err
-		}
-		t.Port = p
+	port, _, err := mustOption(paramNVMePort).contextValue(vc)
+	if err != nil {
+		return t, o, status.Error(codes.InvalidArgument, err.Error())
 	}
-	t.NSID = 1
-	for _, opt := range intOptions {
-		raw, ok := vc[opt.key]
-		if !ok || strings.TrimSpace(raw) == "" {
+	t.Port, t.NSID = port, 1
+	for _, opt := range volumeOptions {
+		if opt.connect == nil {
 			continue
 		}
-		v, err := contextInt(opt.key, raw, opt.min, opt.max, opt.why)
+		// Options the context leaves out stay nil: nvme sends its defaults for those
+		// it has one for (the table's), the kernel's apply to the rest.
+		v, set, err := opt.contextValue(vc)
 		if err != nil {
-			return t, o, err
+			return t, o, status.Error(codes.InvalidArgument, err.Error())
 		}
-		opt.set(&o, v)
+		if set {
+			opt.connect(&o, v)
+		}
 	}
 	return t, o, nil
-}
-
-func contextInt(key, raw string, lo, hi int, why string) (int, error) {
-	v, err := strconv.Atoi(strings.TrimSpace(raw))
-	if err != nil {
-		return 0, status.Errorf(codes.InvalidArgument, "volume context %s=%q is not an integer (%s): fix the StorageClass parameter %s", key, raw, why, key)
-	}
-	if v < lo || v > hi {
-		rng := fmt.Sprintf("at least %d", lo)
-		if hi != unbounded {
-			rng = fmt.Sprintf("between %d and %d", lo, hi)
-		}
-		return 0, status.Errorf(codes.InvalidArgument, "volume context %s=%d must be %s (%s): fix the StorageClass parameter %s", key, v, rng, why, key)
-	}
-	return v, nil
 }

@@ -1,6 +1,7 @@
 package nvme
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -189,14 +190,11 @@ func (h *Host) identityConflict() (Controller, bool) {
 // ctrl_loss_tmo) must not drop the volume during the next appliance reboot.
 func (h *Host) applyReconnectSettings(ctrl string, o Options) {
 	dir := h.sys.controllerClassDir() + "/" + ctrl
-	for _, s := range o.specs() {
+	for _, s := range o.options() {
 		if s.name != "reconnect_delay" && s.name != "ctrl_loss_tmo" && s.name != "fast_io_fail_tmo" {
 			continue // not writable at run time
 		}
-		want := s.val
-		if want == nil {
-			want = s.def
-		}
+		want := cmp.Or(s.val, s.def)
 		if want == nil {
 			continue
 		}

@@ -1,8 +1,10 @@
 package nvme
 
 import (
+	"cmp"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -15,27 +17,41 @@ const (
 	DefaultPort           = 4420
 )
 
-// optionSpec is one per-connection option: its kernel name, value and accepted range.
-type optionSpec struct {
+// connectOption is one per-connection option: its kernel name, value, and the default
+// sent when the value is nil (nil: leave it to the kernel).
+type connectOption struct {
 	name     string
-	val      *int
-	def      *int // sent when val is nil; nil = leave to the kernel
-	min, max int
-	why      string // what the range protects, for the error message
+	val, def *int
 }
 
 func intp(v int) *int { return &v }
 
-func (o Options) specs() []optionSpec {
-	const noMax = int(^uint(0) >> 1)
-	return []optionSpec{
-		{"ctrl_loss_tmo", o.CtrlLossTmo, intp(DefaultCtrlLossTmo), -1, noMax, "-1 reconnects forever"},
-		{"reconnect_delay", o.ReconnectDelay, intp(DefaultReconnectDelay), 1, noMax, "seconds between reconnect attempts"},
-		{"keep_alive_tmo", o.KeepAliveTmo, nil, 1, noMax, "0 would switch keep-alive off, so a dead target is never noticed"},
-		{"fast_io_fail_tmo", o.FastIOFailTmo, nil, -1, noMax, "-1 is off"},
-		{"nr_io_queues", o.NrIOQueues, nil, 1, noMax, "at least one I/O queue"},
-		{"queue_size", o.QueueSize, nil, 16, 1024, "the kernel's limits"},
+// Values are not range-checked here: the driver checks each against its one table of
+// volume options before it gets this far, and the kernel refuses what it cannot use.
+func (o Options) options() []connectOption {
+	return []connectOption{
+		{"ctrl_loss_tmo", o.CtrlLossTmo, intp(DefaultCtrlLossTmo)},
+		{"reconnect_delay", o.ReconnectDelay, intp(DefaultReconnectDelay)},
+		{"keep_alive_tmo", o.KeepAliveTmo, nil},
+		{"fast_io_fail_tmo", o.FastIOFailTmo, nil},
+		{"nr_io_queues", o.NrIOQueues, nil},
+		{"queue_size", o.QueueSize, nil},
 	}
+}
+
+// baseOptions are sent on every connect, before the per-connection options.
+var baseOptions = []string{"transport", "traddr", "trsvcid", "nqn", "hostnqn", "hostid"}
+
+// Sent returns the kernel names of every connect option a connect with o sends, in the
+// order it sends them.
+func (o Options) Sent() []string {
+	names := slices.Clone(baseOptions)
+	for _, c := range o.options() {
+		if c.val != nil || c.def != nil {
+			names = append(names, c.name)
+		}
+	}
+	return names
 }
 
 // connectString builds the option string written to /dev/nvme-fabrics. Every value is
@@ -63,22 +79,10 @@ func connectString(t Target, id Identity, o Options, f Features) (string, error)
 		"transport=tcp", "traddr=" + t.Address, "trsvcid=" + strconv.Itoa(t.Port), "nqn=" + t.NQN,
 		"hostnqn=" + id.HostNQN, "hostid=" + id.HostID,
 	}
-	for _, s := range o.specs() {
-		v := s.val
-		if v == nil {
-			v = s.def
+	for _, c := range o.options() {
+		if v := cmp.Or(c.val, c.def); v != nil {
+			opts = append(opts, c.name+"="+strconv.Itoa(*v))
 		}
-		if v == nil {
-			continue
-		}
-		if *v < s.min || *v > s.max {
-			rng := fmt.Sprintf("at least %d", s.min)
-			if s.max < int(^uint(0)>>1) {
-				rng = fmt.Sprintf("between %d and %d", s.min, s.max)
-			}
-			return "", fmt.Errorf("%w: %s=%d: must be %s (%s); fix the StorageClass parameter", ErrBadOption, s.name, *v, rng, s.why)
-		}
-		opts = append(opts, s.name+"="+strconv.Itoa(*v))
 	}
 	for _, kv := range opts {
 		name, _, _ := strings.Cut(kv, "=")
