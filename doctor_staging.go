@@ -11,8 +11,6 @@ import (
 	"path/filepath"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"srvlab.io/rds-csi/nvme"
 )
 
@@ -98,29 +96,18 @@ func doctorBootID() string { return kernelBootID(slog.New(slog.DiscardHandler)) 
 // checkStagedVolume gathers the facts the node plugin's healing decides on, without
 // changing anything, and reports what they mean; publish targets are listed as details.
 func (d *doctor) checkStagedVolume(ctx context.Context, host *nvme.Host, rec stagingRecord, bootID string) checkResult {
-	disk, derr := host.Resolve(rec.NQN, rec.NSID)
+	facts := lookAt(ctx, rec, bootID, host, d.mounts, nil, false)
+	derr := facts.diskErr
 	if errors.Is(derr, nvme.ErrNotManaged) {
 		return warnResult("if --managed-nqn-prefix was changed, restore the prefix the volume was staged with: the node plugin never touches subsystems outside it, so this volume can be neither healed nor unstaged",
 			"its NQN %s is outside the managed prefix %q", rec.NQN, d.cfg.ManagedNQNPrefix)
 	}
-	facts := healFacts{currentBoot: rec.BootID == bootID, lost: errors.Is(derr, nvme.ErrNotConnected)}
-	if derr == nil {
-		facts.disk = disk
+	if facts.mountErr != nil {
+		return failResult("run the doctor where the node plugin runs (its mount namespace)", "%v", facts.mountErr)
 	}
-	stacked := 0
-	if !rec.Block {
-		entries, err := d.mounts(ctx, rec.StagingPath)
-		if err != nil {
-			return failResult("run the doctor where the node plugin runs (its mount namespace)", "%v", err)
-		}
-		facts.staging, stacked = top(entries), len(entries)
-	} else if facts.disk != nil {
-		facts.staleNodes = staleBlockNodes(rec, diskDev(facts.disk))
-	}
-	r := judgeStagedVolume(rec, facts, planHeal(rec, facts), derr, stacked)
+	r := judgeStagedVolume(rec, facts, planHeal(rec, facts), derr, facts.stacked)
 	if facts.currentBoot && len(rec.paths()) > 1 {
-		h, err := host.Health(rec.NQN)
-		r = judgePaths(r, rec, h, err)
+		r = judgePaths(r, rec, facts)
 	}
 	if !facts.currentBoot || facts.disk == nil {
 		return r
@@ -141,7 +128,7 @@ func (d *doctor) checkStagedVolume(ctx context.Context, host *nvme.Host, rec sta
 }
 
 // judgeStagedVolume turns the node plugin's healing plan for a volume into a verdict.
-func judgeStagedVolume(rec stagingRecord, f healFacts, plan healPlan, derr error, stacked int) checkResult {
+func judgeStagedVolume(rec stagingRecord, f stagedFacts, plan healPlan, derr error, stacked int) checkResult {
 	switch {
 	case !f.currentBoot:
 		return okResult("%s", plan.reason)
@@ -173,12 +160,12 @@ func judgeStagedVolume(rec stagingRecord, f healFacts, plan healPlan, derr error
 // judgePaths lists a multipath volume's paths and their states, and turns a working
 // volume with a path down, or one using a single path because native multipath is off,
 // into a warning that says what to do.
-func judgePaths(r checkResult, rec stagingRecord, h nvme.Health, err error) checkResult {
-	if err != nil {
-		r.details = append(r.details, fmt.Sprintf("paths: cannot be read: %v", err))
+func judgePaths(r checkResult, rec stagingRecord, f stagedFacts) checkResult {
+	if f.healthErr != nil {
+		r.details = append(r.details, fmt.Sprintf("paths: cannot be read: %v", f.healthErr))
 		return r
 	}
-	ps := pathStatesOf(rec, h, nil)
+	ps := f.paths
 	r.details = append(r.details, "paths: "+describePaths(ps))
 	if r.status != verdictOK {
 		return r
@@ -204,14 +191,14 @@ func judgePaths(r checkResult, rec stagingRecord, h nvme.Health, err error) chec
 func (d *doctor) describePublishTarget(ctx context.Context, rec stagingRecord, target string, disk *nvme.Disk) (line string, stale bool, err error) {
 	var got devNum
 	if rec.Block {
-		var st unix.Stat_t
-		switch err := unix.Lstat(target, &st); {
+		dev, isBlock, err := blockNodeAt(target)
+		switch {
 		case err != nil:
 			return fmt.Sprintf("no device node (%v)", err), false, nil
-		case st.Mode&unix.S_IFMT != unix.S_IFBLK:
+		case !isBlock:
 			return "not a block device node", false, nil
 		}
-		got = devNum{unix.Major(st.Rdev), unix.Minor(st.Rdev)}
+		got = dev
 	} else {
 		entries, err := d.mounts(ctx, target)
 		if err != nil {

@@ -166,14 +166,15 @@ func TestDoctorPaths(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			r := rec
 			r.SinglePath = tc.single
-			got := judgePaths(ok, r, nvme.Health{Controllers: tc.ctrls, Connected: true, Live: true}, nil)
+			h := nvme.Health{Controllers: tc.ctrls, Connected: true, Live: true}
+			got := judgePaths(ok, r, stagedFacts{health: h, paths: pathStatesOf(r, h, nil)})
 			if got.status != tc.status || !strings.Contains(got.finding, tc.finding) || !strings.Contains(got.fix, tc.fix) ||
 				len(got.details) != 1 || !strings.Contains(got.details[0], tc.detail) {
 				t.Fatalf("got %+v, want status %v finding %q fix %q detail %q", got, tc.status, tc.finding, tc.fix, tc.detail)
 			}
 		})
 	}
-	if got := judgePaths(failResult("x", "stale"), rec, nvme.Health{}, nil); got.status != verdictFail || got.finding != "stale" {
+	if got := judgePaths(failResult("x", "stale"), rec, stagedFacts{}); got.status != verdictFail || got.finding != "stale" {
 		t.Fatalf("a failing volume's verdict must stay: %+v", got)
 	}
 }

@@ -13,27 +13,6 @@ import (
 	"srvlab.io/rds-csi/nvme"
 )
 
-// healFacts is what the node observed about one staged volume.
-type healFacts struct {
-	currentBoot bool         // the record was made in this boot of the kernel
-	disk        *nvme.Disk   // the volume's disk as sysfs resolves it now; nil if none
-	lost        bool         // no controller of the volume is left (ctrl_loss_tmo expired)
-	staging     *mount.Entry // the visible mount at the staging path, nil if none
-	staleNodes  bool         // block: a publish node points at another device
-	demand      bool         // a caller needs the volume now (NodePublishVolume)
-	// reconnecting: the volume is connected but no controller is live (the target is
-	// away); it may be lost soon, so the watcher looks at it more often.
-	reconnecting bool
-	// missingPaths are the paths of a multipath volume, connected through another path,
-	// that have no controller (the kernel gave them up, or their connect failed).
-	missingPaths []string
-	// pathsDown counts the volume's paths in use that are not live.
-	pathsDown int
-	// stagingOK: the staging path was seen (by stat, without the mount table) to hold
-	// the volume's disk, writable unless staged read-only: nothing to do.
-	stagingOK bool
-}
-
 // healPlan says what to do about a volume.
 type healPlan struct {
 	reconnect bool // connect again before anything else
@@ -48,7 +27,7 @@ type healPlan struct {
 // The rules keep the node from acting on stale notes: nothing is done for a record of an
 // earlier boot (kubelet stages those again), and a lost volume is reconnected only when
 // something still uses it (its mounts or publish nodes) or a caller asks for it.
-func planHeal(rec stagingRecord, f healFacts) healPlan {
+func planHeal(rec stagingRecord, f stagedFacts) healPlan {
 	if !f.currentBoot {
 		return healPlan{reason: "staged before the node last booted; waiting for kubelet to stage it again"}
 	}
@@ -71,7 +50,7 @@ func planHeal(rec stagingRecord, f healFacts) healPlan {
 
 // planMounts decides, for a volume whose disk resolves, whether its mounts or device
 // nodes are stale.
-func planMounts(rec stagingRecord, f healFacts) healPlan {
+func planMounts(rec stagingRecord, f stagedFacts) healPlan {
 	disk := diskDev(f.disk)
 	switch {
 	case rec.Healing:
@@ -137,7 +116,7 @@ func (n *nodeService) replaceMounts(ctx context.Context, rec *stagingRecord, dis
 	if err := os.MkdirAll(rec.StagingPath, 0o750); err != nil {
 		return fmt.Errorf("heal volume %s: %w", rec.VolumeID, err)
 	}
-	if err := n.prepareFilesystem(ctx, rec, disk, false); err != nil {
+	if err := n.prepareProbed(ctx, rec, disk, p, false); err != nil {
 		return err
 	}
 	if err := n.mountDisk(ctx, rec, disk); err != nil {
@@ -213,8 +192,7 @@ func perMountReadOnly(e *mount.Entry) bool { return hasOption(e.Options, "ro") }
 func (n *nodeService) replaceBlockNodes(rec *stagingRecord, disk *nvme.Disk) error {
 	replaced := 0
 	for _, path := range rec.publishTargets() {
-		var st unix.Stat_t
-		err := unix.Lstat(path, &st)
+		cur, isBlock, err := blockNodeAt(path)
 		if errors.Is(err, unix.ENOENT) {
 			delete(rec.Published, path)
 			continue
@@ -222,8 +200,7 @@ func (n *nodeService) replaceBlockNodes(rec *stagingRecord, disk *nvme.Disk) err
 		if err != nil {
 			return fmt.Errorf("heal volume %s: %w", rec.VolumeID, err)
 		}
-		cur := devNum{unix.Major(st.Rdev), unix.Minor(st.Rdev)}
-		if st.Mode&unix.S_IFMT != unix.S_IFBLK || cur == diskDev(disk) {
+		if !isBlock || cur == diskDev(disk) {
 			continue
 		}
 		if cur != rec.dev() {

@@ -28,6 +28,9 @@ func TestHealLoopControllerLoss(t *testing.T) {
 	before := pattern("before", 1<<20)
 	writeSync(t, filepath.Join(rw, "before.bin"), before, 0)
 	old := mountsAt(t, v.staging)[0]
+	if n := e.probes.Load(); n != 1 {
+		t.Fatalf("the first stage probed the disk %d times, want once", n)
+	}
 
 	reasons := e.outage(v, 600*time.Millisecond)
 	if len(reasons) == 0 {
@@ -59,6 +62,9 @@ func TestHealLoopControllerLoss(t *testing.T) {
 		t.Fatalf("%d formats: healing must never format", e.formats.Load())
 	}
 	e.waitHealDone(v)
+	if n := e.probes.Load(); n != 2 {
+		t.Fatalf("%d probes after stage and heal, want 2: a heal probes the new disk once", n)
+	}
 	must(t, e.unpublish(v, rw))
 	must(t, e.unpublish(v, ro))
 	must(t, e.unstage(v))

@@ -28,28 +28,28 @@ func TestHealPlan(t *testing.T) {
 	for _, tc := range []struct {
 		name               string
 		rec                stagingRecord
-		facts              healFacts
+		facts              stagedFacts
 		reconnect, replace bool
 		reason             string
 	}{
-		{"healthy", fsRec, healFacts{currentBoot: true, disk: oldDisk, staging: mounted(259, 1, "rw", "rw")}, false, false, ""},
-		{"earlier boot", fsRec, healFacts{lost: true, staging: mounted(259, 1, "rw", "rw"), demand: true}, false, false, "before the node last booted"},
-		{"lost under a mount", fsRec, healFacts{currentBoot: true, lost: true, staging: mounted(259, 1, "rw", "rw")}, true, true, "controller was lost"},
-		{"lost, nothing mounted", fsRec, healFacts{currentBoot: true, lost: true}, false, false, "not in use"},
-		{"lost, publish asks", fsRec, healFacts{currentBoot: true, lost: true, demand: true}, true, false, "controller was lost"},
-		{"new names under a stale mount", fsRec, healFacts{currentBoot: true, disk: newDisk, staging: mounted(259, 1, "rw", "rw")}, false, true, "previous device 259:1"},
-		{"someone else's mount", fsRec, healFacts{currentBoot: true, disk: newDisk, staging: mounted(8, 1, "rw", "rw")}, false, false, "not this volume's"},
-		{"went read-only", fsRec, healFacts{currentBoot: true, disk: oldDisk, staging: mounted(259, 1, "rw", "ro")}, false, true, "read-only"},
-		{"read-only by request", readOnlyRec, healFacts{currentBoot: true, disk: oldDisk, staging: mounted(259, 1, "ro", "ro")}, false, false, ""},
-		{"interrupted heal", healing, healFacts{currentBoot: true, disk: newDisk}, false, true, "interrupted"},
-		{"interrupted heal, lost again", healing, healFacts{currentBoot: true, lost: true}, true, true, "controller was lost"},
-		{"disk not there yet", fsRec, healFacts{currentBoot: true, staging: mounted(259, 1, "rw", "rw")}, false, false, "not resolvable"},
-		{"block lost while published", blockRec, healFacts{currentBoot: true, lost: true}, true, true, "controller was lost"},
-		{"block lost, unpublished", unpublished, healFacts{currentBoot: true, lost: true}, false, false, "not in use"},
-		{"block stale node", blockRec, healFacts{currentBoot: true, disk: newDisk, staleNodes: true}, false, true, "previous device"},
-		{"block healthy", blockRec, healFacts{currentBoot: true, disk: oldDisk}, false, false, ""},
-		{"seen healthy by stat", fsRec, healFacts{currentBoot: true, disk: oldDisk, stagingOK: true}, false, false, ""},
-		{"seen healthy by stat, but lost", fsRec, healFacts{currentBoot: true, lost: true, stagingOK: true, demand: true}, true, false, "controller was lost"},
+		{"healthy", fsRec, stagedFacts{currentBoot: true, disk: oldDisk, staging: mounted(259, 1, "rw", "rw")}, false, false, ""},
+		{"earlier boot", fsRec, stagedFacts{lost: true, staging: mounted(259, 1, "rw", "rw"), demand: true}, false, false, "before the node last booted"},
+		{"lost under a mount", fsRec, stagedFacts{currentBoot: true, lost: true, staging: mounted(259, 1, "rw", "rw")}, true, true, "controller was lost"},
+		{"lost, nothing mounted", fsRec, stagedFacts{currentBoot: true, lost: true}, false, false, "not in use"},
+		{"lost, publish asks", fsRec, stagedFacts{currentBoot: true, lost: true, demand: true}, true, false, "controller was lost"},
+		{"new names under a stale mount", fsRec, stagedFacts{currentBoot: true, disk: newDisk, staging: mounted(259, 1, "rw", "rw")}, false, true, "previous device 259:1"},
+		{"someone else's mount", fsRec, stagedFacts{currentBoot: true, disk: newDisk, staging: mounted(8, 1, "rw", "rw")}, false, false, "not this volume's"},
+		{"went read-only", fsRec, stagedFacts{currentBoot: true, disk: oldDisk, staging: mounted(259, 1, "rw", "ro")}, false, true, "read-only"},
+		{"read-only by request", readOnlyRec, stagedFacts{currentBoot: true, disk: oldDisk, staging: mounted(259, 1, "ro", "ro")}, false, false, ""},
+		{"interrupted heal", healing, stagedFacts{currentBoot: true, disk: newDisk}, false, true, "interrupted"},
+		{"interrupted heal, lost again", healing, stagedFacts{currentBoot: true, lost: true}, true, true, "controller was lost"},
+		{"disk not there yet", fsRec, stagedFacts{currentBoot: true, staging: mounted(259, 1, "rw", "rw")}, false, false, "not resolvable"},
+		{"block lost while published", blockRec, stagedFacts{currentBoot: true, lost: true}, true, true, "controller was lost"},
+		{"block lost, unpublished", unpublished, stagedFacts{currentBoot: true, lost: true}, false, false, "not in use"},
+		{"block stale node", blockRec, stagedFacts{currentBoot: true, disk: newDisk, staleNodes: true}, false, true, "previous device"},
+		{"block healthy", blockRec, stagedFacts{currentBoot: true, disk: oldDisk}, false, false, ""},
+		{"seen healthy by stat", fsRec, stagedFacts{currentBoot: true, disk: oldDisk, stagingOK: true}, false, false, ""},
+		{"seen healthy by stat, but lost", fsRec, stagedFacts{currentBoot: true, lost: true, stagingOK: true, demand: true}, true, false, "controller was lost"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := planHeal(tc.rec, tc.facts)

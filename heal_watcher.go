@@ -2,11 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"srvlab.io/rds-csi/mount"
 	"srvlab.io/rds-csi/nvme"
@@ -128,7 +125,7 @@ func (n *nodeService) healPass(ctx context.Context, want func(id string) bool, r
 
 // needsHeal reports whether planHeal wants something done, or a path of a multipath
 // volume is to be reconnected.
-func (n *nodeService) needsHeal(rec stagingRecord, f healFacts) bool {
+func (n *nodeService) needsHeal(rec stagingRecord, f stagedFacts) bool {
 	p := planHeal(rec, f)
 	return p.reconnect || p.replace || len(p.reconnectPaths) > 0
 }
@@ -165,89 +162,9 @@ func (n *nodeService) healVolume(ctx context.Context, rec stagingRecord, demand 
 	return disk, nil, err
 }
 
-// observe gathers the facts planHeal decides on, and updates the volume's NVMe gauge.
-func (n *nodeService) observe(ctx context.Context, rec stagingRecord, demand bool) (healFacts, error) {
-	f := healFacts{currentBoot: rec.BootID == n.bootID, demand: demand}
-	if h, err := n.att.Health(rec.NQN); err == nil {
-		live := 0.0
-		if h.Live {
-			live = 1
-		}
-		f.reconnecting = h.Connected && !h.Live
-		n.m.volumeNVMeState.WithLabelValues(rec.VolumeID).Set(live)
-		used, livePaths := 1, live // one path: whatever controller the volume has is it
-		if rec.multipath() {
-			paths := n.pathStates(rec, h)
-			used, livePaths = len(paths), float64(countLive(paths))
-			f.pathsDown = len(paths) - countLive(paths)
-			if h.Connected {
-				f.missingPaths = missingPaths(paths, func(a string) bool { return n.pathDue(rec.VolumeID, a) })
-			}
-		}
-		n.m.volumePaths.WithLabelValues(rec.VolumeID, "configured").Set(float64(used))
-		n.m.volumePaths.WithLabelValues(rec.VolumeID, "live").Set(livePaths)
-	}
-	disk, err := n.att.Resolve(rec.NQN, rec.NSID)
-	switch {
-	case err == nil:
-		f.disk = disk
-	case errors.Is(err, nvme.ErrNotConnected):
-		f.lost = true
-	}
-	if !rec.Block && !demand && !rec.Healing && f.disk != nil && !f.reconnecting && stagingOnDisk(rec, f.disk) {
-		// The watcher's idle check: stat and statfs showed the volume's live disk
-		// mounted writable at the staging path, which plans nothing, so the mount table
-		// is not read. Anything else (another device there, read-only, nothing mounted)
-		// is decided from the mount table below.
-		f.stagingOK = true
-		return f, nil
-	}
-	if !rec.Block {
-		entries, merr := mount.ByMountPoint(ctx, rec.StagingPath)
-		if merr != nil {
-			// Without the mount table nothing can be decided safely: act as if the
-			// volume were unused and not lost, which plans nothing.
-			return healFacts{currentBoot: false}, merr
-		}
-		f.staging = top(entries)
-	} else if f.disk != nil {
-		f.staleNodes = staleBlockNodes(rec, diskDev(f.disk))
-	}
-	return f, err
-}
-
-// stagingOnDisk reports, from stat and statfs of the staging path alone, that the
-// filesystem visible there lives on disk and is writable (or read-only as staged).
-func stagingOnDisk(rec stagingRecord, disk *nvme.Disk) bool {
-	var st unix.Stat_t
-	if unix.Stat(rec.StagingPath, &st) != nil || (devNum{unix.Major(st.Dev), unix.Minor(st.Dev)}) != diskDev(disk) || diskDev(disk) != rec.dev() {
-		return false
-	}
-	var fs unix.Statfs_t
-	if unix.Statfs(rec.StagingPath, &fs) != nil {
-		return false
-	}
-	return rec.ReadOnly || fs.Flags&unix.ST_RDONLY == 0
-}
-
-// staleBlockNodes reports whether a recorded publish node of a block volume points at
-// the volume's previous device instead of its disk.
-func staleBlockNodes(rec stagingRecord, disk devNum) bool {
-	for _, path := range rec.publishTargets() {
-		var st unix.Stat_t
-		if unix.Lstat(path, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
-			continue
-		}
-		if cur := (devNum{unix.Major(st.Rdev), unix.Minor(st.Rdev)}); cur != disk && cur == rec.dev() {
-			return true
-		}
-	}
-	return false
-}
-
 // heal carries out a plan: reconnect when the controller is gone, then replace the stale
 // mounts (filesystem) or device nodes (block).
-func (n *nodeService) heal(ctx context.Context, rec *stagingRecord, f healFacts, plan healPlan) error {
+func (n *nodeService) heal(ctx context.Context, rec *stagingRecord, f stagedFacts, plan healPlan) error {
 	disk := f.disk
 	if plan.reconnect {
 		n.log.Warn("reconnecting a lost volume", "volume_id", rec.VolumeID, "nqn", rec.NQN, "why", plan.reason)

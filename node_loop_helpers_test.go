@@ -47,6 +47,7 @@ type loopEnv struct {
 	n       *nodeService
 	stop    context.CancelFunc
 	formats atomic.Int32 // mkfs runs the node asked for, over every restart
+	probes  atomic.Int32 // disk probes the node made itself (mkfs's own are not counted)
 }
 
 func newLoopEnv(t testing.TB) *loopEnv {
@@ -94,6 +95,11 @@ func (e *loopEnv) start() {
 	n.fs.format = func(ctx context.Context, device, fstype string) error {
 		e.formats.Add(1)
 		return format(ctx, device, fstype)
+	}
+	probe := n.fs.probe
+	n.fs.probe = func(ctx context.Context, device string) (mount.ProbeResult, error) {
+		e.probes.Add(1)
+		return probe(ctx, device)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	go n.run(ctx)

@@ -129,13 +129,9 @@ func (n *nodeService) publishFilesystem(ctx context.Context, rec *stagingRecord,
 // previous device (before a reconnect renamed the disk) is replaced; anything else at
 // target is refused by MakeBlockNode.
 func (n *nodeService) publishBlock(rec *stagingRecord, disk *nvme.Disk, target string, readOnly bool) error {
-	var st unix.Stat_t
-	if err := unix.Lstat(target, &st); err == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
-		cur := devNum{unix.Major(st.Rdev), unix.Minor(st.Rdev)}
-		if cur != diskDev(disk) && cur == rec.dev() {
-			if err := unix.Unlink(target); err != nil && !errors.Is(err, unix.ENOENT) {
-				return fmt.Errorf("remove the stale device node %s: %w", target, err)
-			}
+	if cur, ok, _ := blockNodeAt(target); ok && cur != diskDev(disk) && cur == rec.dev() {
+		if err := unix.Unlink(target); err != nil && !errors.Is(err, unix.ENOENT) {
+			return fmt.Errorf("remove the stale device node %s: %w", target, err)
 		}
 	}
 	if err := mount.MakeBlockNode(target, disk.Major, disk.Minor, readOnly); err != nil {

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os"
-	"slices"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -140,96 +138,5 @@ func (n *nodeService) mountStaging(ctx context.Context, rec *stagingRecord, disk
 		rec.Major, rec.Minor = disk.Major, disk.Minor
 		return n.records.put(*rec)
 	}
-	return nil
-}
-
-// prepareFilesystem makes sure disk holds the volume's filesystem and that it may be
-// mounted: a positively blank disk is formatted (when mayFormat), a known filesystem of
-// the right type is checked (ext: e2fsck -p, which also replays the journal), and
-// anything else fails with nothing written. A probe that cannot read the disk is never
-// taken for "blank".
-func (n *nodeService) prepareFilesystem(ctx context.Context, rec *stagingRecord, disk *nvme.Disk, mayFormat bool) error {
-	p, err := n.fs.probe(ctx, disk.DevPath)
-	if err != nil {
-		return status.Errorf(codes.Unavailable, "volume %s: cannot read disk %s to see what it holds, so it is neither formatted nor mounted: %v; this is retried, check the NVMe/TCP path if it persists",
-			rec.VolumeID, disk.DevPath, err)
-	}
-	switch p.Kind {
-	case mount.KindBlank:
-		if !mayFormat {
-			return status.Errorf(codes.FailedPrecondition, "volume %s: disk %s reads as blank (%s) after a reconnect, but the volume held a %s filesystem; refusing to format it: check the volume on the RDS",
-				rec.VolumeID, disk.DevPath, p.Detail, rec.FSType)
-		}
-		if rec.ReadOnly {
-			return status.Errorf(codes.FailedPrecondition, "volume %s is blank and its access mode is read-only, so it cannot be formatted; stage it read-write once first", rec.VolumeID)
-		}
-		if err := n.fs.format(ctx, disk.DevPath, rec.FSType); err != nil {
-			return fmt.Errorf("format %s as %s: %w", disk.DevPath, rec.FSType, err)
-		}
-		n.log.Info("formatted a blank volume", "volume_id", rec.VolumeID, "device", disk.DevPath, "fstype", rec.FSType)
-		return nil
-	case mount.KindExt4, mount.KindExt3, mount.KindExt2:
-		if rec.FSType != "ext4" {
-			return fsMismatch(rec, disk, p)
-		}
-		if rec.ReadOnly {
-			return nil // a read-only access mode must not write, and e2fsck -p writes
-		}
-		if err := n.fs.repair(ctx, disk.DevPath, "ext4"); err != nil {
-			if errors.Is(err, mount.ErrNeedsRepair) {
-				return status.Errorf(codes.FailedPrecondition, "volume %s needs a filesystem repair before it can be mounted: %v", rec.VolumeID, err)
-			}
-			return err
-		}
-		return nil
-	case mount.KindXFS:
-		// No xfs_repair here: a read-only check walks all metadata (minutes on a large
-		// volume); the mount replays the log and the kernel verifies what it reads,
-		// answering EUCLEAN for a filesystem that needs repair.
-		if rec.FSType != "xfs" {
-			return fsMismatch(rec, disk, p)
-		}
-		return nil
-	default:
-		return status.Errorf(codes.FailedPrecondition,
-			"volume %s: disk %s holds %s (%s), not a %s filesystem; refusing to format or mount it, nothing was written. If the data is disposable, wipe the volume and retry",
-			rec.VolumeID, disk.DevPath, p.Kind, p.Detail, rec.FSType)
-	}
-}
-
-func fsMismatch(rec *stagingRecord, disk *nvme.Disk, p mount.ProbeResult) error {
-	return status.Errorf(codes.FailedPrecondition,
-		"volume %s: disk %s holds a %s filesystem (%s) but the volume capability asks for %s; nothing was changed: use fsType %s for this volume",
-		rec.VolumeID, disk.DevPath, p.Kind, p.Detail, rec.FSType, fsFamily(p.Kind))
-}
-
-// fsFamily is the fsType that mounts a probed filesystem.
-func fsFamily(k mount.Kind) string {
-	if k == mount.KindXFS {
-		return "xfs"
-	}
-	return "ext4"
-}
-
-// mountDisk mounts disk's filesystem at the staging path with the recorded options.
-func (n *nodeService) mountDisk(ctx context.Context, rec *stagingRecord, disk *nvme.Disk) error {
-	flags := rec.MountFlags
-	if rec.ReadOnly {
-		flags = append(flags[:len(flags):len(flags)], "ro")
-	}
-	if rec.FSType == "xfs" && !slices.Contains(flags, "nouuid") {
-		// Restores and clones are byte copies that keep their source's filesystem UUID, and
-		// xfs refuses a second mount of a UUID already mounted on the node. Staging never
-		// mounts one volume twice, so the UUID check adds no safety here.
-		flags = append(flags[:len(flags):len(flags)], "nouuid")
-	}
-	opts, err := mount.ParseOptions(rec.FSType, flags)
-	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "mount options %q: %v", flags, err)
-	}
-	if err := n.storm.Mount(ctx, disk.DevPath, rec.StagingPath, rec.FSType, opts); err != nil {
-		return err
-	}
-	n.log.Info("staged", "volume_id", rec.VolumeID, "device", disk.DevPath, "staging_path", rec.StagingPath, "fstype", rec.FSType)
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
-	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -94,8 +93,7 @@ func (n *nodeService) publishUsers(ctx context.Context, rec stagingRecord, recor
 	var users []string
 	if recorded && rec.Block {
 		for _, path := range rec.publishTargets() {
-			var st unix.Stat_t
-			if unix.Lstat(path, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFBLK {
+			if _, isBlock, _ := blockNodeAt(path); isBlock {
 				users = append(users, path)
 			}
 		}
