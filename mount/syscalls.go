@@ -40,10 +40,7 @@ func (g StormGuard) Mount(ctx context.Context, source, target, fstype string, o 
 		return fmt.Errorf("mount %s at %s: %w", source, target, err)
 	}
 	what := fmt.Sprintf("mount %s (%s, options %q) at %s", source, fstype, strings.Join(o.Strings, ","), target)
-	err = boundedErr(ctx, what, func() error {
-		return unix.Mount(source, target, fstype, o.Flags, o.Data)
-	})
-	return explainMountError(what, err)
+	return mountCall(ctx, what, source, target, fstype, o.Flags, o.Data)
 }
 
 // checkOptionsFor refuses flags ParseOptions cannot produce and data
@@ -88,11 +85,8 @@ func (g StormGuard) Bind(ctx context.Context, source, target string, readOnly bo
 		return fmt.Errorf("bind %s at %s: %w", source, target, err)
 	}
 	what := fmt.Sprintf("bind %s at %s", source, target)
-	err = boundedErr(ctx, what, func() error {
-		return unix.Mount(src.path, target, "", unix.MS_BIND, "")
-	})
-	if err != nil {
-		return explainMountError(what, err)
+	if err := mountCall(ctx, what, src.path, target, "", unix.MS_BIND, ""); err != nil {
+		return err
 	}
 	if !readOnly {
 		return nil
@@ -132,7 +126,7 @@ func bindSource(source string) (string, devNum, error) {
 	if t := st.Mode & unix.S_IFMT; t == unix.S_IFBLK || t == unix.S_IFCHR {
 		return "", devNum{}, fmt.Errorf("refusing to bind-mount device node %s; create a device node with MakeBlockNode instead", source)
 	}
-	return resolved, devNum{unix.Major(st.Dev), unix.Minor(st.Dev)}, nil
+	return resolved, devNumOf(st.Dev), nil
 }
 
 // remount changes only whether the mount at target is read-only, keeping
@@ -157,10 +151,7 @@ func remount(ctx context.Context, target string, readOnly bool) error {
 	if readOnly {
 		what = "remount " + target + " read-only"
 	}
-	err = boundedErr(ctx, what, func() error {
-		return unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_BIND|flags, "")
-	})
-	return explainMountError(what, err)
+	return mountCall(ctx, what, "", target, "", unix.MS_REMOUNT|unix.MS_BIND|flags, "")
 }
 
 // perMountFlags converts mountinfo's per-mount option field to MS_* flags.
@@ -242,6 +233,13 @@ func UnmountAll(ctx context.Context, target string) error {
 	}
 	return fmt.Errorf("unmount all at %s: %w: still mounted after %d unmounts; look for a mount-propagation storm",
 		target, ErrMountStorm, maxUnmounts)
+}
+
+// mountCall runs mount(2) under ctx's bound and explains a failure; what
+// names the operation in errors.
+func mountCall(ctx context.Context, what, source, target, fstype string, flags uintptr, data string) error {
+	err := boundedErr(ctx, what, func() error { return unix.Mount(source, target, fstype, flags, data) })
+	return explainMountError(what, err)
 }
 
 // explainMountError adds what usually causes the errno mount(2) returned.
