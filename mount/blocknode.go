@@ -39,7 +39,7 @@ func MakeBlockNode(path string, major, minor uint32, readOnly bool) error {
 		case errors.Is(err, unix.ENOENT):
 		case err != nil:
 			return fmt.Errorf("block node %s: %w", path, err)
-		case st.Mode&unix.S_IFMT == unix.S_IFBLK && unix.Major(st.Rdev) == major && unix.Minor(st.Rdev) == minor:
+		case st.Mode&unix.S_IFMT == unix.S_IFBLK && devNumOf(st.Rdev) == (devNum{major, minor}):
 			return setNodeMode(path, st.Mode, mode)
 		case st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0:
 			// An empty file holds no data, so replacing it loses nothing.

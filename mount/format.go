@@ -3,8 +3,6 @@ package mount
 import (
 	"context"
 	"fmt"
-
-	"golang.org/x/sys/unix"
 )
 
 // mkfsArgs are the arguments for each filesystem Format makes.
@@ -72,21 +70,17 @@ func (t fsTools) format(ctx context.Context, device, fstype string) error {
 // at path has any mount-table entry. Regular files (test images) pass:
 // they are only ever mounted through a loop device, which is checked.
 func refuseIfMounted(ctx context.Context, path string) error {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return fmt.Errorf("stat %s: %w", path, err)
+	dev, isBlock, err := blockNodeAt(path)
+	if err != nil || !isBlock {
+		return err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
-		return nil
-	}
-	major, minor := unix.Major(st.Rdev), unix.Minor(st.Rdev)
-	entries, err := BySource(ctx, major, minor)
+	entries, err := BySource(ctx, dev.major, dev.minor)
 	if err != nil {
 		return err
 	}
 	if len(entries) > 0 {
 		return fmt.Errorf("%w: device %d:%d is mounted at %s (%d mounts); unmount it first",
-			ErrInUse, major, minor, entries[0].Mountpoint, len(entries))
+			ErrInUse, dev.major, dev.minor, entries[0].Mountpoint, len(entries))
 	}
 	return nil
 }

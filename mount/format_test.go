@@ -115,7 +115,7 @@ func TestFormatBlank(t *testing.T) {
 			if err := Format(ctx, dev.Path, fstype); !errors.Is(err, ErrInUse) {
 				t.Fatalf("Format of a mounted device = %v, want ErrInUse", err)
 			}
-			if st, err := Stat(target); err != nil || st.TotalBytes < minSize[fstype]/2 {
+			if st, err := StatContext(ctx, target); err != nil || st.TotalBytes < minSize[fstype]/2 {
 				t.Fatalf("Stat = %+v, %v; want at least half of %d bytes (no 5%% reserve)", st, err, minSize[fstype])
 			}
 		})

@@ -44,7 +44,7 @@ func TestGrowOnline(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(target, "kept"), []byte("before the grow"), 0o600); err != nil {
 				t.Fatal(err)
 			}
-			before, err := Stat(target)
+			before, err := StatContext(ctx, target)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -69,7 +69,7 @@ func TestGrowOnline(t *testing.T) {
 			if err := Grow(ctx, dev.Path, target, fstype); err != nil {
 				t.Fatal(err)
 			}
-			after, err := Stat(target)
+			after, err := StatContext(ctx, target)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -240,3 +241,7 @@ func alignedBuffer(n int64) []byte {
 	}
 	return buf[shift : shift+int(n) : shift+int(n)]
 }
+
+// uintptrOfSlice is the address of buf's first byte, to align O_DIRECT
+// buffers. The heap does not move objects, so the address stays valid.
+func uintptrOfSlice(buf []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(buf))) }

@@ -3,14 +3,9 @@ package mount
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
-
-// statTimeout bounds Stat: statfs on a filesystem whose storage path died
-// can block for as long as the path is down.
-const statTimeout = 10 * time.Second
 
 // VolumeStats are a mounted filesystem's capacity and inode counts.
 type VolumeStats struct {
@@ -18,17 +13,10 @@ type VolumeStats struct {
 	TotalInodes, FreeInodes, UsedInodes   int64
 }
 
-// Stat returns the usage of the filesystem mounted at path, bounded by a
-// default timeout. See StatContext.
-func Stat(path string) (VolumeStats, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), statTimeout)
-	defer cancel()
-	return StatContext(ctx, path)
-}
-
-// StatContext returns the usage of the filesystem at path. Available is
-// what an unprivileged writer can still use; Used counts everything else
-// that is not free.
+// StatContext returns the usage of the filesystem at path, under ctx's
+// deadline (statfs on a filesystem whose storage path died blocks for as
+// long as the path is down). Available is what an unprivileged writer can
+// still use; Used counts everything else that is not free.
 func StatContext(ctx context.Context, path string) (VolumeStats, error) {
 	st, err := bounded(ctx, "statfs "+path, func() (unix.Statfs_t, error) {
 		var st unix.Statfs_t

@@ -30,7 +30,7 @@ func TestStat(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	after, err := Stat(target)
+	after, err := StatContext(ctx, target)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestStat(t *testing.T) {
 	if after.UsedInodes != before.UsedInodes+1 {
 		t.Errorf("used inodes %d → %d, want one more", before.UsedInodes, after.UsedInodes)
 	}
-	if _, err := Stat(filepath.Join(target, "missing")); err == nil {
-		t.Error("Stat of a missing path succeeded")
+	if _, err := StatContext(ctx, filepath.Join(target, "missing")); err == nil {
+		t.Error("StatContext of a missing path succeeded")
 	}
 }

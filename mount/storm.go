@@ -26,12 +26,8 @@ func (g StormGuard) limit() int {
 	return g.Limit
 }
 
-// Check returns an error wrapping ErrMountStorm when major:minor already has
-// Limit or more mount-table entries, or when the table cannot be read.
-func (g StormGuard) Check(ctx context.Context, major, minor uint32) error {
-	return g.check(ctx, processTable, major, minor)
-}
-
+// check returns an error wrapping ErrMountStorm when major:minor already has
+// Limit or more entries in t, or when t cannot be read.
 func (g StormGuard) check(ctx context.Context, t table, major, minor uint32) error {
 	entries, err := t.bySource(ctx, major, minor)
 	if err != nil {

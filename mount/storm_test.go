@@ -69,8 +69,8 @@ func TestStormGuardRefusesRealMounts(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := guard.Check(ctx, dev.Major, dev.Minor); !errors.Is(err, ErrMountStorm) {
-		t.Errorf("Check with 3 mounts and limit 3 = %v, want ErrMountStorm", err)
+	if err := guard.check(ctx, processTable, dev.Major, dev.Minor); !errors.Is(err, ErrMountStorm) {
+		t.Errorf("check with 3 mounts and limit 3 = %v, want ErrMountStorm", err)
 	}
 	extra := mountPoint(t)
 	if err := guard.Bind(ctx, staging, extra, false); !errors.Is(err, ErrMountStorm) {

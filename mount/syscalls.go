@@ -36,14 +36,11 @@ func (g StormGuard) Mount(ctx context.Context, source, target, fstype string, o 
 	if err != nil {
 		return fmt.Errorf("mount %s at %s: %w", source, target, err)
 	}
-	if err := g.Check(ctx, src.major, src.minor); err != nil {
+	if err := g.check(ctx, processTable, src.major, src.minor); err != nil {
 		return fmt.Errorf("mount %s at %s: %w", source, target, err)
 	}
 	what := fmt.Sprintf("mount %s (%s, options %q) at %s", source, fstype, strings.Join(o.Strings, ","), target)
-	err = boundedErr(ctx, what, func() error {
-		return unix.Mount(source, target, fstype, o.Flags, o.Data)
-	})
-	return explainMountError(what, err)
+	return mountCall(ctx, what, source, target, fstype, o.Flags, o.Data)
 }
 
 // checkOptionsFor refuses flags ParseOptions cannot produce and data
@@ -84,24 +81,21 @@ func (g StormGuard) Bind(ctx context.Context, source, target string, readOnly bo
 	if err != nil {
 		return err
 	}
-	if err := g.Check(ctx, src.fs.major, src.fs.minor); err != nil {
+	if err := g.check(ctx, processTable, src.fs.major, src.fs.minor); err != nil {
 		return fmt.Errorf("bind %s at %s: %w", source, target, err)
 	}
 	what := fmt.Sprintf("bind %s at %s", source, target)
-	err = boundedErr(ctx, what, func() error {
-		return unix.Mount(src.path, target, "", unix.MS_BIND, "")
-	})
-	if err != nil {
-		return explainMountError(what, err)
+	if err := mountCall(ctx, what, src.path, target, "", unix.MS_BIND, ""); err != nil {
+		return err
 	}
 	if !readOnly {
 		return nil
 	}
-	if err := Remount(ctx, target, true); err != nil {
+	if err := remount(ctx, target, true); err != nil {
 		// The undo gets its own budget: ctx may be what just expired.
 		undoCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 		defer cancel()
-		if undo := Unmount(undoCtx, target); undo != nil {
+		if _, undo := unmountOnce(undoCtx, target); undo != nil {
 			return fmt.Errorf("%s: making it read-only failed (%w) and undoing the writable bind failed too, unmount it by hand: %w",
 				what, err, undo)
 		}
@@ -132,14 +126,14 @@ func bindSource(source string) (string, devNum, error) {
 	if t := st.Mode & unix.S_IFMT; t == unix.S_IFBLK || t == unix.S_IFCHR {
 		return "", devNum{}, fmt.Errorf("refusing to bind-mount device node %s; create a device node with MakeBlockNode instead", source)
 	}
-	return resolved, devNum{unix.Major(st.Dev), unix.Minor(st.Dev)}, nil
+	return resolved, devNumOf(st.Dev), nil
 }
 
-// Remount changes only whether the mount at target is read-only, keeping
+// remount changes only whether the mount at target is read-only, keeping
 // its other per-mount flags (nodev, nosuid, noexec, atime). It changes the
 // mount, not the filesystem: other mounts of the same filesystem keep
 // their mode.
-func Remount(ctx context.Context, target string, readOnly bool) error {
+func remount(ctx context.Context, target string, readOnly bool) error {
 	entries, err := ByMountPoint(ctx, target)
 	if err != nil {
 		return fmt.Errorf("remount %s: %w", target, err)
@@ -157,10 +151,7 @@ func Remount(ctx context.Context, target string, readOnly bool) error {
 	if readOnly {
 		what = "remount " + target + " read-only"
 	}
-	err = boundedErr(ctx, what, func() error {
-		return unix.Mount("", target, "", unix.MS_REMOUNT|unix.MS_BIND|flags, "")
-	})
-	return explainMountError(what, err)
+	return mountCall(ctx, what, "", target, "", unix.MS_REMOUNT|unix.MS_BIND|flags, "")
 }
 
 // perMountFlags converts mountinfo's per-mount option field to MS_* flags.
@@ -192,15 +183,10 @@ func perMountFlags(options string) uintptr {
 	return flags | atime
 }
 
-// Unmount unmounts the top mount at target once. Nothing mounted there
-// (EINVAL) or no such path (ENOENT) is success. It never detaches lazily:
-// a lazily detached filesystem stays alive and hides that it is busy.
-func Unmount(ctx context.Context, target string) error {
-	_, err := unmountOnce(ctx, target)
-	return err
-}
-
-// unmountOnce reports whether a mount was removed.
+// unmountOnce unmounts the top mount at target once and reports whether a
+// mount was removed. Nothing mounted there (EINVAL) or no such path
+// (ENOENT) is no error. It never detaches lazily: a lazily detached
+// filesystem stays alive and hides that it is busy.
 func unmountOnce(ctx context.Context, target string) (bool, error) {
 	what := "unmount " + target
 	err := boundedErr(ctx, what, func() error {
@@ -247,6 +233,13 @@ func UnmountAll(ctx context.Context, target string) error {
 	}
 	return fmt.Errorf("unmount all at %s: %w: still mounted after %d unmounts; look for a mount-propagation storm",
 		target, ErrMountStorm, maxUnmounts)
+}
+
+// mountCall runs mount(2) under ctx's bound and explains a failure; what
+// names the operation in errors.
+func mountCall(ctx context.Context, what, source, target, fstype string, flags uintptr, data string) error {
+	err := boundedErr(ctx, what, func() error { return unix.Mount(source, target, fstype, flags, data) })
+	return explainMountError(what, err)
 }
 
 // explainMountError adds what usually causes the errno mount(2) returned.

@@ -43,17 +43,17 @@ func TestMountUnmount(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			if err := Unmount(ctx, target); err != nil {
-				t.Fatal(err)
+			if removed, err := unmountOnce(ctx, target); err != nil || !removed {
+				t.Fatalf("unmountOnce = %v, %v; want true, nil", removed, err)
 			}
 			if mounted, err := IsMounted(ctx, target); err != nil || mounted {
-				t.Fatalf("IsMounted after Unmount = %v, %v", mounted, err)
+				t.Fatalf("IsMounted after unmountOnce = %v, %v", mounted, err)
 			}
-			if err := Unmount(ctx, target); err != nil {
-				t.Errorf("second Unmount = %v, want nil", err)
+			if removed, err := unmountOnce(ctx, target); err != nil || removed {
+				t.Errorf("second unmountOnce = %v, %v; want false, nil", removed, err)
 			}
-			if err := Unmount(ctx, filepath.Join(target, "missing")); err != nil {
-				t.Errorf("Unmount of a missing path = %v, want nil", err)
+			if removed, err := unmountOnce(ctx, filepath.Join(target, "missing")); err != nil || removed {
+				t.Errorf("unmountOnce of a missing path = %v, %v; want false, nil", removed, err)
 			}
 
 			if err := Mount(ctx, dev.Path, target, fstype, mustOptions(t, fstype, "ro")); err != nil {
@@ -157,19 +157,19 @@ func TestBindAndRemount(t *testing.T) {
 		}
 	}
 	checkMode(t, true)
-	if err := Remount(ctx, roTarget, false); err != nil {
+	if err := remount(ctx, roTarget, false); err != nil {
 		t.Fatal(err)
 	}
 	checkMode(t, false)
-	if err := Remount(ctx, roTarget, true); err != nil {
+	if err := remount(ctx, roTarget, true); err != nil {
 		t.Fatal(err)
 	}
 	checkMode(t, true)
 	if err := os.WriteFile(filepath.Join(staging, "h"), []byte("x"), 0o600); err != nil {
 		t.Errorf("the staging mount became read-only with its bind: %v", err)
 	}
-	if err := Remount(ctx, mountPoint(t), true); err == nil {
-		t.Error("Remount of an empty directory succeeded, want an error")
+	if err := remount(ctx, mountPoint(t), true); err == nil {
+		t.Error("remount of an empty directory succeeded, want an error")
 	}
 }
 
@@ -235,11 +235,11 @@ func TestUnmountAllStacked(t *testing.T) {
 	if n := len(mountedAt(t, target)); n != 3 {
 		t.Fatalf("%d stacked entries, want 3", n)
 	}
-	if err := Unmount(ctx, target); err != nil {
+	if _, err := unmountOnce(ctx, target); err != nil {
 		t.Fatal(err)
 	}
 	if mounted, err := IsMounted(ctx, target); err != nil || !mounted {
-		t.Fatalf("after one Unmount IsMounted = %v, %v; want true: stacked mounts remain", mounted, err)
+		t.Fatalf("after one unmountOnce IsMounted = %v, %v; want true: stacked mounts remain", mounted, err)
 	}
 	if err := UnmountAll(ctx, target); err != nil {
 		t.Fatal(err)

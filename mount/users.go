@@ -80,10 +80,10 @@ func (u *users) add(format string, args ...any) {
 	u.found = append(u.found, fmt.Sprintf(format, args...))
 }
 
-// match returns the device (disk or partition) with number rdev.
-func (u *users) match(rdev uint64) (Device, bool) {
+// match returns the device (disk or partition) with number n.
+func (u *users) match(n devNum) (Device, bool) {
 	for _, d := range u.devs {
-		if unix.Major(rdev) == d.Major && unix.Minor(rdev) == d.Minor {
+		if n.major == d.Major && n.minor == d.Minor {
 			return d, true
 		}
 	}
@@ -178,17 +178,17 @@ func (u *users) loops() error {
 			return fmt.Errorf("read the backing file of %s: %w", loop, err)
 		}
 		backing := strings.TrimSuffix(strings.TrimSpace(string(raw)), " (deleted)")
-		var st unix.Stat_t
-		if err := unix.Stat(backing, &st); err != nil {
+		node, isBlock, err := blockNodeAt(backing)
+		if err != nil {
 			if u.couldBeNode(backing) {
 				u.add("%s is backed by %s, which cannot be inspected (%v)", loop, backing, err)
 			}
 			continue
 		}
-		if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		if !isBlock {
 			continue
 		}
-		if d, ok := u.match(st.Rdev); ok {
+		if d, ok := u.match(node); ok {
 			u.add("%s is backed by %s, a device node of %s", loop, backing, d.Name)
 		}
 	}
@@ -244,7 +244,7 @@ func (u *users) nodes() error {
 					return fs.SkipDir // a mounted filesystem: not kubelet's device directory
 				}
 			case unix.S_IFBLK:
-				if dev, ok := u.match(st.Rdev); ok {
+				if dev, ok := u.match(devNumOf(st.Rdev)); ok {
 					u.add("a device node of %s is at %s", dev.Name, path)
 				}
 			}
@@ -285,11 +285,11 @@ func (u *users) descriptors() error {
 			if err != nil || !strings.HasPrefix(target, "/") {
 				continue // closed meanwhile, or a socket, pipe or anonymous inode
 			}
-			var st unix.Stat_t
-			if unix.Stat(link, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFBLK {
+			node, isBlock, err := blockNodeAt(link)
+			if err != nil || !isBlock {
 				continue
 			}
-			if d, ok := u.match(st.Rdev); ok {
+			if d, ok := u.match(node); ok {
 				u.add("process %d (%s) has %s open as %s", pid, comm(u.cfg.ProcRoot, p.Name()), d.Name, target)
 			}
 		}
