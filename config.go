@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"srvlab.io/rds-csi/mount"
 	"srvlab.io/rds-csi/nvme"
 )
 
@@ -128,7 +129,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*Con
 	str(&c.StateDir, "state-dir", "", "/var/lib/rds-csi", "node-local state directory")
 	duration(&c.ShutdownTimeout, "shutdown-timeout", "", 30*time.Second, "how long in-flight RPCs may finish after SIGTERM before the server stops hard")
 	duration(&c.HealInterval, "heal-interval", "", 5*time.Second, "how often the node checks staged volumes for stale NVMe devices")
-	integer(&c.MountStormLimit, "mount-storm-limit", "", 100, "refuse a mount whose source already has this many mount entries")
+	integer(&c.MountStormLimit, "mount-storm-limit", "", mount.DefaultStormLimit, "refuse a mount whose source already has this many mount entries")
 	boolean(&c.ShowVersion, "version", "", "print the version and exit")
 	for _, add := range tagFlags {
 		add(c, str)
@@ -213,7 +214,7 @@ func (c *Config) validate() error {
 			return fmt.Errorf("--managed-nqn-prefix %q: %v", c.ManagedNQNPrefix, err)
 		}
 		if c.MountStormLimit < 1 {
-			return errors.New("--mount-storm-limit must be at least 1 (default 100)")
+			return fmt.Errorf("--mount-storm-limit must be at least 1 (default %d)", mount.DefaultStormLimit)
 		}
 		if c.HealInterval <= 0 {
 			return errors.New("--heal-interval must be positive, e.g. 5s")
