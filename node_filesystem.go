@@ -21,13 +21,40 @@ import (
 // the right type is checked (ext: e2fsck -p, which also replays the journal), and
 // anything else fails with nothing written. A probe that cannot read the disk is never
 // taken for "blank".
-func (n *nodeService) prepareFilesystem(ctx context.Context, rec *stagingRecord, disk *nvme.Disk, mayFormat bool) error {
+// It returns what the probe found.
+func (n *nodeService) prepareFilesystem(ctx context.Context, rec *stagingRecord, disk *nvme.Disk, mayFormat bool) (mount.ProbeResult, error) {
 	p, err := n.fs.probe(ctx, disk.DevPath)
 	if err != nil {
-		return status.Errorf(codes.Unavailable, "volume %s: cannot read disk %s to see what it holds, so it is neither formatted nor mounted: %v; this is retried, check the NVMe/TCP path if it persists",
+		return p, status.Errorf(codes.Unavailable, "volume %s: cannot read disk %s to see what it holds, so it is neither formatted nor mounted: %v; this is retried, check the NVMe/TCP path if it persists",
 			rec.VolumeID, disk.DevPath, err)
 	}
-	return n.prepareProbed(ctx, rec, disk, p, mayFormat)
+	return p, n.prepareProbed(ctx, rec, disk, p, mayFormat)
+}
+
+// growSlack is how much smaller than its disk a filesystem may be and still be taken
+// as filling it: our volumes are whole MiB, and so is every size they are grown by.
+const growSlack = 1 << 20
+
+// growToDisk grows a mounted filesystem that the probe (p) found smaller than its disk:
+// a volume restored from a snapshot, or cloned, into a larger size holds its source's
+// smaller filesystem until it is grown. A freshly formatted, read-only or already full
+// filesystem is left alone.
+func (n *nodeService) growToDisk(ctx context.Context, rec *stagingRecord, disk *nvme.Disk, p mount.ProbeResult) error {
+	if rec.ReadOnly || p.Kind == mount.KindBlank || p.Size == 0 || disk.SizeBytes-p.Size < growSlack {
+		return nil
+	}
+	if err := n.fs.grow(ctx, disk.DevPath, rec.StagingPath, rec.FSType); err != nil {
+		// Unmounted again, so that kubelet's retry of the stage tries the grow again
+		// (a stage that finds the volume mounted leaves it as it is). Nothing uses this
+		// mount yet: it was made a moment ago by this stage.
+		if uerr := mount.UnmountAll(ctx, rec.StagingPath); uerr != nil {
+			err = errors.Join(err, fmt.Errorf("and unmounting it again failed: %w", uerr))
+		}
+		return status.Errorf(codes.Internal, "volume %s holds a %d-byte %s filesystem on a %d-byte disk (restored or cloned into a larger size), and growing it failed: %v; this is retried",
+			rec.VolumeID, p.Size, rec.FSType, disk.SizeBytes, err)
+	}
+	n.log.Info("filesystem grown to fill its disk", "volume_id", rec.VolumeID, "device", disk.DevPath, "from", p.Size, "to", disk.SizeBytes)
+	return nil
 }
 
 // prepareProbed is prepareFilesystem for a disk the caller has just probed (p).

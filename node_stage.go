@@ -128,10 +128,14 @@ func (n *nodeService) mountStaging(ctx context.Context, rec *stagingRecord, disk
 	if err := os.MkdirAll(rec.StagingPath, 0o750); err != nil {
 		return fmt.Errorf("create the staging path: %w", err)
 	}
-	if err := n.prepareFilesystem(ctx, rec, disk, true); err != nil {
+	probed, err := n.prepareFilesystem(ctx, rec, disk, true)
+	if err != nil {
 		return err
 	}
 	if err := n.mountDisk(ctx, rec, disk); err != nil {
+		return err
+	}
+	if err := n.growToDisk(ctx, rec, disk, probed); err != nil {
 		return err
 	}
 	if rec.dev() != diskDev(disk) {

@@ -26,6 +26,10 @@ const (
 type ProbeResult struct {
 	Kind   Kind
 	Detail string
+	// Size is the filesystem's own size in bytes, from its superblock (ext and xfs;
+	// 0 for anything else). A volume restored or cloned to a larger size holds a
+	// filesystem smaller than its disk until it is grown.
+	Size int64
 }
 
 // On-disk signatures, from the filesystems' format documentation.
@@ -74,24 +78,30 @@ func probeWith(ctx context.Context, device string, open opener) (ProbeResult, er
 // classify names what the probe read.
 func classify(p *probed) ProbeResult {
 	if p.at(0, len(xfsMagic)) == xfsMagic {
-		return ProbeResult{KindXFS, fmt.Sprintf("xfs superblock at offset 0 (uuid %s)", uuidString([]byte(p.at(32, 16))))}
+		// sb_blocksize (big-endian u32 at 4) times sb_dblocks (u64 at 8): the data
+		// section, which holds an internal log too.
+		var size int64
+		if sb := []byte(p.at(0, 16)); len(sb) == 16 {
+			size = int64(binary.BigEndian.Uint32(sb[4:])) * int64(binary.BigEndian.Uint64(sb[8:]))
+		}
+		return ProbeResult{KindXFS, fmt.Sprintf("xfs superblock at offset 0 (uuid %s)", uuidString([]byte(p.at(32, 16)))), size}
 	}
 	if sb := p.at(extSuperblock, 1024); binary.LittleEndian.Uint16([]byte(sb[extMagicOffset:])) == extMagic {
 		return classifyExt([]byte(sb))
 	}
 	if p.at(btrfsMagicOffset, len(btrfsMagic)) == btrfsMagic {
-		return ProbeResult{KindBtrfs, fmt.Sprintf("btrfs superblock at offset %d (fsid %s)", btrfsMagicOffset-64, uuidString([]byte(p.at(btrfsMagicOffset-64+32, 16))))}
+		return ProbeResult{Kind: KindBtrfs, Detail: fmt.Sprintf("btrfs superblock at offset %d (fsid %s)", btrfsMagicOffset-64, uuidString([]byte(p.at(btrfsMagicOffset-64+32, 16))))}
 	}
 	if off, ok := findGPT(p); ok {
-		return ProbeResult{KindPartitioned, fmt.Sprintf("GPT header at offset %d", off)}
+		return ProbeResult{Kind: KindPartitioned, Detail: fmt.Sprintf("GPT header at offset %d", off)}
 	}
 	if p.at(mbrSignature, 2) == "\x55\xaa" {
-		return ProbeResult{KindPartitioned, "MBR boot signature 0x55AA at offset 510 (a partition table or boot sector)"}
+		return ProbeResult{Kind: KindPartitioned, Detail: "MBR boot signature 0x55AA at offset 510 (a partition table or boot sector)"}
 	}
 	if p.firstNonZero >= 0 {
-		return ProbeResult{KindUnknown, fmt.Sprintf("non-zero data at offset %d%s", p.firstNonZero, knownSignature(p))}
+		return ProbeResult{Kind: KindUnknown, Detail: fmt.Sprintf("non-zero data at offset %d%s", p.firstNonZero, knownSignature(p))}
 	}
-	return ProbeResult{KindBlank, fmt.Sprintf("all %d bytes read (%d areas) are zero", p.read, len(p.regions))}
+	return ProbeResult{Kind: KindBlank, Detail: fmt.Sprintf("all %d bytes read (%d areas) are zero", p.read, len(p.regions))}
 }
 
 // Feature bits that separate ext4 from ext3 and ext2 (as blkid does).
@@ -107,6 +117,10 @@ const (
 	extUUIDOffset          = 0x68
 	extVolumeNameOffset    = 0x78
 	extVolumeNameMaxLength = 16
+	extBlocksCountLo       = 0x04  // s_blocks_count_lo
+	extLogBlockSize        = 0x18  // block size = 1024 << s_log_block_size
+	extBlocksCountHi       = 0x150 // s_blocks_count_hi, with the 64bit feature
+	extIncompat64Bit       = 0x80
 )
 
 func classifyExt(sb []byte) ProbeResult {
@@ -114,7 +128,7 @@ func classifyExt(sb []byte) ProbeResult {
 	incompat := binary.LittleEndian.Uint32(sb[extIncompatOffset:])
 	roCompat := binary.LittleEndian.Uint32(sb[extROCompatOffset:])
 	if incompat&extIncompatJournalDev != 0 {
-		return ProbeResult{KindUnknown, "ext external journal device at offset 1024"}
+		return ProbeResult{Kind: KindUnknown, Detail: "ext external journal device at offset 1024"}
 	}
 	kind := KindExt2
 	switch {
@@ -128,7 +142,12 @@ func classifyExt(sb []byte) ProbeResult {
 	if incompat&extIncompatRecover != 0 {
 		detail += "; the journal needs recovery, which mounting replays"
 	}
-	return ProbeResult{kind, detail}
+	blocks := uint64(binary.LittleEndian.Uint32(sb[extBlocksCountLo:]))
+	if incompat&extIncompat64Bit != 0 {
+		blocks |= uint64(binary.LittleEndian.Uint32(sb[extBlocksCountHi:])) << 32
+	}
+	size := int64(blocks) << (10 + min(binary.LittleEndian.Uint32(sb[extLogBlockSize:]), 6)) // at most 64 KiB blocks
+	return ProbeResult{kind, detail, size}
 }
 
 // findGPT looks for a GPT header at LBA 1 (512- or 4096-byte sectors) and

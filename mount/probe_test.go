@@ -324,3 +324,39 @@ func TestProbeChecksEveryByte(t *testing.T) {
 		t.Fatalf("chunk buffer of %d bytes at %#x: want %d bytes aligned to %d", len(*buf), uintptrOfSlice(*buf), chunkSize, alignment)
 	}
 }
+
+// TestProbeFilesystemSize: Size is the filesystem's own size from its superblock, not the
+// device's, so a volume restored or cloned into a larger disk is seen to need growing.
+func TestProbeFilesystemSize(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		size int64
+		mkfs []string
+	}{
+		{"ext4, 1K blocks", 64 * mib, []string{"mkfs.ext4", "-q", "-b", "1024"}},
+		{"ext4, 4K blocks, 64bit", 160 * mib, []string{"mkfs.ext4", "-q", "-b", "4096", "-O", "64bit"}},
+		{"ext4, 4K blocks, not 64bit", 160 * mib, []string{"mkfs.ext4", "-q", "-b", "4096", "-O", "^64bit"}},
+		{"ext2", 64 * mib, []string{"mkfs.ext2", "-q"}},
+		{"xfs", 320 * mib, []string{"mkfs.xfs", "-q"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := newImage(t, tc.size)
+			if out, err := exec.Command(tc.mkfs[0], append(tc.mkfs[1:], path)...).CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v: %s", tc.mkfs[0], err, out)
+			}
+			if err := os.Truncate(path, 3*tc.size); err != nil { // the disk grew, the filesystem did not
+				t.Fatal(err)
+			}
+			got, err := Probe(testCtx(t), path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.Size != tc.size {
+				t.Fatalf("Probe size %d, want the filesystem's %d (the device is %d)", got.Size, tc.size, 3*tc.size)
+			}
+		})
+	}
+	if got, err := Probe(testCtx(t), newImage(t, 64*mib)); err != nil || got.Size != 0 {
+		t.Fatalf("a blank device: %+v, %v; want size 0", got, err)
+	}
+}
