@@ -119,7 +119,7 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*Con
 	integer(&c.RDSMaxSessions, "rds-max-sessions", "RDS_MAX_SESSIONS", 4, "concurrent SSH sessions to the RDS (more commands queue)")
 	duration(&c.RDSCommandTimeout, "rds-command-timeout", "", 60*time.Second, "upper bound for one RouterOS command when the caller has no earlier deadline")
 	str(&capacityReserve, "capacity-reserve", "RDS_CAPACITY_RESERVE", "0", "pool space GetCapacity keeps back, in bytes or with a binary suffix (e.g. 50Gi)")
-	str(&c.Kubeconfig, "kubeconfig", "KUBECONFIG", "", "kubeconfig for reading VolumeAttachments outside a cluster (in a pod the service account is used)")
+	str(&c.Kubeconfig, "kubeconfig", "KUBECONFIG", "", "JSON kubeconfig for reading VolumeAttachments outside a cluster, as 'kubectl config view --raw --minify --flatten -o json' writes it (in a pod the service account is used)")
 	str(&c.ManagedNQNPrefix, "managed-nqn-prefix", "CSI_MANAGED_NQN_PREFIX", "", "only NVMe subsystems whose NQN starts with this are ever touched (required for node and all)")
 	str(&c.NVMeHostDir, "nvme-host-dir", "", "/etc/nvme", "directory holding hostnqn and hostid")
 	str(&c.SysfsRoot, "sysfs-root", "", "/sys", "sysfs mount point")

@@ -13,6 +13,7 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
+	"srvlab.io/rds-csi/kube"
 	"srvlab.io/rds-csi/routeros"
 )
 
@@ -52,14 +53,14 @@ func newControllerService(cfg *Config, log *slog.Logger, m *metrics) (*controlle
 		return nil, err
 	}
 	var source attachmentLister
-	api, err := newKubeAPI(cfg.Kubeconfig, os.Getenv)
+	api, err := kube.New(cfg.Kubeconfig, os.Getenv)
 	switch {
-	case errors.Is(err, errNoKubeAPI):
+	case errors.Is(err, kube.ErrNotConfigured):
 	case err != nil:
 		_ = client.Close()
 		return nil, fmt.Errorf("kubernetes API (for VolumeAttachments): %w", err)
 	default:
-		source = api
+		source = kubeCluster{api}
 	}
 	return newController(cfg, log, m, client, source)
 }

@@ -22,7 +22,11 @@ func TestControllerServiceFromConfig(t *testing.T) {
 	kube.addNode("node-1", "node-1")
 	kubeconfig := kube.kubeconfigFile(t)
 	badKubeconfig := filepath.Join(t.TempDir(), "bad")
-	if err := os.WriteFile(badKubeconfig, []byte("clusters: []\n"), 0o600); err != nil {
+	if err := os.WriteFile(badKubeconfig, []byte(`{"clusters": []}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	yamlKubeconfig := filepath.Join(t.TempDir(), "yaml")
+	if err := os.WriteFile(yamlKubeconfig, []byte("apiVersion: v1\nkind: Config\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	host, port, _ := strings.Cut(ts.Addr, ":")
@@ -37,6 +41,7 @@ func TestControllerServiceFromConfig(t *testing.T) {
 		{"out of a cluster", nil, "", false},
 		{"kubeconfig", []string{"--kubeconfig=" + kubeconfig}, "", true},
 		{"broken kubeconfig", []string{"--kubeconfig=" + badKubeconfig}, "no current-context", false},
+		{"YAML kubeconfig", []string{"--kubeconfig=" + yamlKubeconfig}, "kubectl config view --raw --minify --flatten -o json", false},
 		{"bad volume path", []string{"--rds-volume-path=storage-pool/x"}, "--rds-volume-path", false},
 		{"bad allowed path", []string{"--rds-allowed-paths=/ok/a,/bad dir"}, "--rds-allowed-paths", false},
 	}

@@ -74,25 +74,14 @@ func (c *clusterAPI) serve(w http.ResponseWriter, r *http.Request) {
 	_ = json.NewEncoder(w).Encode(reply)
 }
 
-// kubeconfig writes a kubeconfig for the API, as --kubeconfig names it.
+// kubeconfig writes a kubeconfig for the API as --kubeconfig takes it: JSON, the shape
+// kubectl config view --raw --minify --flatten -o json prints.
 func (c *clusterAPI) kubeconfig(t *testing.T, dir string) string {
 	path := filepath.Join(dir, "kubeconfig")
-	writeFile(t, path, fmt.Sprintf(`apiVersion: v1
-kind: Config
-current-context: e2e
-clusters:
-- name: e2e
-  cluster:
-    server: %s
-contexts:
-- name: e2e
-  context:
-    cluster: e2e
-    user: e2e
-users:
-- name: e2e
-  user:
-    token: e2e
+	writeFile(t, path, fmt.Sprintf(`{"apiVersion": "v1", "kind": "Config", "current-context": "e2e",
+  "clusters": [{"name": "e2e", "cluster": {"server": %q}}],
+  "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "e2e"}}],
+  "users": [{"name": "e2e", "user": {"token": "e2e"}}]}
 `, c.url))
 	return path
 }
