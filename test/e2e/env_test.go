@@ -17,6 +17,8 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 	"golang.org/x/sys/unix"
+
+	"srvlab.io/rds-csi/internal/testenv"
 )
 
 // env is the running system under test: the simulated RDS, the first node (which also
@@ -105,10 +107,7 @@ func (e *env) checkPrerequisites(t *testing.T) {
 	if len(missing) == 0 {
 		return
 	}
-	if required() {
-		t.Fatalf("end-to-end prerequisites missing: %q", missing)
-	}
-	t.Skipf("end-to-end prerequisites missing (not CI, so skipped): %q", missing)
+	testenv.Missing(t, fmt.Sprintf("end-to-end prerequisites missing: %q", missing), vmRunner)
 }
 
 // writeKeys makes the driver's SSH client key, the simulator's host key, authorized_keys
