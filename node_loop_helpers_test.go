@@ -20,22 +20,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	"srvlab.io/rds-csi/internal/loopdev"
+	"srvlab.io/rds-csi/internal/testenv"
 	"srvlab.io/rds-csi/mount"
 	"srvlab.io/rds-csi/nvme/loopback"
 	"srvlab.io/rds-csi/routeros/sim"
 )
-
-// requireLoopDevices skips where real mounts cannot work (not root, no loop devices),
-// except in CI, where a skipped test would hide a broken runner.
-func requireLoopDevices(t testing.TB) {
-	t.Helper()
-	if err := loopdev.Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but %v", err)
-		}
-		t.Skip(err)
-	}
-}
 
 // loopEnv is a node service over the loop-device stand-in for NVMe, with volumes made by
 // the RouterOS simulator, and kubelet-like paths under a short temporary root.
@@ -52,7 +41,7 @@ type loopEnv struct {
 
 func newLoopEnv(t testing.TB) *loopEnv {
 	t.Helper()
-	requireLoopDevices(t)
+	testenv.Require(t, loopdev.Available())
 	root, err := os.MkdirTemp("", "rn")
 	if err != nil {
 		t.Fatal(err)

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"srvlab.io/rds-csi/internal/loopdev"
+	"srvlab.io/rds-csi/internal/testenv"
 	"srvlab.io/rds-csi/mount"
 	"srvlab.io/rds-csi/routeros/sim"
 )
@@ -62,10 +64,7 @@ func TestNodeLoopNeverFormatsNonBlank(t *testing.T) {
 func TestNodeLoopNeverFormatsUnreadable(t *testing.T) {
 	e := newLoopEnv(t)
 	if _, err := exec.LookPath("mkfs.btrfs"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but mkfs.btrfs is missing (test/install-deps.sh installs btrfs-progs): %v", err)
-		}
-		t.Skip(err)
+		testenv.Missing(t, fmt.Sprintf("%v (test/install-deps.sh installs btrfs-progs)", err))
 	}
 	file := unreadableFile(t, e.root, 4<<20)
 	nqn := testPrefix + "unreadable"

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"srvlab.io/rds-csi/internal/vmsys"
 	"srvlab.io/rds-csi/nvme"
 )
 
@@ -84,21 +85,10 @@ func (vm *vmNode) unmanagedVar(t *testing.T) func(t *testing.T) {
 // pathControllers lists the controllers of nqn per address, straight from sysfs.
 func pathControllers(nqn string) map[string][]string {
 	out := map[string][]string{}
-	for _, c := range controllersOf(nqn) {
-		b, _ := os.ReadFile(filepath.Join("/sys/class/nvme", c, "address"))
-		addr, _ := parseTraddr(string(b))
-		out[addr] = append(out[addr], c)
+	for _, c := range vmsys.ControllersOf(nqn) {
+		out[c.Traddr()] = append(out[c.Traddr()], c.Name)
 	}
 	return out
-}
-
-func parseTraddr(a string) (string, bool) {
-	for _, kv := range strings.Split(strings.TrimSpace(a), ",") {
-		if v, ok := strings.CutPrefix(kv, "traddr="); ok {
-			return v, true
-		}
-	}
-	return "", false
 }
 
 // writerState is an application writing and fsyncing 64 KiB every 10 ms, round-robin over
@@ -279,7 +269,7 @@ func (vm *vmNode) multipathFailover(t *testing.T) {
 
 	must(t, vm.unpublish(t, v, target))
 	must(t, vm.unstage(t, v))
-	if c := controllersOf(v.nqn); len(c) != 0 {
+	if c := vmsys.ControllerNames(v.nqn); len(c) != 0 {
 		t.Fatalf("controllers left after unstage: %v", c)
 	}
 	checkVar(t)
@@ -322,7 +312,7 @@ func (vm *vmNode) multipathPathLost(t *testing.T) {
 	checkData(t, filepath.Join(target, "data.bin"), w.finish(t, 10*time.Second), 0)
 	must(t, vm.unpublish(t, v, target))
 	must(t, vm.unstage(t, v))
-	if c := controllersOf(v.nqn); len(c) != 0 {
+	if c := vmsys.ControllerNames(v.nqn); len(c) != 0 {
 		t.Fatalf("controllers left after unstage: %v", c)
 	}
 	checkVar(t)
@@ -333,8 +323,8 @@ func (vm *vmNode) multipathPathLost(t *testing.T) {
 // condition, works, and unstages completely.
 func TestNodeVMMultipathOff(t *testing.T) {
 	vm := newVMNode(t)
-	if b, err := os.ReadFile("/sys/module/nvme_core/parameters/multipath"); err != nil || strings.TrimSpace(string(b)) != "N" {
-		t.Fatalf("nvme_core.multipath = %q (%v): this test needs a boot with nvme_core.multipath=N", b, err)
+	if mp := vmsys.Attr("/sys/module/nvme_core/parameters/multipath"); mp != "N" {
+		t.Fatalf("nvme_core.multipath = %s: this test needs a boot with nvme_core.multipath=N", mp)
 	}
 	checkVar := vm.unmanagedVar(t)
 	v := vm.exportTwoPaths(t, "vmmpoff", "64M")
@@ -357,7 +347,7 @@ func TestNodeVMMultipathOff(t *testing.T) {
 	checkData(t, filepath.Join(target, "f.bin"), data, 0)
 	must(t, vm.unpublish(t, v, target))
 	must(t, vm.unstage(t, v))
-	if c := controllersOf(v.nqn); len(c) != 0 {
+	if c := vmsys.ControllerNames(v.nqn); len(c) != 0 {
 		t.Fatalf("controllers left after unstage: %v", c)
 	}
 	checkVar(t)

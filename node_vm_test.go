@@ -19,6 +19,7 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"golang.org/x/sys/unix"
 
+	"srvlab.io/rds-csi/internal/vmsys"
 	"srvlab.io/rds-csi/mount"
 )
 
@@ -85,7 +86,7 @@ func (vm *vmNode) blockCycle(t *testing.T) {
 	checkData(t, target, data, 0)
 	must(t, vm.unpublish(t, v, target))
 	must(t, vm.unstage(t, v))
-	if c := controllersOf(v.nqn); len(c) != 0 {
+	if c := vmsys.ControllerNames(v.nqn); len(c) != 0 {
 		t.Fatalf("controllers left after unstage: %v", c)
 	}
 }
@@ -107,9 +108,9 @@ func (vm *vmNode) healAfterCtrlLoss(t *testing.T) {
 
 	vmShell(t, "nvmet-port-down", "2")
 	down := time.Now()
-	if !nodeWaitFor(30*time.Second, func() bool { return len(controllersOf(v.nqn)) == 0 }) {
+	if !nodeWaitFor(30*time.Second, func() bool { return len(vmsys.ControllerNames(v.nqn)) == 0 }) {
 		vmShell(t, "nvmet-port-up", "2")
-		t.Fatalf("the kernel kept the controller 30s after the target went away with ctrl_loss_tmo=2: %v", controllersOf(v.nqn))
+		t.Fatalf("the kernel kept the controller 30s after the target went away with ctrl_loss_tmo=2: %v", vmsys.ControllerNames(v.nqn))
 	}
 	t.Logf("controller lost %v after the target went away", time.Since(down).Round(time.Millisecond))
 	vmShell(t, "nvmet-port-up", "2")
@@ -207,19 +208,6 @@ func (vm *vmNode) health(t *testing.T, v *volume) []*csi.VolumeHealth_VolumeHeal
 	r, err := vm.n.NodeGetVolumeHealth(nodeCtx(t), &csi.NodeGetVolumeHealthRequest{VolumeId: v.id, StagingTargetPath: v.staging})
 	must(t, err)
 	return r.GetVolumeHealth().GetHealthStatuses()
-}
-
-// controllersOf lists the controllers of nqn straight from sysfs (not through nvme).
-func controllersOf(nqn string) []string {
-	var out []string
-	entries, _ := os.ReadDir("/sys/class/nvme")
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join("/sys/class/nvme", e.Name(), "subsysnqn"))
-		if err == nil && strings.TrimSpace(string(b)) == nqn {
-			out = append(out, e.Name())
-		}
-	}
-	return out
 }
 
 func vmShell(t *testing.T, name string, args ...string) {

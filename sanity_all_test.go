@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"srvlab.io/rds-csi/internal/loopdev"
+	"srvlab.io/rds-csi/internal/testenv"
 	"srvlab.io/rds-csi/nvme"
 	"srvlab.io/rds-csi/nvme/loopback"
 	"srvlab.io/rds-csi/routeros/sim"
@@ -46,10 +47,10 @@ func TestSanityWholeDriver(t *testing.T) {
 		return
 	}
 	if os.Geteuid() != 0 {
-		sanityAllMissing(t, "root (loop devices, mkfs and mounts)")
+		testenv.Missing(t, "csi-sanity of the whole driver needs root (loop devices, mkfs and mounts)")
 	}
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
-		sanityAllMissing(t, "/dev/loop-control (the loop driver)")
+		testenv.Missing(t, "csi-sanity of the whole driver needs /dev/loop-control (the loop driver)")
 	}
 	for _, mode := range []string{"mount", "block"} {
 		t.Run(mode, func(t *testing.T) {
@@ -69,15 +70,6 @@ func TestSanityWholeDriver(t *testing.T) {
 			}
 		})
 	}
-}
-
-// sanityAllMissing fails in CI, where the suite is required, and skips elsewhere.
-func sanityAllMissing(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("csi-sanity of the whole driver needs %s", what)
-	}
-	t.Skipf("csi-sanity of the whole driver needs %s (not CI, so skipped)", what)
 }
 
 // sanityAllRun is the child: the simulator, the driver in this process, and the suite.

@@ -11,6 +11,8 @@ import (
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 
+	"srvlab.io/rds-csi/internal/loopdev"
+	"srvlab.io/rds-csi/internal/testenv"
 	"srvlab.io/rds-csi/routeros/sim"
 )
 
@@ -27,7 +29,7 @@ type dataEnv struct {
 
 func newDataEnv(t *testing.T) *dataEnv {
 	t.Helper()
-	requireLoopDevices(t)
+	testenv.Require(t, loopdev.Available())
 	root, err := os.MkdirTemp("", "sd") // short: staging and target paths
 	if err != nil {
 		t.Fatal(err)

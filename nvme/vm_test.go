@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"srvlab.io/rds-csi/internal/vmsys"
 )
 
 func TestVM(t *testing.T) {
@@ -78,10 +80,10 @@ func TestVM(t *testing.T) {
 		if !c.Live() || c.Transport != "tcp" || c.HostNQN != h.Identity().HostNQN || c.TrSvcID != port1 || c.TrAddr != vmLocal {
 			t.Fatalf("controller %+v", c)
 		}
-		if got := rawAttr("/sys/class/nvme/" + c.Name + "/ctrl_loss_tmo"); got != "off" {
+		if got := vmsys.Attr("/sys/class/nvme/" + c.Name + "/ctrl_loss_tmo"); got != "off" {
 			t.Errorf("ctrl_loss_tmo = %s, want off (-1 is the driver's default)", got)
 		}
-		if got := rawAttr("/sys/class/nvme/" + c.Name + "/reconnect_delay"); got != "1" {
+		if got := vmsys.Attr("/sys/class/nvme/" + c.Name + "/reconnect_delay"); got != "1" {
 			t.Errorf("reconnect_delay = %s, want 1", got)
 		}
 		if r, err := h.Resolve(vmPVC1, 1); err != nil || r.Name != d.Name || r.Major != d.Major {
@@ -121,7 +123,7 @@ func TestVM(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("nsid 3 -> %s, nsid 9 -> %s", d3.Name, d9.Name)
-		if d9.SizeBytes != 24<<20 || d3.SizeBytes != 16<<20 || rawAttr("/sys/block/"+d9.Name+"/nsid") != "9" || rawAttr("/sys/block/"+d3.Name+"/nsid") != "3" {
+		if d9.SizeBytes != 24<<20 || d3.SizeBytes != 16<<20 || vmsys.Attr("/sys/block/"+d9.Name+"/nsid") != "9" || vmsys.Attr("/sys/block/"+d3.Name+"/nsid") != "3" {
 			t.Fatalf("nsid 9 = %+v, nsid 3 = %+v", d9, d3)
 		}
 		if strings.HasSuffix(d9.Name, "n9") {
@@ -130,7 +132,7 @@ func TestVM(t *testing.T) {
 	})
 
 	t.Run("EALREADY finds the existing controller", func(t *testing.T) {
-		before := rawControllers(vmPVC1)
+		before := vmsys.ControllerNames(vmPVC1)
 		opts, err := connectString(Target{Address: vmLocal, Port: port1, NQN: vmPVC1, NSID: 1}, h.Identity(), Options{ReconnectDelay: intp(1)}, Features{})
 		if err != nil {
 			t.Fatal(err)
@@ -142,7 +144,7 @@ func TestVM(t *testing.T) {
 		if err != nil || d.Name != d1.Name {
 			t.Fatalf("Connect again = %+v, %v; want the existing disk %s", d, err, d1.Name)
 		}
-		if after := rawControllers(vmPVC1); fmt.Sprint(after) != fmt.Sprint(before) {
+		if after := vmsys.ControllerNames(vmPVC1); fmt.Sprint(after) != fmt.Sprint(before) {
 			t.Fatalf("controllers %v -> %v: a second controller was made", before, after)
 		}
 	})
@@ -343,7 +345,7 @@ func TestVM(t *testing.T) {
 			}
 		}
 		for nqn, want := range map[string]int{vmPVC3: 0, vmMulti: 0, vmPVC1: 1, vmPVC10: 1, vmVar: 1} {
-			if got := len(rawControllers(nqn)); got != want {
+			if got := len(vmsys.ControllerNames(nqn)); got != want {
 				t.Errorf("%s has %d controllers after the sweep, want %d", nqn, got, want)
 			}
 		}
@@ -366,7 +368,7 @@ func TestVM(t *testing.T) {
 			if err := h.Disconnect(ctx, nqn); err != nil {
 				t.Fatalf("Disconnect(%s): %v", nqn, err)
 			}
-			if c := rawControllers(nqn); len(c) != 0 {
+			if c := vmsys.ControllerNames(nqn); len(c) != 0 {
 				t.Fatalf("controllers %v of %s remain after Disconnect returned", c, nqn)
 			}
 			if _, err := os.Stat(d.DevPath); !os.IsNotExist(err) {
@@ -401,7 +403,7 @@ func TestVM(t *testing.T) {
 // named after the controller (nvme<C>n<H>) and live under the controller's sysfs directory.
 func TestVMMultipathOff(t *testing.T) {
 	requireVM(t)
-	if mp := rawAttr("/sys/module/nvme_core/parameters/multipath"); mp != "N" {
+	if mp := vmsys.Attr("/sys/module/nvme_core/parameters/multipath"); mp != "N" {
 		t.Fatalf("nvme_core.multipath = %s: this test needs a boot with nvme_core.multipath=N", mp)
 	}
 	export(t, vmPVC1, "64M", 1, 1)
@@ -442,8 +444,8 @@ func TestVMMultipathOff(t *testing.T) {
 	if err := unix.Unmount("/mnt/pvc-1", 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.Disconnect(ctx, vmPVC1); err != nil || len(rawControllers(vmPVC1)) != 0 {
-		t.Fatalf("Disconnect = %v, controllers left %v", err, rawControllers(vmPVC1))
+	if err := h.Disconnect(ctx, vmPVC1); err != nil || len(vmsys.ControllerNames(vmPVC1)) != 0 {
+		t.Fatalf("Disconnect = %v, controllers left %v", err, vmsys.ControllerNames(vmPVC1))
 	}
 	checkVar(t, v)
 }

@@ -1,7 +1,8 @@
 //go:build vmtest
 
-// The VM tests' environment: nvmet exports, raw sysfs reads (independent of the code
-// under test), mounts, and the unmanaged /var subsystem that must survive everything.
+// The VM tests' environment: nvmet exports, mounts, and the unmanaged /var subsystem
+// that must survive everything. What the kernel says they read through vmsys, straight
+// from sysfs, independent of the code under test.
 
 package nvme
 
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"srvlab.io/rds-csi/internal/vmsys"
 )
 
 const (
@@ -76,7 +79,7 @@ func shErr(timeout time.Duration, name string, args ...string) (string, error) {
 // be re-exported).
 func export(t testing.TB, nqn string, size string, nsid, nvmetPort int) {
 	t.Helper()
-	if rawAttr(fmt.Sprintf("/sys/kernel/config/nvmet/subsystems/%s/namespaces/%d/enable", nqn, nsid)) == "1" {
+	if vmsys.Attr(fmt.Sprintf("/sys/kernel/config/nvmet/subsystems/%s/namespaces/%d/enable", nqn, nsid)) == "1" {
 		return
 	}
 	sh(t, 10*time.Second, "nvmet-export", nqn, backingFile(nqn, nsid), size, fmt.Sprint(nsid), fmt.Sprint(nvmetPort))
@@ -96,28 +99,6 @@ func waitFor(d time.Duration, cond func() bool) bool {
 		time.Sleep(5 * time.Millisecond)
 	}
 	return cond()
-}
-
-// rawControllers lists the controllers of nqn by reading sysfs directly (not through the
-// code under test).
-func rawControllers(nqn string) []string {
-	var out []string
-	entries, _ := os.ReadDir("/sys/class/nvme")
-	for _, e := range entries {
-		b, err := os.ReadFile(filepath.Join("/sys/class/nvme", e.Name(), "subsysnqn"))
-		if err == nil && strings.TrimSpace(string(b)) == nqn {
-			out = append(out, e.Name())
-		}
-	}
-	return out
-}
-
-func rawAttr(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "<" + err.Error() + ">"
-	}
-	return strings.TrimSpace(string(b))
 }
 
 // mounted reports whether a filesystem of block device maj:min is mounted.
@@ -202,12 +183,12 @@ func connectVar(t *testing.T, h *Host) unmanagedVar {
 		matches2, _ := filepath.Glob("/sys/class/nvme/" + v.ctrl + "/nvme*n*")
 		for _, m := range append(matches, matches2...) {
 			name := filepath.Base(m)
-			if !isDiskName(name) || rawAttr(filepath.Join(filepath.Dir(m), "subsysnqn")) != vmVar {
+			if !isDiskName(name) || vmsys.Attr(filepath.Join(filepath.Dir(m), "subsysnqn")) != vmVar {
 				continue
 			}
 			// The /dev node and /sys/block's link appear separately: wait for both, or the
 			// device number read below can come back empty.
-			dev := rawAttr("/sys/block/" + name + "/dev")
+			dev := vmsys.Attr("/sys/block/" + name + "/dev")
 			if _, err := os.Stat("/dev/" + name); err == nil && dev != "" && !strings.HasPrefix(dev, "<") {
 				v.disk, v.dev = name, dev
 				return true
@@ -230,7 +211,7 @@ func connectVar(t *testing.T, h *Host) unmanagedVar {
 func varSettings(ctrl string) map[string]string {
 	m := map[string]string{}
 	for _, a := range []string{"state", "subsysnqn", "ctrl_loss_tmo", "reconnect_delay", "fast_io_fail_tmo", "cntlid", "hostnqn"} {
-		m[a] = rawAttr(filepath.Join("/sys/class/nvme", ctrl, a))
+		m[a] = vmsys.Attr(filepath.Join("/sys/class/nvme", ctrl, a))
 	}
 	return m
 }
@@ -241,7 +222,7 @@ func checkVar(t *testing.T, v unmanagedVar) {
 	if got := varSettings(v.ctrl); fmt.Sprint(got) != fmt.Sprint(v.settings) {
 		t.Errorf("unmanaged controller %s changed: %v, was %v", v.ctrl, got, v.settings)
 	}
-	if got := rawAttr("/sys/block/" + v.disk + "/dev"); got != v.dev {
+	if got := vmsys.Attr("/sys/block/" + v.disk + "/dev"); got != v.dev {
 		t.Errorf("unmanaged disk %s is now %q, was %q", v.disk, got, v.dev)
 	}
 	if b, err := os.ReadFile(v.mnt + "/etc-machine-id"); err != nil || string(b) != "var survives\n" {

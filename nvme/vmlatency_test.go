@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"srvlab.io/rds-csi/internal/vmsys"
 )
 
 // measureConnectLatency times, over n rounds, (a) the kernel alone: a raw fabrics write
@@ -38,7 +40,7 @@ func measureConnectLatency(t testing.TB, h *Host, n int) (kernelWrite, kernelDis
 			for _, pattern := range []string{"/sys/class/nvme-subsystem/*/nvme*n1", "/sys/class/nvme/nvme*/nvme*n1"} {
 				matches, _ := filepath.Glob(pattern)
 				for _, m := range matches {
-					if isDiskName(filepath.Base(m)) && rawAttr(filepath.Join(filepath.Dir(m), "subsysnqn")) == vmPVC3 {
+					if isDiskName(filepath.Base(m)) && vmsys.Attr(filepath.Join(filepath.Dir(m), "subsysnqn")) == vmPVC3 {
 						if _, err := os.Stat("/dev/" + filepath.Base(m)); err == nil {
 							seen = time.Now()
 						}

@@ -11,19 +11,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-)
 
-// requireLoop skips where loop devices cannot work, except in CI, where a
-// skipped test would hide a broken runner.
-func requireLoop(t *testing.T) {
-	t.Helper()
-	if err := Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but %v", err)
-		}
-		t.Skip(err)
-	}
-}
+	"srvlab.io/rds-csi/internal/testenv"
+)
 
 func newFile(t *testing.T, size int64) string {
 	t.Helper()
@@ -68,7 +58,7 @@ func deviceSize(t *testing.T, path string) uint64 {
 }
 
 func TestAttachWriteFindDetach(t *testing.T) {
-	requireLoop(t)
+	testenv.Require(t, Available())
 	file := newFile(t, 4<<20)
 	dev := attach(t, file, false)
 
@@ -124,7 +114,7 @@ func TestAttachWriteFindDetach(t *testing.T) {
 }
 
 func TestAttachReadOnly(t *testing.T) {
-	requireLoop(t)
+	testenv.Require(t, Available())
 	dev := attach(t, newFile(t, 1<<20), true)
 	f, err := os.OpenFile(dev.Path, os.O_WRONLY, 0)
 	if err == nil {
@@ -137,7 +127,7 @@ func TestAttachReadOnly(t *testing.T) {
 }
 
 func TestAttachErrors(t *testing.T) {
-	requireLoop(t)
+	testenv.Require(t, Available())
 	cases := []struct {
 		name string
 		file string
@@ -162,7 +152,7 @@ func TestAttachErrors(t *testing.T) {
 }
 
 func TestSetCapacity(t *testing.T) {
-	requireLoop(t)
+	testenv.Require(t, Available())
 	file := newFile(t, 1<<20)
 	dev := attach(t, file, false)
 	if got := deviceSize(t, dev.Path); got != 1<<20 {
@@ -182,7 +172,7 @@ func TestSetCapacity(t *testing.T) {
 // TestAttachConcurrent races several attaches against each other, as
 // parallel test packages do; each must end up with its own device.
 func TestAttachConcurrent(t *testing.T) {
-	requireLoop(t)
+	testenv.Require(t, Available())
 	const n = 6
 	devs := make([]Device, n)
 	errs := make([]error, n)
@@ -211,7 +201,7 @@ func TestAttachConcurrent(t *testing.T) {
 // TestDetachLeavesReusedDevice: a device detached once may be handed to
 // someone else; detaching the stale Device again must not touch theirs.
 func TestDetachLeavesReusedDevice(t *testing.T) {
-	requireLoop(t)
+	testenv.Require(t, Available())
 	mine := attach(t, newFile(t, 1<<20), false)
 	theirsFile := newFile(t, 1<<20)
 	theirs := attach(t, theirsFile, false)
@@ -237,7 +227,7 @@ func TestDetachLeavesReusedDevice(t *testing.T) {
 // TestBacks: the cheap check accepts the device attached to the file and refuses another
 // file's device, a wrong device number, a non-loop path and a detached device.
 func TestBacks(t *testing.T) {
-	requireLoop(t)
+	testenv.Require(t, Available())
 	file, other := newFile(t, 1<<20), newFile(t, 1<<20)
 	dev := attach(t, file, false)
 	if !Backs(dev, file) {
@@ -266,7 +256,7 @@ func TestBacks(t *testing.T) {
 // directory bind-mounted) shows sysfs a path inside that mount only: Find and Backs still
 // know it by the file's device and inode, and not a file of the same name elsewhere.
 func TestFindThroughAGoneMount(t *testing.T) {
-	requireLoop(t)
+	testenv.Require(t, Available())
 	file := newFile(t, 1<<20)
 	dir := filepath.Dir(file)
 	bind := t.TempDir()

@@ -9,23 +9,12 @@ import (
 	"time"
 
 	"srvlab.io/rds-csi/internal/loopdev"
+	"srvlab.io/rds-csi/internal/testenv"
 	"srvlab.io/rds-csi/nvme"
 	"srvlab.io/rds-csi/routeros/sim"
 )
 
 const prefix = "nqn.2000-02.com.mikrotik:pvc-"
-
-// requireLoop skips where loop devices cannot work, except in CI, where a skipped test
-// would hide a broken runner.
-func requireLoop(t testing.TB) {
-	t.Helper()
-	if err := loopdev.Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but %v", err)
-		}
-		t.Skip(err)
-	}
-}
 
 type fixture struct {
 	dir, exports, state string
@@ -34,7 +23,7 @@ type fixture struct {
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	requireLoop(t)
+	testenv.Require(t, loopdev.Available())
 	dir := t.TempDir()
 	g, err := nvme.NewGuard(prefix)
 	if err != nil {
@@ -315,7 +304,7 @@ func TestLoopbackSweep(t *testing.T) {
 // TestLoopbackSimulatorExports pins the contract with routeros/sim: a disk added with
 // nvme-tcp-export=yes appears as <dir>/.nvme-exports/<nqn>, and disappears with the export.
 func TestLoopbackSimulatorExports(t *testing.T) {
-	requireLoop(t)
+	testenv.Require(t, loopdev.Available())
 	s, err := sim.New(sim.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)

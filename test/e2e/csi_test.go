@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+
+	"srvlab.io/rds-csi/internal/vmsys"
 )
 
 // rpcTimeout bounds every CSI call the suite makes, as kubelet and the sidecars do.
@@ -208,9 +210,9 @@ func (a *attachment) unstage(t testing.TB) {
 		t.Fatalf("NodeUnstageVolume left mounts at %s: %+v", a.staging, ms)
 	}
 	host := a.d.identity(t).HostNQN
-	for _, c := range controllersOf(a.v.nqn) {
-		if c.hostNQN == host {
-			t.Fatalf("NodeUnstageVolume left controller %s (%s) of %s connected", c.name, c.state, a.v.nqn)
+	for _, c := range vmsys.ControllersOf(a.v.nqn) {
+		if c.HostNQN == host {
+			t.Fatalf("NodeUnstageVolume left controller %s (%s) of %s connected", c.Name, c.State, a.v.nqn)
 		}
 	}
 }

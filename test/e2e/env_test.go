@@ -17,6 +17,9 @@ import (
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 	"golang.org/x/sys/unix"
+
+	"srvlab.io/rds-csi/internal/testenv"
+	"srvlab.io/rds-csi/internal/vmsys"
 )
 
 // env is the running system under test: the simulated RDS, the first node (which also
@@ -105,10 +108,7 @@ func (e *env) checkPrerequisites(t *testing.T) {
 	if len(missing) == 0 {
 		return
 	}
-	if required() {
-		t.Fatalf("end-to-end prerequisites missing: %q", missing)
-	}
-	t.Skipf("end-to-end prerequisites missing (not CI, so skipped): %q", missing)
+	testenv.Missing(t, fmt.Sprintf("end-to-end prerequisites missing: %q", missing), vmRunner)
 }
 
 // writeKeys makes the driver's SSH client key, the simulator's host key, authorized_keys
@@ -193,9 +193,9 @@ func (e *env) shutdown(t *testing.T) {
 			t.Errorf("nvmet subsystem %s is left after the simulator stopped", s)
 		}
 	}
-	for _, c := range allControllers() {
-		if c.subsysNQN != varNQN {
-			t.Errorf("host controller %s (%s, %s) is left after every volume was deleted", c.name, c.subsysNQN, c.state)
+	for _, c := range vmsys.Controllers() {
+		if c.SubsysNQN != varNQN {
+			t.Errorf("host controller %s (%s, %s) is left after every volume was deleted", c.Name, c.SubsysNQN, c.State)
 		}
 	}
 }
@@ -216,9 +216,9 @@ func (e *env) tearDown() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for _, c := range allControllers() {
-			if c.subsysNQN != varNQN {
-				dir := filepath.Join("/sys/class/nvme", c.name)
+		for _, c := range vmsys.Controllers() {
+			if c.SubsysNQN != varNQN {
+				dir := filepath.Join("/sys/class/nvme", c.Name)
 				_ = os.WriteFile(filepath.Join(dir, "ctrl_loss_tmo"), []byte("0"), 0)
 				_ = os.WriteFile(filepath.Join(dir, "delete_controller"), []byte("1"), 0)
 			}

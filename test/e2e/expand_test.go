@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+
+	"srvlab.io/rds-csi/internal/vmsys"
 )
 
 // expandOnline grows a published volume (ControllerExpandVolume, then NodeExpandVolume as
@@ -49,7 +51,7 @@ func (e *env) expandOnline(t *testing.T, c *csi.VolumeCapability) {
 	if nr.GetCapacityBytes() != want {
 		t.Errorf("NodeExpandVolume reports %d bytes, want %d", nr.GetCapacityBytes(), want)
 	}
-	name, _, ok := liveDisk(v.nqn)
+	name, _, ok := vmsys.LiveDisk(v.nqn)
 	if !ok {
 		t.Fatalf("no live disk of %s after expansion", v.nqn)
 	}

@@ -2,8 +2,9 @@
 
 package e2e
 
-// What the kernel says, read directly (sysfs, configfs, mountinfo, superblocks), never
-// through the driver's own packages: the suite judges the driver by the machine's state.
+// What the kernel says, read directly (sysfs through vmsys, configfs, mountinfo,
+// superblocks), never through the driver's own packages: the suite judges the driver by
+// the machine's state.
 
 import (
 	"bufio"
@@ -19,6 +20,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"srvlab.io/rds-csi/internal/vmsys"
 )
 
 const nvmetRoot = "/sys/kernel/config/nvmet"
@@ -47,88 +50,9 @@ func waitFor(d time.Duration, cond func() bool) bool {
 	return cond()
 }
 
-func attr(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "<" + err.Error() + ">"
-	}
-	return strings.TrimSpace(string(b))
-}
-
-// controller is one NVMe controller on the host, from /sys/class/nvme.
-type controller struct {
-	name, subsysNQN, state, hostNQN, address string
-}
-
-func allControllers() []controller {
-	var out []controller
-	entries, _ := os.ReadDir("/sys/class/nvme")
-	for _, e := range entries {
-		dir := filepath.Join("/sys/class/nvme", e.Name())
-		out = append(out, controller{
-			name:      e.Name(),
-			subsysNQN: attr(filepath.Join(dir, "subsysnqn")),
-			state:     attr(filepath.Join(dir, "state")),
-			hostNQN:   attr(filepath.Join(dir, "hostnqn")),
-			address:   attr(filepath.Join(dir, "address")),
-		})
-	}
-	return out
-}
-
-// controllersOf lists the host's controllers of subsystem nqn.
-func controllersOf(nqn string) []controller {
-	var out []controller
-	for _, c := range allControllers() {
-		if c.subsysNQN == nqn {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-// liveDisk returns the usable disk of nqn (name and major:minor) when its subsystem has a
-// live controller and the /dev node exists.
-func liveDisk(nqn string) (name, majmin string, ok bool) {
-	live := false
-	for _, c := range controllersOf(nqn) {
-		live = live || c.state == "live"
-	}
-	if !live {
-		return "", "", false
-	}
-	subs, _ := filepath.Glob("/sys/class/nvme-subsystem/*")
-	for _, s := range subs {
-		if attr(filepath.Join(s, "subsysnqn")) != nqn {
-			continue
-		}
-		disks, _ := filepath.Glob(filepath.Join(s, "nvme*n*"))
-		for _, d := range disks {
-			name := filepath.Base(d)
-			if strings.Contains(name, "c") { // a hidden per-path disk: nvme<S>c<C>n<H>
-				continue
-			}
-			if _, err := os.Stat("/dev/" + name); err == nil {
-				return name, attr(filepath.Join("/sys/block", name, "dev")), true
-			}
-		}
-	}
-	// nvme_core.multipath=N: the disk hangs off the controller.
-	for _, c := range controllersOf(nqn) {
-		disks, _ := filepath.Glob(filepath.Join("/sys/class/nvme", c.name, c.name+"n*"))
-		for _, d := range disks {
-			name := filepath.Base(d)
-			if _, err := os.Stat("/dev/" + name); err == nil {
-				return name, attr(filepath.Join("/sys/block", name, "dev")), true
-			}
-		}
-	}
-	return "", "", false
-}
-
 // diskBytes is the size sysfs reports for a disk.
 func diskBytes(name string) int64 {
-	n, _ := strconv.ParseInt(attr(filepath.Join("/sys/block", name, "size")), 10, 64)
+	n, _ := strconv.ParseInt(vmsys.Attr(filepath.Join("/sys/block", name, "size")), 10, 64)
 	return n * 512
 }
 

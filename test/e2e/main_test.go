@@ -44,9 +44,9 @@ func envOr(k, def string) string {
 	return def
 }
 
-// required reports whether a missing prerequisite fails the suite instead of skipping it:
-// always in CI and in the VM runner.
-func required() bool { return os.Getenv("CI") == "true" || os.Getenv("RDS_E2E_REQUIRED") == "1" }
+// vmRunner is set to 1 by the VM runner (test/vm/run-e2e.sh): there, as in CI, a missing
+// prerequisite fails the suite instead of skipping it.
+const vmRunner = "RDS_E2E_REQUIRED"
 
 func TestMain(m *testing.M) {
 	flag.Parse()

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"srvlab.io/rds-csi/internal/vmsys"
 )
 
 // The simulator listens on two addresses (rds-sim --nvme-address), as an RDS with a storage
@@ -21,11 +23,9 @@ const (
 // pathsOf counts the controllers of nqn per target address.
 func pathsOf(nqn string) map[string]int {
 	out := map[string]int{}
-	for _, c := range controllersOf(nqn) {
-		for _, kv := range strings.Split(c.address, ",") {
-			if a, ok := strings.CutPrefix(kv, "traddr="); ok {
-				out[a]++
-			}
+	for _, c := range vmsys.ControllersOf(nqn) {
+		if a := c.Traddr(); a != "" {
+			out[a]++
 		}
 	}
 	return out
@@ -37,7 +37,7 @@ func nvmetPortFor(t testing.TB, nqn, address string) string {
 	ports, _ := os.ReadDir(filepath.Join(nvmetRoot, "ports"))
 	for _, p := range ports {
 		dir := filepath.Join(nvmetRoot, "ports", p.Name())
-		if _, err := os.Lstat(filepath.Join(dir, "subsystems", nqn)); err == nil && attr(filepath.Join(dir, "addr_traddr")) == address {
+		if _, err := os.Lstat(filepath.Join(dir, "subsystems", nqn)); err == nil && vmsys.Attr(filepath.Join(dir, "addr_traddr")) == address {
 			return p.Name()
 		}
 	}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+
+	"srvlab.io/rds-csi/internal/vmsys"
 )
 
 // writer is an application writing to a volume: fixed-size chunks into a file, each
@@ -145,13 +147,13 @@ func (e *env) rdsReboot(t *testing.T) {
 	a := e.attach(t, e.node1, v)
 	a.publish(t)
 	dev := a.stagedDevice(t)
-	for _, c := range controllersOf(v.nqn) {
-		dir := filepath.Join("/sys/class/nvme", c.name)
-		if got := attr(filepath.Join(dir, "ctrl_loss_tmo")); got != "off" {
-			t.Errorf("controller %s ctrl_loss_tmo = %s, want off (the driver's default -1)", c.name, got)
+	for _, c := range vmsys.ControllersOf(v.nqn) {
+		dir := filepath.Join("/sys/class/nvme", c.Name)
+		if got := vmsys.Attr(filepath.Join(dir, "ctrl_loss_tmo")); got != "off" {
+			t.Errorf("controller %s ctrl_loss_tmo = %s, want off (the driver's default -1)", c.Name, got)
 		}
-		if got := attr(filepath.Join(dir, "reconnect_delay")); got != fmt.Sprint(reconnectDelay) {
-			t.Errorf("controller %s reconnect_delay = %s, want %d (StorageClass reconnectDelay)", c.name, got, reconnectDelay)
+		if got := vmsys.Attr(filepath.Join(dir, "reconnect_delay")); got != fmt.Sprint(reconnectDelay) {
+			t.Errorf("controller %s reconnect_delay = %s, want %d (StorageClass reconnectDelay)", c.Name, got, reconnectDelay)
 		}
 	}
 	a.waitCondition(t, false, 10*time.Second)
@@ -174,10 +176,10 @@ func (e *env) rdsReboot(t *testing.T) {
 	t.Logf("target down for %v, writer at %d chunks", up.Sub(down).Round(time.Millisecond), stalled)
 
 	if !waitFor(time.Duration(reconnectDelay+10)*time.Second, func() bool {
-		cs := controllersOf(v.nqn)
-		return len(cs) > 0 && cs[0].state == "live"
+		cs := vmsys.ControllersOf(v.nqn)
+		return len(cs) > 0 && cs[0].State == "live"
 	}) {
-		t.Fatalf("controllers of %s not live again %v after the target came back: %+v", v.nqn, time.Since(up), controllersOf(v.nqn))
+		t.Fatalf("controllers of %s not live again %v after the target came back: %+v", v.nqn, time.Since(up), vmsys.ControllersOf(v.nqn))
 	}
 	msg = a.waitCondition(t, false, 20*time.Second)
 	t.Logf("%v after the target came back: condition normal again (%s)", time.Since(up).Round(time.Millisecond), msg)
@@ -212,9 +214,9 @@ func (e *env) ctrlLossHeal(t *testing.T) {
 	a := e.attach(t, e.node1, v)
 	a.publish(t)
 	old := a.stagedDevice(t)
-	for _, c := range controllersOf(v.nqn) {
-		if got := attr(filepath.Join("/sys/class/nvme", c.name, "ctrl_loss_tmo")); got != "3" {
-			t.Fatalf("controller %s ctrl_loss_tmo = %s, want 3 (StorageClass ctrlLossTmo)", c.name, got)
+	for _, c := range vmsys.ControllersOf(v.nqn) {
+		if got := vmsys.Attr(filepath.Join("/sys/class/nvme", c.Name, "ctrl_loss_tmo")); got != "3" {
+			t.Fatalf("controller %s ctrl_loss_tmo = %s, want 3 (StorageClass ctrlLossTmo)", c.Name, got)
 		}
 	}
 	data := pattern(v.GetVolumeId(), 2*int(mib))
@@ -223,9 +225,9 @@ func (e *env) ctrlLossHeal(t *testing.T) {
 	port := nvmetPortOf(t, v.nqn)
 	down := time.Now()
 	portDown(t, port)
-	if !waitFor(30*time.Second, func() bool { return len(controllersOf(v.nqn)) == 0 }) {
+	if !waitFor(30*time.Second, func() bool { return len(vmsys.ControllersOf(v.nqn)) == 0 }) {
 		portUp(t, port)
-		t.Fatalf("the kernel did not give up the controller within 30s of ctrl_loss_tmo=3: %+v", controllersOf(v.nqn))
+		t.Fatalf("the kernel did not give up the controller within 30s of ctrl_loss_tmo=3: %+v", vmsys.ControllersOf(v.nqn))
 	}
 	t.Logf("controller lost %v after the target went away", time.Since(down).Round(time.Millisecond))
 	portUp(t, port)
@@ -234,7 +236,7 @@ func (e *env) ctrlLossHeal(t *testing.T) {
 	var disk, now string
 	healed := waitFor(45*time.Second, func() bool {
 		var ok bool
-		if disk, now, ok = liveDisk(v.nqn); !ok || now == old {
+		if disk, now, ok = vmsys.LiveDisk(v.nqn); !ok || now == old {
 			return false
 		}
 		s, p := mountsAt(t, a.staging), mountsAt(t, a.target)

@@ -5,6 +5,8 @@ package e2e
 import (
 	"path/filepath"
 	"testing"
+
+	"srvlab.io/rds-csi/internal/vmsys"
 )
 
 // killBetweenStageAndPublish: the node plugin dies by SIGKILL (OOM, eviction) after
@@ -44,7 +46,7 @@ func (e *env) killBetweenStageAndPublish(t *testing.T) {
 	}
 
 	n.stop(t)
-	if len(controllersOf(v.nqn)) == 0 {
+	if len(vmsys.ControllersOf(v.nqn)) == 0 {
 		t.Fatalf("a graceful stop of the node plugin disconnected %s", v.nqn)
 	}
 	writeSync(t, filepath.Join(a.target, "while-stopped.bin"), marker)

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"srvlab.io/rds-csi/internal/loopdev"
+	"srvlab.io/rds-csi/internal/vmsys"
 )
 
 // Issue 13's scenarios: nothing the node plugin does at start, restart or with a lost
@@ -77,7 +78,7 @@ func earlierConnect(t *testing.T, id hostIdentity, nqn string) (disk, majmin str
 	fabricsConnect(t, fmt.Sprintf("transport=tcp,traddr=%s,trsvcid=%d,nqn=%s,hostnqn=%s,hostid=%s,ctrl_loss_tmo=-1,reconnect_delay=5",
 		nvmeAddress, nvmePort, nqn, id.HostNQN, id.HostID))
 	var ok bool
-	if !waitFor(10*time.Second, func() bool { disk, majmin, ok = liveDisk(nqn); return ok }) {
+	if !waitFor(10*time.Second, func() bool { disk, majmin, ok = vmsys.LiveDisk(nqn); return ok }) {
 		t.Fatalf("the disk of %s never appeared", nqn)
 	}
 	return disk, majmin
@@ -96,8 +97,8 @@ func mkdirs(t testing.TB, dirs ...string) {
 func requireConnected(t *testing.T, when string, nqns ...string) {
 	t.Helper()
 	for _, nqn := range nqns {
-		cs := controllersOf(nqn)
-		if len(cs) == 0 || cs[0].state != "live" {
+		cs := vmsys.ControllersOf(nqn)
+		if len(cs) == 0 || cs[0].State != "live" {
 			t.Fatalf("%s: %s is no longer connected: %+v", when, nqn, cs)
 		}
 	}
@@ -368,7 +369,7 @@ func (e *env) abandonedConnection(t *testing.T) {
 	n := e.extraNode(t, "e2e-node-a")
 	v := e.createVolume(t, 16*mib, blockCap(), nil)
 	a := e.attach(t, n, v)
-	if len(controllersOf(v.nqn)) == 0 {
+	if len(vmsys.ControllersOf(v.nqn)) == 0 {
 		t.Fatal("staging connected nothing")
 	}
 	n.kill(t)
@@ -376,7 +377,7 @@ func (e *env) abandonedConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.startAndSweep(t)
-	if cs := controllersOf(v.nqn); len(cs) != 0 {
+	if cs := vmsys.ControllersOf(v.nqn); len(cs) != 0 {
 		t.Fatalf("the sweep left the abandoned connection: %+v\n%s", cs, n.lastSweep())
 	}
 	a.staged = false

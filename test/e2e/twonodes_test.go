@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
+
+	"srvlab.io/rds-csi/internal/vmsys"
 )
 
 // sizeFor is the suite's volume size for a capability: small, but xfs's minimum for xfs.
@@ -87,13 +89,13 @@ func (e *env) twoNodes(t *testing.T, c *csi.VolumeCapability) {
 // connected with the given host identity.
 func requireConnectedAs(t *testing.T, nqn string, id hostIdentity) {
 	t.Helper()
-	ctrls := controllersOf(nqn)
+	ctrls := vmsys.ControllersOf(nqn)
 	if len(ctrls) == 0 {
 		t.Fatalf("no controller of %s", nqn)
 	}
 	for _, c := range ctrls {
-		if hostID := attr("/sys/class/nvme/" + c.name + "/hostid"); c.hostNQN != id.HostNQN || hostID != id.HostID || c.state != "live" {
-			t.Fatalf("controller %s of %s: host %s/%s, state %s; want %s/%s, live", c.name, nqn, c.hostNQN, hostID, c.state, id.HostNQN, id.HostID)
+		if hostID := vmsys.Attr("/sys/class/nvme/" + c.Name + "/hostid"); c.HostNQN != id.HostNQN || hostID != id.HostID || c.State != "live" {
+			t.Fatalf("controller %s of %s: host %s/%s, state %s; want %s/%s, live", c.Name, nqn, c.HostNQN, hostID, c.State, id.HostNQN, id.HostID)
 		}
 	}
 }

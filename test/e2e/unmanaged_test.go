@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"srvlab.io/rds-csi/internal/vmsys"
 )
 
 const (
@@ -45,7 +47,7 @@ func connectUnmanaged(t *testing.T, work string, id hostIdentity) *unmanagedVar 
 	v := &unmanagedVar{ctrl: fmt.Sprintf("nvme%d", inst), mnt: filepath.Join(work, "var")}
 	if !waitFor(10*time.Second, func() bool {
 		var ok bool
-		v.disk, v.majmin, ok = liveDisk(varNQN)
+		v.disk, v.majmin, ok = vmsys.LiveDisk(varNQN)
 		return ok
 	}) {
 		t.Fatalf("the disk of %s never appeared", varNQN)
@@ -92,9 +94,9 @@ func fabricsConnect(t testing.TB, opts string) string {
 
 // read is everything about the controller and its disk that nobody but its owner may change.
 func (v *unmanagedVar) read() map[string]string {
-	m := map[string]string{"disk": attr(filepath.Join("/sys/block", v.disk, "dev"))}
+	m := map[string]string{"disk": vmsys.Attr(filepath.Join("/sys/block", v.disk, "dev"))}
 	for _, a := range []string{"state", "subsysnqn", "hostnqn", "hostid", "cntlid", "address", "ctrl_loss_tmo", "reconnect_delay", "fast_io_fail_tmo", "kato"} {
-		m[a] = attr(filepath.Join("/sys/class/nvme", v.ctrl, a))
+		m[a] = vmsys.Attr(filepath.Join("/sys/class/nvme", v.ctrl, a))
 	}
 	return m
 }

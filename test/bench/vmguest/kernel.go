@@ -7,19 +7,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"srvlab.io/rds-csi/internal/vmsys"
 )
 
-// What the kernel says, read directly from configfs, sysfs and mountinfo.
+// What the kernel says, read directly from configfs, sysfs (through vmsys) and mountinfo.
 
 const nvmetRoot = "/sys/kernel/config/nvmet"
-
-func attr(path string) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "<" + err.Error() + ">"
-	}
-	return strings.TrimSpace(string(b))
-}
 
 // nvmetPortOf finds the nvmet port (its configfs name) that serves nqn.
 func nvmetPortOf(nqn string) (string, error) {
@@ -37,7 +31,7 @@ func nvmetPortFor(nqn, address string) (string, error) {
 	ports, _ := os.ReadDir(filepath.Join(nvmetRoot, "ports"))
 	for _, p := range ports {
 		dir := filepath.Join(nvmetRoot, "ports", p.Name())
-		if _, err := os.Lstat(filepath.Join(dir, "subsystems", nqn)); err == nil && attr(filepath.Join(dir, "addr_traddr")) == address {
+		if _, err := os.Lstat(filepath.Join(dir, "subsystems", nqn)); err == nil && vmsys.Attr(filepath.Join(dir, "addr_traddr")) == address {
 			return p.Name(), nil
 		}
 	}
@@ -52,55 +46,6 @@ func portDown(port, nqn string) error {
 
 func portUp(port, nqn string) error {
 	return os.Symlink(filepath.Join(nvmetRoot, "subsystems", nqn), filepath.Join(nvmetRoot, "ports", port, "subsystems", nqn))
-}
-
-type controller struct{ name, state string }
-
-// controllersOf lists the host's controllers of subsystem nqn.
-func controllersOf(nqn string) []controller {
-	var out []controller
-	entries, _ := os.ReadDir("/sys/class/nvme")
-	for _, e := range entries {
-		dir := filepath.Join("/sys/class/nvme", e.Name())
-		if attr(filepath.Join(dir, "subsysnqn")) == nqn {
-			out = append(out, controller{e.Name(), attr(filepath.Join(dir, "state"))})
-		}
-	}
-	return out
-}
-
-// liveDisk returns the usable disk of nqn (name, major:minor) when a controller of it is
-// live and the /dev node exists.
-func liveDisk(nqn string) (name, majmin string, ok bool) {
-	live := false
-	for _, c := range controllersOf(nqn) {
-		live = live || c.state == "live"
-	}
-	if !live {
-		return "", "", false
-	}
-	var disks []string
-	subs, _ := filepath.Glob("/sys/class/nvme-subsystem/*")
-	for _, s := range subs {
-		if attr(filepath.Join(s, "subsysnqn")) == nqn {
-			found, _ := filepath.Glob(filepath.Join(s, "nvme*n*"))
-			disks = append(disks, found...)
-		}
-	}
-	for _, c := range controllersOf(nqn) { // nvme_core.multipath=N: the disk hangs off the controller
-		found, _ := filepath.Glob(filepath.Join("/sys/class/nvme", c.name, c.name+"n*"))
-		disks = append(disks, found...)
-	}
-	for _, d := range disks {
-		name := filepath.Base(d)
-		if strings.Contains(strings.TrimPrefix(name, "nvme"), "c") { // a hidden per-path disk
-			continue
-		}
-		if _, err := os.Stat("/dev/" + name); err == nil {
-			return name, attr(filepath.Join("/sys/block", name, "dev")), true
-		}
-	}
-	return "", "", false
 }
 
 // mountEntry is one line of /proc/self/mountinfo: mount ID, device, mount point.
@@ -133,7 +78,7 @@ type volumeMounts struct {
 
 func mountsOf(v *volume) (volumeMounts, error) {
 	var m volumeMounts
-	m.disk, m.majmin, _ = liveDisk(v.nqn)
+	m.disk, m.majmin, _ = vmsys.LiveDisk(v.nqn)
 	all, err := mountinfo()
 	if err != nil {
 		return m, err

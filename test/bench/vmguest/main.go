@@ -33,6 +33,7 @@ import (
 	"strings"
 	"time"
 
+	"srvlab.io/rds-csi/internal/vmsys"
 	"srvlab.io/rds-csi/test/bench/internal/child"
 )
 
@@ -246,7 +247,7 @@ func (s *system) ctrlLossHealed(trials int) result {
 		if err != nil {
 			return 0, "", err
 		}
-		if !waitFor(30*time.Second, 10*time.Millisecond, func() bool { return len(controllersOf(v.nqn)) == 0 }) {
+		if !waitFor(30*time.Second, 10*time.Millisecond, func() bool { return len(vmsys.ControllersOf(v.nqn)) == 0 }) {
 			return 0, "", errors.Join(errors.New("the kernel kept the controller 30 s after ctrl_loss_tmo=3"), up())
 		}
 		lost := time.Since(down)
