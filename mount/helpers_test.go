@@ -10,18 +10,14 @@ import (
 	"time"
 
 	"srvlab.io/rds-csi/internal/loopdev"
+	"srvlab.io/rds-csi/internal/testenv"
 )
 
 // requireLoop skips where real mounts cannot work (not root, no loop
 // devices), except in CI, where a skipped test would hide a broken runner.
 func requireLoop(t testing.TB) {
 	t.Helper()
-	if err := loopdev.Available(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but %v", err)
-		}
-		t.Skip(err)
-	}
+	testenv.Require(t, loopdev.Available())
 }
 
 // testCtx is a context bounded well inside the test timeout.

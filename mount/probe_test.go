@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"srvlab.io/rds-csi/internal/loopdev"
+	"srvlab.io/rds-csi/internal/testenv"
 )
 
 // probeFixture builds a file image that a probe must classify.
@@ -183,7 +184,7 @@ func failingDevices(t *testing.T) map[string]string {
 	}
 	// Without root the loop case is left out, except in CI, where the
 	// attach then fails loudly.
-	if loopdev.Available() == nil || os.Getenv("CI") == "true" {
+	if loopdev.Available() == nil || testenv.CI() {
 		img := newImage(t, 64*mib)
 		dev := attachLoop(t, img, false)
 		if err := os.Truncate(img, mib); err != nil {
