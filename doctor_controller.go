@@ -282,11 +282,11 @@ func (d *doctor) checkPool(ctx context.Context, client *routeros.Client, p strin
 	if pool.Size > 0 {
 		pct = pool.Free * 100 / pool.Size
 	}
-	found := fmt.Sprintf("pool %s: %s free of %s (%d%%)", pool.Name, doctorBytes(pool.Free), doctorBytes(pool.Size), pct)
+	found := fmt.Sprintf("pool %s: %s free of %s (%d%%)", pool.Name, humanBytes(pool.Free), humanBytes(pool.Size), pct)
 	const spaceFix = "free space on the pool (delete volumes and snapshots nothing uses; `kubectl get pv` lists the ones in use) or grow it: creating and expanding volumes fails once it is full"
 	switch {
 	case pool.Free <= d.cfg.CapacityReserve:
-		return warnResult(spaceFix+"; or lower --capacity-reserve", "%s, not more than --capacity-reserve %s, so the controller reports no capacity", found, doctorBytes(d.cfg.CapacityReserve))
+		return warnResult(spaceFix+"; or lower --capacity-reserve", "%s, not more than --capacity-reserve %s, so the controller reports no capacity", found, humanBytes(d.cfg.CapacityReserve))
 	case pct < doctorLowFreePercent:
 		return warnResult(spaceFix, "%s: under %d%% free", found, doctorLowFreePercent)
 	}
@@ -319,7 +319,7 @@ func (d *doctor) writeTest(client *routeros.Client) {
 			return failResult("the RouterOS user needs the write policy (its group in /user group), and the pool needs space; the RDS's own words are above",
 				"cannot add disk %s (%s): %v", slot, file, err)
 		}
-		return okResult("added %s: %s, %s, exported as %s", slot, disk.FilePath, doctorBytes(disk.Size), disk.NQN)
+		return okResult("added %s: %s, %s, exported as %s", slot, disk.FilePath, humanBytes(disk.Size), disk.NQN)
 	})
 	removeDisk := fmt.Sprintf("remove it on the RDS: /disk remove [find slot=%q]", slot)
 	removeFile := fmt.Sprintf("remove it on the RDS: /file remove [find name=%q]", strings.TrimPrefix(file, "/"))

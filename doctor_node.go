@@ -348,22 +348,9 @@ func doctorDescribeDisks(disks []nvme.Disk) string {
 	}
 	parts := make([]string, len(disks))
 	for i, dk := range disks {
-		parts[i] = fmt.Sprintf("%s %s", dk.Name, doctorBytes(dk.SizeBytes))
+		parts[i] = fmt.Sprintf("%s %s", dk.Name, humanBytes(dk.SizeBytes))
 	}
 	return "; disk " + strings.Join(parts, ", ")
-}
-
-// doctorBytes prints a size in the largest binary unit that keeps it at or above 1.
-func doctorBytes(n int64) string {
-	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
-	v, i := float64(n), 0
-	for v >= 1024 && i < len(units)-1 {
-		v, i = v/1024, i+1
-	}
-	if i == 0 {
-		return fmt.Sprintf("%d B", n)
-	}
-	return fmt.Sprintf("%.1f %s", v, units[i])
 }
 
 func doctorPlural(n int) string {
