@@ -310,7 +310,7 @@ func doctorRemoveByHand(s nvme.Subsystem) string {
 // claimedNQNs are the NQNs of the node's readable staging records.
 func (d *doctor) claimedNQNs() map[string]bool {
 	claimed := map[string]bool{}
-	files, _ := doctorReadRecords(filepath.Join(d.cfg.StateDir, "volumes"))
+	files, _ := readRecordFiles(filepath.Join(d.cfg.StateDir, "volumes"))
 	for _, f := range files {
 		if f.err == nil {
 			claimed[f.rec.NQN] = true
