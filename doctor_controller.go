@@ -89,23 +89,8 @@ func (d *doctor) keyscanCommand() string {
 
 func (d *doctor) checkRDSSettings() (checkResult, *routeros.Client) {
 	c := d.cfg
-	var missing []string
-	for _, s := range []struct{ val, flag string }{
-		{c.RDSAddress, "--rds-address (RDS_ADDRESS)"}, {c.RDSUser, "--rds-user (RDS_USER)"}, {c.RDSKeyFile, "--rds-key-file (RDS_KEY_FILE)"},
-	} {
-		if s.val == "" {
-			missing = append(missing, s.flag)
-		}
-	}
-	if len(missing) > 0 {
-		return failResult("set them as the controller gets them (flags, or the environment inside its pod)", "%s not set", strings.Join(missing, ", ")), nil
-	}
-	if c.RDSSSHPort < 1 || c.RDSSSHPort > 65535 {
-		return failResult("set --rds-ssh-port to the RDS's SSH port (22 unless changed in /ip service)", "--rds-ssh-port %d is not a TCP port", c.RDSSSHPort), nil
-	}
-	if c.RDSKnownHosts == "" && !c.RDSInsecureSkipHostKey {
-		return failResult(fmt.Sprintf("pin the RDS's host key: `%s`, check its fingerprint (ssh-keygen -lf known_hosts) against the RDS console, and pass --rds-known-hosts=known_hosts", d.keyscanCommand()),
-			"--rds-known-hosts (RDS_KNOWN_HOSTS) is not set, so the RDS's identity cannot be checked"), nil
+	if err := c.validateController(); err != nil {
+		return d.refusedSettings(err), nil
 	}
 	client, err := newRDSClient(c, slog.New(slog.DiscardHandler), newMetrics())
 	if err != nil {
@@ -118,10 +103,26 @@ func (d *doctor) checkRDSSettings() (checkResult, *routeros.Client) {
 	return okResult("%s with key %s, %s", d.sshTarget(), c.RDSKeyFile, pinning), client
 }
 
-// settingsFix picks the advice for an error building the RouterOS client: the message says
-// which setting it is about.
+// refusedSettings is the finding and fix for the controller's refusal of its settings
+// (validateController).
+func (d *doctor) refusedSettings(err error) checkResult {
+	var missing *missingSettingsError
+	switch {
+	case errors.As(err, &missing):
+		return failResult("set them as the controller gets them (flags, or the environment inside its pod)", "%s not set", strings.Join(missing.flags, ", "))
+	case errors.Is(err, errHostKeyUnpinned):
+		return failResult(fmt.Sprintf("pin the RDS's host key: `%s`, check its fingerprint (ssh-keygen -lf known_hosts) against the RDS console, and pass --rds-known-hosts=known_hosts", d.keyscanCommand()),
+			"--rds-known-hosts (RDS_KNOWN_HOSTS) is not set, so the RDS's identity cannot be checked")
+	}
+	return failResult(d.settingsFix(err.Error()), "%v", err)
+}
+
+// settingsFix picks the advice for an error in the settings or building the RouterOS
+// client: the message says which setting it is about.
 func (d *doctor) settingsFix(msg string) string {
 	switch {
+	case strings.Contains(msg, "--rds-ssh-port"):
+		return "set --rds-ssh-port to the RDS's SSH port (22 unless changed in /ip service)"
 	case strings.Contains(msg, "known_hosts") || strings.Contains(msg, "host key"):
 		return fmt.Sprintf("pin the RDS's host key for %s: `%s` (check the fingerprint against the RDS console)", doctorHostPort(d.cfg.RDSAddress, d.cfg.RDSSSHPort), d.keyscanCommand())
 	case strings.Contains(msg, "SSH key"):

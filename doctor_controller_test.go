@@ -141,6 +141,12 @@ func TestDoctorController(t *testing.T) {
 		{name: "settings missing", setup: func(t *testing.T, ts *sim.TestServer, args []string) []string {
 			return doctorReplaceArg(doctorReplaceArg(args, "rds-user", ""), "rds-key-file", "")
 		}, code: 1, want: []string{"FAIL  rds settings: --rds-user (RDS_USER), --rds-key-file (RDS_KEY_FILE) not set", "skip  ssh: not checked: needs valid RDS settings"}},
+		{name: "not a TCP port", setup: func(t *testing.T, ts *sim.TestServer, args []string) []string {
+			return doctorReplaceArg(args, "rds-ssh-port", "70000")
+		}, code: 1, want: []string{"FAIL  rds settings: --rds-ssh-port 70000 is not a TCP port", "      fix: set --rds-ssh-port to the RDS's SSH port (22 unless changed in /ip service)"}},
+		{name: "a setting the controller refuses", setup: func(t *testing.T, ts *sim.TestServer, args []string) []string {
+			return append(args, "--rds-max-sessions=0")
+		}, code: 1, want: []string{"FAIL  rds settings: --rds-max-sessions must be at least 1 (default 4)", "      fix: fix the setting the message names", "skip  ssh: not checked: needs valid RDS settings"}},
 		{name: "unreachable address", setup: func(t *testing.T, ts *sim.TestServer, args []string) []string {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
