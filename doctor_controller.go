@@ -212,7 +212,7 @@ func (d *doctor) checkVersion(ctx context.Context, client *routeros.Client) chec
 		return warnResult("check the version on the RDS console (/system resource print); nvme-tcp-server-nqn needs RouterOS 7.21 or later",
 			"RouterOS %q: cannot tell whether it supports nvme-tcp-server-nqn", v)
 	case major > doctorNQNVersion[0] || major == doctorNQNVersion[0] && minor >= doctorNQNVersion[1]:
-		return okResult("RouterOS %s: supports nvme-tcp-server-nqn, so volumes are exported as nqn.2000-02.com.mikrotik:<volume-id>", v)
+		return okResult("RouterOS %s: supports nvme-tcp-server-nqn, so volumes are exported as %s", v, defaultNQN("<volume-id>"))
 	}
 	found := fmt.Sprintf("RouterOS %s rejects nvme-tcp-server-nqn (it needs 7.21), so each volume's NQN is its slot name (pvc-…)", v)
 	if !doctorSlotNQNsManageable() {
@@ -312,8 +312,8 @@ func (d *doctor) writeTest(client *routeros.Client) {
 		d.print("write test", failResult("re-run; the system's random source failed", "%v", err))
 		return
 	}
-	file := path.Join(d.cfg.RDSVolumePath, slot+".img")
-	nqn := "nqn.2000-02.com.mikrotik:" + slot
+	file := path.Join(d.cfg.RDSVolumePath, volumeFileName(slot))
+	nqn := defaultNQN(slot)
 	d.run("write test: add disk", doctorHungSSH+"; the disk may still appear: the removal steps below clean it up", func(ctx context.Context) checkResult {
 		disk, err := client.CreateDisk(ctx, routeros.CreateDiskRequest{Slot: slot, FilePath: file, SizeBytes: doctorWriteTestSize, NQN: nqn})
 		if err != nil {

@@ -21,9 +21,6 @@ import (
 // doctorHungKernel is the advice for a node check that did not finish in time.
 const doctorHungKernel = "a read of sysfs or /dev is stuck in the kernel, usually behind a dead NVMe controller: look at `dmesg | grep -i nvme` on the host"
 
-// doctorUUIDHostNQN is the NVMe spec's UUID-based host NQN form (nvme-cli writes it too).
-const doctorUUIDHostNQN = "nqn.2014-08.org.nvmexpress:uuid:"
-
 // doctorPlaceholderPrefix stands in for an invalid managed prefix so that the checks that do
 // not depend on it can still run; it matches no NQN a real target uses.
 const doctorPlaceholderPrefix = "nqn.2014-08.invalid.rds-csi-doctor:none-"
@@ -93,7 +90,7 @@ func (d *doctor) openHost(guard *nvme.Guard) (*nvme.Host, error) {
 	}
 	defer os.RemoveAll(dir)
 	const id = "00000000-0000-4000-8000-000000000000"
-	for name, v := range map[string]string{"hostid": id, "hostnqn": doctorUUIDHostNQN + id} {
+	for name, v := range map[string]string{"hostid": id, "hostnqn": nvme.UUIDHostNQNPrefix + id} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o644); err != nil {
 			return nil, fmt.Errorf("make a placeholder NVMe identity: %w", err)
 		}
@@ -178,17 +175,17 @@ func (d *doctor) checkIdentity(host *nvme.Host) checkResult {
 		}
 	}
 	if len(missing) > 0 {
-		return warnResult(fmt.Sprintf("start the node plugin on this node: it writes them once (hostid from the machine's DMI UUID, hostnqn %s<hostid>) and keeps them; never copy them from another node", doctorUUIDHostNQN),
+		return warnResult(fmt.Sprintf("start the node plugin on this node: it writes them once (hostid from the machine's DMI UUID, hostnqn %s<hostid>) and keeps them; never copy them from another node", nvme.UUIDHostNQNPrefix),
 			"%s missing: the node plugin creates the identity at its first start", strings.Join(missing, " and ")+doctorVerb(len(missing), " is", " are"))
 	}
 	// Both files exist, so this only reads and validates them.
 	id, _, err := nvme.LoadOrCreateIdentity(dir, d.cfg.SysfsRoot)
 	if err != nil {
-		return failResult("fix the file named above (an NQN like "+doctorUUIDHostNQN+"<uuid>, an ID like 4e7f3a52-0a3b-4b5e-9a6c-2f1d8e7c6b5a), or remove it so the node plugin makes a new one; the RDS then must allow the new host NQN",
+		return failResult("fix the file named above (an NQN like "+nvme.UUIDHostNQNPrefix+"<uuid>, an ID like 4e7f3a52-0a3b-4b5e-9a6c-2f1d8e7c6b5a), or remove it so the node plugin makes a new one; the RDS then must allow the new host NQN",
 			"the node plugin cannot start: %v", err)
 	}
 	form := "its own form (not the UUID form; fine as long as no other node has it)"
-	if u, isUUID := strings.CutPrefix(id.HostNQN, doctorUUIDHostNQN); isUUID {
+	if u, isUUID := strings.CutPrefix(id.HostNQN, nvme.UUIDHostNQNPrefix); isUUID {
 		if !strings.EqualFold(u, id.HostID) {
 			return warnResult("leave it while volumes are attached (changing the identity of a connected host breaks its reconnects); on a node with none, make hostid the UUID in hostnqn",
 				"hostnqn %s names UUID %s, but hostid is %s: the usual pairing differs, a sign the files came from different places (a cloned image?)", id.HostNQN, u, id.HostID)
@@ -223,7 +220,7 @@ func (d *doctor) checkIdentity(host *nvme.Host) checkResult {
 
 func (d *doctor) checkPrefix(guardErr error) checkResult {
 	p := d.cfg.ManagedNQNPrefix
-	const fix = "set --managed-nqn-prefix (CSI_MANAGED_NQN_PREFIX) to the start of the NQNs of this driver's volumes: nqn.2000-02.com.mikrotik:pvc- with the default NQNs, or the slot prefix pvc- when the RDS runs RouterOS before 7.21"
+	const fix = "set --managed-nqn-prefix (CSI_MANAGED_NQN_PREFIX) to the start of the NQNs of this driver's volumes: " + nqnPrefix + "pvc- with the default NQNs, or the slot prefix pvc- when the RDS runs RouterOS before 7.21"
 	switch {
 	case p == "":
 		return failResult(fix, "--managed-nqn-prefix is empty: the node plugin refuses to start without it (it touches only NVMe subsystems inside it)")
