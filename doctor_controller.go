@@ -64,14 +64,12 @@ func (d *doctor) controllerChecks() {
 }
 
 func (d *doctor) sshTarget() string {
-	return fmt.Sprintf("%s@%s", d.cfg.RDSUser, doctorHostPort(d.cfg.RDSAddress, d.cfg.RDSSSHPort))
+	return fmt.Sprintf("%s@%s", d.cfg.RDSUser, d.rdsHostPort())
 }
 
-func doctorHostPort(host string, port int) string {
-	if strings.Contains(host, ":") {
-		return "[" + host + "]:" + strconv.Itoa(port)
-	}
-	return host + ":" + strconv.Itoa(port)
+// rdsHostPort is the RDS's SSH address as the RouterOS client dials it.
+func (d *doctor) rdsHostPort() string {
+	return net.JoinHostPort(d.cfg.RDSAddress, strconv.Itoa(d.cfg.RDSSSHPort))
 }
 
 // sshTestCommand is a command the user can run to test the same login by hand.
@@ -124,7 +122,7 @@ func (d *doctor) settingsFix(msg string) string {
 	case strings.Contains(msg, "--rds-ssh-port"):
 		return "set --rds-ssh-port to the RDS's SSH port (22 unless changed in /ip service)"
 	case strings.Contains(msg, "known_hosts") || strings.Contains(msg, "host key"):
-		return fmt.Sprintf("pin the RDS's host key for %s: `%s` (check the fingerprint against the RDS console)", doctorHostPort(d.cfg.RDSAddress, d.cfg.RDSSSHPort), d.keyscanCommand())
+		return fmt.Sprintf("pin the RDS's host key for %s: `%s` (check the fingerprint against the RDS console)", d.rdsHostPort(), d.keyscanCommand())
 	case strings.Contains(msg, "SSH key"):
 		return "give --rds-key-file (RDS_KEY_FILE) an unencrypted private key (PEM or OpenSSH format) whose public half is imported for the RDS user"
 	case strings.Contains(msg, "path"):
@@ -148,10 +146,10 @@ func (d *doctor) checkSSH(ctx context.Context, client *routeros.Client) (checkRe
 	case strings.Contains(err.Error(), "unable to authenticate"):
 		return failResult(fmt.Sprintf("on the RDS, import the public half of %s for user %s (upload the .pub file, then `/user ssh-keys import public-key-file=<file>.pub user=%s`); test by hand: %s",
 			d.cfg.RDSKeyFile, d.cfg.RDSUser, d.cfg.RDSUser, d.sshTestCommand()),
-			"%s refused the key %s: %s", doctorHostPort(d.cfg.RDSAddress, d.cfg.RDSSSHPort), d.cfg.RDSKeyFile, doctorSSHError(err)), out
+			"%s refused the key %s: %s", d.rdsHostPort(), d.cfg.RDSKeyFile, doctorSSHError(err)), out
 	}
 	return failResult(fmt.Sprintf("check --rds-address and --rds-ssh-port (now %s), that SSH is enabled on the RDS (/ip service print) and that this pod's network reaches it; test from here: %s",
-		doctorHostPort(d.cfg.RDSAddress, d.cfg.RDSSSHPort), d.sshTestCommand()),
+		d.rdsHostPort(), d.sshTestCommand()),
 		"cannot reach %s: %s", d.sshTarget(), doctorSSHError(err)), out
 }
 
@@ -190,7 +188,7 @@ func (d *doctor) checkHostKey(client *routeros.Client, ping doctorPing) checkRes
 	case doctorHostKeyRejected(ping.err):
 		return failResult(fmt.Sprintf("if the RDS was reinstalled or its key regenerated, compare the new key's fingerprint with the RDS console, then re-pin it: `%s` (and update the Secret it comes from); otherwise find out what answers at %s before trusting it",
 			d.keyscanCommand(), d.cfg.RDSAddress),
-			"the key %s presented does not match %s (%s)", doctorHostPort(d.cfg.RDSAddress, d.cfg.RDSSSHPort), d.cfg.RDSKnownHosts, doctorSSHError(ping.err))
+			"the key %s presented does not match %s (%s)", d.rdsHostPort(), d.cfg.RDSKnownHosts, doctorSSHError(ping.err))
 	case ping.err == nil || strings.Contains(ping.err.Error(), "unable to authenticate"):
 		// the host key is checked during key exchange, before the user is authenticated
 		return okResult("the RDS presented the key pinned in %s", d.cfg.RDSKnownHosts)
@@ -252,16 +250,7 @@ func doctorParseVersion(v string) (major, minor int, ok bool) {
 
 // poolPaths are the volume path and the further allowed paths, one per pool.
 func (d *doctor) poolPaths() []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, p := range append([]string{d.cfg.RDSVolumePath}, d.cfg.RDSAllowedPaths...) {
-		pool, _, _ := strings.Cut(strings.TrimPrefix(p, "/"), "/")
-		if !seen[pool] {
-			seen[pool] = true
-			out = append(out, p)
-		}
-	}
-	return out
+	return onePathPerPool(append([]string{d.cfg.RDSVolumePath}, d.cfg.RDSAllowedPaths...))
 }
 
 func (d *doctor) checkPool(ctx context.Context, client *routeros.Client, p string) checkResult {
@@ -275,7 +264,7 @@ func (d *doctor) checkPool(ctx context.Context, client *routeros.Client, p strin
 	switch {
 	case errors.Is(err, routeros.ErrNotFound):
 		return failResult("the first component of the path must be a pool's mount-point (`/disk print detail` on the RDS shows each disk's mount-point): fix --rds-volume-path (RDS_VOLUME_PATH) or --rds-allowed-paths",
-			"no pool is mounted at /%s: %v", strings.SplitN(strings.TrimPrefix(p, "/"), "/", 2)[0], err)
+			"no pool is mounted at /%s: %v", routeros.PoolName(p), err)
 	case err != nil:
 		return failResult("the RouterOS user needs the read policy; "+d.sshTestCommand()+" shows what the RDS answers", "cannot read the pool's capacity: %v", err)
 	}

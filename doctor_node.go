@@ -176,7 +176,7 @@ func (d *doctor) checkIdentity(host *nvme.Host) checkResult {
 	}
 	if len(missing) > 0 {
 		return warnResult(fmt.Sprintf("start the node plugin on this node: it writes them once (hostid from the machine's DMI UUID, hostnqn %s<hostid>) and keeps them; never copy them from another node", nvme.UUIDHostNQNPrefix),
-			"%s missing: the node plugin creates the identity at its first start", strings.Join(missing, " and ")+doctorVerb(len(missing), " is", " are"))
+			"%s missing: the node plugin creates the identity at its first start", strings.Join(missing, " and ")+plural(len(missing), " is", " are"))
 	}
 	// Both files exist, so this only reads and validates them.
 	id, _, err := nvme.LoadOrCreateIdentity(dir, d.cfg.SysfsRoot)
@@ -215,7 +215,7 @@ func (d *doctor) checkIdentity(host *nvme.Host) checkResult {
 			}
 		}
 	}
-	return okResult("%s / %s (%s); %d connected controller%s use%s it", id.HostNQN, id.HostID, form, using, doctorPlural(using), doctorVerb(using, "s", ""))
+	return okResult("%s / %s (%s); %d connected %s it", id.HostNQN, id.HostID, form, using, plural(using, "controller uses", "controllers use"))
 }
 
 func (d *doctor) checkPrefix(guardErr error) checkResult {
@@ -350,14 +350,8 @@ func doctorDescribeDisks(disks []nvme.Disk) string {
 	return "; disk " + strings.Join(parts, ", ")
 }
 
-func doctorPlural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
-}
-
-func doctorVerb(n int, one, many string) string {
+// plural picks one or many by n, for counts in findings.
+func plural(n int, one, many string) string {
 	if n == 1 {
 		return one
 	}
