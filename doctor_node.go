@@ -78,7 +78,7 @@ func (d *doctor) openHost(guard *nvme.Guard) (*nvme.Host, error) {
 		return nvme.NewHost(nvme.Config{SysfsRoot: d.cfg.SysfsRoot, DevRoot: d.cfg.DevRoot, HostDir: hostDir,
 			Guard: guard, Logger: slog.New(slog.DiscardHandler)})
 	}
-	if doctorIdentityFilesExist(d.cfg.NVMeHostDir) {
+	if missing, err := doctorMissingIdentity(d.cfg.NVMeHostDir); err == nil && len(missing) == 0 {
 		// Both files exist, so NewHost only reads them.
 		if h, err := newHost(d.cfg.NVMeHostDir); err == nil || !errors.Is(err, nvme.ErrIdentityConflict) {
 			return h, err
@@ -98,13 +98,19 @@ func (d *doctor) openHost(guard *nvme.Guard) (*nvme.Host, error) {
 	return newHost(dir)
 }
 
-func doctorIdentityFilesExist(dir string) bool {
+// doctorMissingIdentity lists the host identity files (hostnqn, hostid) not in dir; err is
+// a failure to tell.
+func doctorMissingIdentity(dir string) (missing []string, err error) {
 	for _, name := range []string{"hostnqn", "hostid"} {
-		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
-			return false
+		_, err := os.Stat(filepath.Join(dir, name))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			missing = append(missing, filepath.Join(dir, name))
+		case err != nil:
+			return nil, err
 		}
 	}
-	return true
+	return missing, nil
 }
 
 func (d *doctor) checkFabrics(guard *nvme.Guard) (checkResult, doctorNodeView) {
@@ -164,17 +170,11 @@ func (d *doctor) checkConnectOptions(v doctorNodeView) checkResult {
 // with the identities the host's existing NVMe controllers were connected with.
 func (d *doctor) checkIdentity(host *nvme.Host) checkResult {
 	dir := d.cfg.NVMeHostDir
-	var missing []string
-	for _, name := range []string{"hostnqn", "hostid"} {
-		_, err := os.Stat(filepath.Join(dir, name))
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			missing = append(missing, filepath.Join(dir, name))
-		case err != nil:
-			return failResult("mount the host's /etc/nvme into the node plugin (hostPath, as deploy.yaml does)", "cannot read the NVMe host identity: %v", err)
-		}
-	}
-	if len(missing) > 0 {
+	missing, err := doctorMissingIdentity(dir)
+	switch {
+	case err != nil:
+		return failResult("mount the host's /etc/nvme into the node plugin (hostPath, as deploy.yaml does)", "cannot read the NVMe host identity: %v", err)
+	case len(missing) > 0:
 		return warnResult(fmt.Sprintf("start the node plugin on this node: it writes them once (hostid from the machine's DMI UUID, hostnqn %s<hostid>) and keeps them; never copy them from another node", nvme.UUIDHostNQNPrefix),
 			"%s missing: the node plugin creates the identity at its first start", strings.Join(missing, " and ")+plural(len(missing), " is", " are"))
 	}
