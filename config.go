@@ -180,8 +180,25 @@ func printUsage(out io.Writer, fs *flag.FlagSet, flags []configFlag) {
 }
 
 // validate checks the combination of settings; each error is one line saying what is wrong
-// and how to fix it.
+// and how to fix it. The doctor runs the same parts: validateCommon and validateNode as
+// usage checks, validateController as its "rds settings" check.
 func (c *Config) validate() error {
+	if err := c.validateCommon(); err != nil {
+		return err
+	}
+	if c.runsNode() {
+		if err := c.validateNode(); err != nil {
+			return err
+		}
+	}
+	if c.runsController() {
+		return c.validateController()
+	}
+	return nil
+}
+
+// validateCommon checks the settings of every mode.
+func (c *Config) validateCommon() error {
 	switch c.Mode {
 	case modeController, modeNode, modeAll:
 	default:
@@ -202,53 +219,77 @@ func (c *Config) validate() error {
 	if c.ShutdownTimeout <= 0 {
 		return errors.New("--shutdown-timeout must be positive, e.g. 30s")
 	}
-	if c.runsNode() {
-		if c.NodeID == "" {
-			return errors.New("--node-id is empty and the hostname is unknown: set --node-id (NODE_ID) to the Kubernetes node name")
-		}
-		if c.ManagedNQNPrefix == "" {
-			return errors.New("--managed-nqn-prefix (CSI_MANAGED_NQN_PREFIX) is required in " + c.Mode +
-				" mode: set it to the NQN prefix of this driver's volumes, e.g. nqn.2000-02.com.mikrotik:pvc- (NVMe subsystems outside it are never touched)")
-		}
-		if err := nvme.ValidatePrefix(c.ManagedNQNPrefix); err != nil {
-			return fmt.Errorf("--managed-nqn-prefix %q: %v", c.ManagedNQNPrefix, err)
-		}
-		if c.MountStormLimit < 1 {
-			return fmt.Errorf("--mount-storm-limit must be at least 1 (default %d)", mount.DefaultStormLimit)
-		}
-		if c.HealInterval <= 0 {
-			return errors.New("--heal-interval must be positive, e.g. 5s")
+	return nil
+}
+
+// managedPrefixError is validateNode's refusal of --managed-nqn-prefix. The doctor reports
+// the prefix as a check of its own (checkPrefix), so it tells this error from the others.
+type managedPrefixError struct{ error }
+
+// validateNode checks the node plugin's settings, the managed prefix last: an error of type
+// managedPrefixError means every other node setting is valid.
+func (c *Config) validateNode() error {
+	if c.NodeID == "" {
+		return errors.New("--node-id is empty and the hostname is unknown: set --node-id (NODE_ID) to the Kubernetes node name")
+	}
+	if c.MountStormLimit < 1 {
+		return fmt.Errorf("--mount-storm-limit must be at least 1 (default %d)", mount.DefaultStormLimit)
+	}
+	if c.HealInterval <= 0 {
+		return errors.New("--heal-interval must be positive, e.g. 5s")
+	}
+	if c.ManagedNQNPrefix == "" {
+		return managedPrefixError{errors.New("--managed-nqn-prefix (CSI_MANAGED_NQN_PREFIX) is required in " + c.Mode +
+			" mode: set it to the NQN prefix of this driver's volumes, e.g. " + nqnPrefix + "pvc- (NVMe subsystems outside it are never touched)")}
+	}
+	if err := nvme.ValidatePrefix(c.ManagedNQNPrefix); err != nil {
+		return managedPrefixError{fmt.Errorf("--managed-nqn-prefix %q: %v", c.ManagedNQNPrefix, err)}
+	}
+	return nil
+}
+
+// missingSettingsError is validateController's refusal when settings the controller cannot
+// work without are not set; flags names each as "--flag (ENV)".
+type missingSettingsError struct {
+	mode  string
+	flags []string
+}
+
+func (e *missingSettingsError) Error() string {
+	return fmt.Sprintf("%s mode needs %s: the controller manages volumes on the RDS over SSH", e.mode, strings.Join(e.flags, ", "))
+}
+
+// errHostKeyUnpinned starts validateController's refusal when the RDS's host key is neither
+// pinned nor explicitly left unverified.
+var errHostKeyUnpinned = errors.New("--rds-known-hosts (RDS_KNOWN_HOSTS) is required to verify the RDS host key")
+
+// validateController checks the controller's settings for the RDS.
+func (c *Config) validateController() error {
+	var missing []string
+	for _, s := range []struct{ val, flag string }{
+		{c.RDSAddress, "--rds-address (RDS_ADDRESS)"}, {c.RDSUser, "--rds-user (RDS_USER)"}, {c.RDSKeyFile, "--rds-key-file (RDS_KEY_FILE)"},
+	} {
+		if s.val == "" {
+			missing = append(missing, s.flag)
 		}
 	}
-	if c.runsController() {
-		var missing []string
-		if c.RDSAddress == "" {
-			missing = append(missing, "--rds-address (RDS_ADDRESS)")
-		}
-		if c.RDSUser == "" {
-			missing = append(missing, "--rds-user (RDS_USER)")
-		}
-		if c.RDSKeyFile == "" {
-			missing = append(missing, "--rds-key-file (RDS_KEY_FILE)")
-		}
-		if len(missing) > 0 {
-			return fmt.Errorf("%s mode needs %s: the controller manages volumes on the RDS over SSH", c.Mode, strings.Join(missing, ", "))
-		}
-		if c.RDSKnownHosts == "" && !c.RDSInsecureSkipHostKey {
-			return fmt.Errorf("--rds-known-hosts (RDS_KNOWN_HOSTS) is required to verify the RDS host key: create it with `ssh-keyscan -p %d %s > known_hosts`, or pass --rds-insecure-skip-host-key to opt out explicitly", c.RDSSSHPort, c.RDSAddress)
-		}
-		if c.RDSSSHPort < 1 || c.RDSSSHPort > 65535 {
-			return fmt.Errorf("--rds-ssh-port %d is not a TCP port", c.RDSSSHPort)
-		}
-		if c.RDSMaxSessions < 1 {
-			return errors.New("--rds-max-sessions must be at least 1 (default 4)")
-		}
-		if c.RDSCommandTimeout <= 0 {
-			return errors.New("--rds-command-timeout must be positive, e.g. 60s")
-		}
-		if c.CapacityReserve < 0 {
-			return errors.New("--capacity-reserve cannot be negative")
-		}
+	if len(missing) > 0 {
+		return &missingSettingsError{mode: c.Mode, flags: missing}
+	}
+	if c.RDSKnownHosts == "" && !c.RDSInsecureSkipHostKey {
+		return fmt.Errorf("%w: create it with `ssh-keyscan -p %d %s > known_hosts`, or pass --rds-insecure-skip-host-key to opt out explicitly", errHostKeyUnpinned, c.RDSSSHPort, c.RDSAddress)
+	}
+	if c.RDSSSHPort < 1 || c.RDSSSHPort > 65535 {
+		return fmt.Errorf("--rds-ssh-port %d is not a TCP port", c.RDSSSHPort)
+	}
+	if c.RDSMaxSessions < 1 {
+		return errors.New("--rds-max-sessions must be at least 1 (default 4)")
+	}
+	if c.RDSCommandTimeout <= 0 {
+		return errors.New("--rds-command-timeout must be positive, e.g. 60s")
+	}
+	if c.CapacityReserve < 0 {
+		return errors.New("--capacity-reserve cannot be negative")
 	}
 	return nil
 }

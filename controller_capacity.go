@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
@@ -49,13 +48,7 @@ func (c *controllerService) recordPool(p routeros.Pool) {
 
 // refreshPools reads the pools of every volume directory, once each.
 func (c *controllerService) refreshPools(ctx context.Context) {
-	seen := map[string]bool{}
-	for _, b := range c.bases {
-		pool, _, _ := strings.Cut(strings.TrimPrefix(b, "/"), "/")
-		if seen[pool] {
-			continue
-		}
-		seen[pool] = true
+	for _, b := range onePathPerPool(c.bases) {
 		p, err := c.rds.poolCapacity(ctx, b)
 		if err != nil {
 			// the health loop reports an unreachable RDS; this is the detail
@@ -64,4 +57,18 @@ func (c *controllerService) refreshPools(ctx context.Context) {
 		}
 		c.recordPool(p)
 	}
+}
+
+// onePathPerPool keeps the first of paths on each pool, in order: the pool's capacity is
+// the same from every path on it.
+func onePathPerPool(paths []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, p := range paths {
+		if pool := routeros.PoolName(p); !seen[pool] {
+			seen[pool] = true
+			out = append(out, p)
+		}
+	}
+	return out
 }

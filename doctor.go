@@ -116,7 +116,8 @@ func runDoctorWith(args []string, getenv func(string) string, stdout, stderr io.
 }
 
 // parseDoctorArgs takes doctor's own flags out of args and hands the rest to parseConfig,
-// so the driver's flags and their environment fallbacks are defined in one place only.
+// so the driver's flags, their environment fallbacks and their validation are defined in
+// one place only.
 func parseDoctorArgs(args []string, getenv func(string) string, out io.Writer) (*Config, doctorOptions, error) {
 	opts := doctorOptions{}
 	fs := flag.NewFlagSet("rds-csi doctor", flag.ContinueOnError)
@@ -157,10 +158,16 @@ func parseDoctorArgs(args []string, getenv func(string) string, out io.Writer) (
 	if err != nil {
 		return nil, opts, err
 	}
-	switch cfg.Mode {
-	case modeNode, modeController, modeAll:
-	default:
-		return nil, opts, fmt.Errorf("--mode %q is not valid: use node, controller, or all for both", cfg.Mode)
+	// A setting the plugin would refuse at start is bad usage here too, except those the
+	// checks report with their advice: the managed prefix (checkPrefix) and the
+	// controller's settings (checkRDSSettings).
+	if err := cfg.validateCommon(); err != nil {
+		return nil, opts, err
+	}
+	if cfg.runsNode() {
+		if err := cfg.validateNode(); err != nil && !errors.As(err, new(managedPrefixError)) {
+			return nil, opts, err
+		}
 	}
 	return cfg, opts, nil
 }

@@ -64,14 +64,12 @@ func (d *doctor) controllerChecks() {
 }
 
 func (d *doctor) sshTarget() string {
-	return fmt.Sprintf("%s@%s", d.cfg.RDSUser, doctorHostPort(d.cfg.RDSAddress, d.cfg.RDSSSHPort))
+	return fmt.Sprintf("%s@%s", d.cfg.RDSUser, d.rdsHostPort())
 }
 
-func doctorHostPort(host string, port int) string {
-	if strings.Contains(host, ":") {
-		return "[" + host + "]:" + strconv.Itoa(port)
-	}
-	return host + ":" + strconv.Itoa(port)
+// rdsHostPort is the RDS's SSH address as the RouterOS client dials it.
+func (d *doctor) rdsHostPort() string {
+	return net.JoinHostPort(d.cfg.RDSAddress, strconv.Itoa(d.cfg.RDSSSHPort))
 }
 
 // sshTestCommand is a command the user can run to test the same login by hand.
@@ -89,23 +87,8 @@ func (d *doctor) keyscanCommand() string {
 
 func (d *doctor) checkRDSSettings() (checkResult, *routeros.Client) {
 	c := d.cfg
-	var missing []string
-	for _, s := range []struct{ val, flag string }{
-		{c.RDSAddress, "--rds-address (RDS_ADDRESS)"}, {c.RDSUser, "--rds-user (RDS_USER)"}, {c.RDSKeyFile, "--rds-key-file (RDS_KEY_FILE)"},
-	} {
-		if s.val == "" {
-			missing = append(missing, s.flag)
-		}
-	}
-	if len(missing) > 0 {
-		return failResult("set them as the controller gets them (flags, or the environment inside its pod)", "%s not set", strings.Join(missing, ", ")), nil
-	}
-	if c.RDSSSHPort < 1 || c.RDSSSHPort > 65535 {
-		return failResult("set --rds-ssh-port to the RDS's SSH port (22 unless changed in /ip service)", "--rds-ssh-port %d is not a TCP port", c.RDSSSHPort), nil
-	}
-	if c.RDSKnownHosts == "" && !c.RDSInsecureSkipHostKey {
-		return failResult(fmt.Sprintf("pin the RDS's host key: `%s`, check its fingerprint (ssh-keygen -lf known_hosts) against the RDS console, and pass --rds-known-hosts=known_hosts", d.keyscanCommand()),
-			"--rds-known-hosts (RDS_KNOWN_HOSTS) is not set, so the RDS's identity cannot be checked"), nil
+	if err := c.validateController(); err != nil {
+		return d.refusedSettings(err), nil
 	}
 	client, err := newRDSClient(c, slog.New(slog.DiscardHandler), newMetrics())
 	if err != nil {
@@ -118,12 +101,28 @@ func (d *doctor) checkRDSSettings() (checkResult, *routeros.Client) {
 	return okResult("%s with key %s, %s", d.sshTarget(), c.RDSKeyFile, pinning), client
 }
 
-// settingsFix picks the advice for an error building the RouterOS client: the message says
-// which setting it is about.
+// refusedSettings is the finding and fix for the controller's refusal of its settings
+// (validateController).
+func (d *doctor) refusedSettings(err error) checkResult {
+	var missing *missingSettingsError
+	switch {
+	case errors.As(err, &missing):
+		return failResult("set them as the controller gets them (flags, or the environment inside its pod)", "%s not set", strings.Join(missing.flags, ", "))
+	case errors.Is(err, errHostKeyUnpinned):
+		return failResult(fmt.Sprintf("pin the RDS's host key: `%s`, check its fingerprint (ssh-keygen -lf known_hosts) against the RDS console, and pass --rds-known-hosts=known_hosts", d.keyscanCommand()),
+			"--rds-known-hosts (RDS_KNOWN_HOSTS) is not set, so the RDS's identity cannot be checked")
+	}
+	return failResult(d.settingsFix(err.Error()), "%v", err)
+}
+
+// settingsFix picks the advice for an error in the settings or building the RouterOS
+// client: the message says which setting it is about.
 func (d *doctor) settingsFix(msg string) string {
 	switch {
+	case strings.Contains(msg, "--rds-ssh-port"):
+		return "set --rds-ssh-port to the RDS's SSH port (22 unless changed in /ip service)"
 	case strings.Contains(msg, "known_hosts") || strings.Contains(msg, "host key"):
-		return fmt.Sprintf("pin the RDS's host key for %s: `%s` (check the fingerprint against the RDS console)", doctorHostPort(d.cfg.RDSAddress, d.cfg.RDSSSHPort), d.keyscanCommand())
+		return fmt.Sprintf("pin the RDS's host key for %s: `%s` (check the fingerprint against the RDS console)", d.rdsHostPort(), d.keyscanCommand())
 	case strings.Contains(msg, "SSH key"):
 		return "give --rds-key-file (RDS_KEY_FILE) an unencrypted private key (PEM or OpenSSH format) whose public half is imported for the RDS user"
 	case strings.Contains(msg, "path"):
@@ -147,10 +146,10 @@ func (d *doctor) checkSSH(ctx context.Context, client *routeros.Client) (checkRe
 	case strings.Contains(err.Error(), "unable to authenticate"):
 		return failResult(fmt.Sprintf("on the RDS, import the public half of %s for user %s (upload the .pub file, then `/user ssh-keys import public-key-file=<file>.pub user=%s`); test by hand: %s",
 			d.cfg.RDSKeyFile, d.cfg.RDSUser, d.cfg.RDSUser, d.sshTestCommand()),
-			"%s refused the key %s: %s", doctorHostPort(d.cfg.RDSAddress, d.cfg.RDSSSHPort), d.cfg.RDSKeyFile, doctorSSHError(err)), out
+			"%s refused the key %s: %s", d.rdsHostPort(), d.cfg.RDSKeyFile, doctorSSHError(err)), out
 	}
 	return failResult(fmt.Sprintf("check --rds-address and --rds-ssh-port (now %s), that SSH is enabled on the RDS (/ip service print) and that this pod's network reaches it; test from here: %s",
-		doctorHostPort(d.cfg.RDSAddress, d.cfg.RDSSSHPort), d.sshTestCommand()),
+		d.rdsHostPort(), d.sshTestCommand()),
 		"cannot reach %s: %s", d.sshTarget(), doctorSSHError(err)), out
 }
 
@@ -189,7 +188,7 @@ func (d *doctor) checkHostKey(client *routeros.Client, ping doctorPing) checkRes
 	case doctorHostKeyRejected(ping.err):
 		return failResult(fmt.Sprintf("if the RDS was reinstalled or its key regenerated, compare the new key's fingerprint with the RDS console, then re-pin it: `%s` (and update the Secret it comes from); otherwise find out what answers at %s before trusting it",
 			d.keyscanCommand(), d.cfg.RDSAddress),
-			"the key %s presented does not match %s (%s)", doctorHostPort(d.cfg.RDSAddress, d.cfg.RDSSSHPort), d.cfg.RDSKnownHosts, doctorSSHError(ping.err))
+			"the key %s presented does not match %s (%s)", d.rdsHostPort(), d.cfg.RDSKnownHosts, doctorSSHError(ping.err))
 	case ping.err == nil || strings.Contains(ping.err.Error(), "unable to authenticate"):
 		// the host key is checked during key exchange, before the user is authenticated
 		return okResult("the RDS presented the key pinned in %s", d.cfg.RDSKnownHosts)
@@ -211,7 +210,7 @@ func (d *doctor) checkVersion(ctx context.Context, client *routeros.Client) chec
 		return warnResult("check the version on the RDS console (/system resource print); nvme-tcp-server-nqn needs RouterOS 7.21 or later",
 			"RouterOS %q: cannot tell whether it supports nvme-tcp-server-nqn", v)
 	case major > doctorNQNVersion[0] || major == doctorNQNVersion[0] && minor >= doctorNQNVersion[1]:
-		return okResult("RouterOS %s: supports nvme-tcp-server-nqn, so volumes are exported as nqn.2000-02.com.mikrotik:<volume-id>", v)
+		return okResult("RouterOS %s: supports nvme-tcp-server-nqn, so volumes are exported as %s", v, defaultNQN("<volume-id>"))
 	}
 	found := fmt.Sprintf("RouterOS %s rejects nvme-tcp-server-nqn (it needs 7.21), so each volume's NQN is its slot name (pvc-…)", v)
 	if !doctorSlotNQNsManageable() {
@@ -251,16 +250,7 @@ func doctorParseVersion(v string) (major, minor int, ok bool) {
 
 // poolPaths are the volume path and the further allowed paths, one per pool.
 func (d *doctor) poolPaths() []string {
-	var out []string
-	seen := map[string]bool{}
-	for _, p := range append([]string{d.cfg.RDSVolumePath}, d.cfg.RDSAllowedPaths...) {
-		pool, _, _ := strings.Cut(strings.TrimPrefix(p, "/"), "/")
-		if !seen[pool] {
-			seen[pool] = true
-			out = append(out, p)
-		}
-	}
-	return out
+	return onePathPerPool(append([]string{d.cfg.RDSVolumePath}, d.cfg.RDSAllowedPaths...))
 }
 
 func (d *doctor) checkPool(ctx context.Context, client *routeros.Client, p string) checkResult {
@@ -274,7 +264,7 @@ func (d *doctor) checkPool(ctx context.Context, client *routeros.Client, p strin
 	switch {
 	case errors.Is(err, routeros.ErrNotFound):
 		return failResult("the first component of the path must be a pool's mount-point (`/disk print detail` on the RDS shows each disk's mount-point): fix --rds-volume-path (RDS_VOLUME_PATH) or --rds-allowed-paths",
-			"no pool is mounted at /%s: %v", strings.SplitN(strings.TrimPrefix(p, "/"), "/", 2)[0], err)
+			"no pool is mounted at /%s: %v", routeros.PoolName(p), err)
 	case err != nil:
 		return failResult("the RouterOS user needs the read policy; "+d.sshTestCommand()+" shows what the RDS answers", "cannot read the pool's capacity: %v", err)
 	}
@@ -282,11 +272,11 @@ func (d *doctor) checkPool(ctx context.Context, client *routeros.Client, p strin
 	if pool.Size > 0 {
 		pct = pool.Free * 100 / pool.Size
 	}
-	found := fmt.Sprintf("pool %s: %s free of %s (%d%%)", pool.Name, doctorBytes(pool.Free), doctorBytes(pool.Size), pct)
+	found := fmt.Sprintf("pool %s: %s free of %s (%d%%)", pool.Name, humanBytes(pool.Free), humanBytes(pool.Size), pct)
 	const spaceFix = "free space on the pool (delete volumes and snapshots nothing uses; `kubectl get pv` lists the ones in use) or grow it: creating and expanding volumes fails once it is full"
 	switch {
 	case pool.Free <= d.cfg.CapacityReserve:
-		return warnResult(spaceFix+"; or lower --capacity-reserve", "%s, not more than --capacity-reserve %s, so the controller reports no capacity", found, doctorBytes(d.cfg.CapacityReserve))
+		return warnResult(spaceFix+"; or lower --capacity-reserve", "%s, not more than --capacity-reserve %s, so the controller reports no capacity", found, humanBytes(d.cfg.CapacityReserve))
 	case pct < doctorLowFreePercent:
 		return warnResult(spaceFix, "%s: under %d%% free", found, doctorLowFreePercent)
 	}
@@ -311,15 +301,15 @@ func (d *doctor) writeTest(client *routeros.Client) {
 		d.print("write test", failResult("re-run; the system's random source failed", "%v", err))
 		return
 	}
-	file := path.Join(d.cfg.RDSVolumePath, slot+".img")
-	nqn := "nqn.2000-02.com.mikrotik:" + slot
+	file := path.Join(d.cfg.RDSVolumePath, volumeFileName(slot))
+	nqn := defaultNQN(slot)
 	d.run("write test: add disk", doctorHungSSH+"; the disk may still appear: the removal steps below clean it up", func(ctx context.Context) checkResult {
 		disk, err := client.CreateDisk(ctx, routeros.CreateDiskRequest{Slot: slot, FilePath: file, SizeBytes: doctorWriteTestSize, NQN: nqn})
 		if err != nil {
 			return failResult("the RouterOS user needs the write policy (its group in /user group), and the pool needs space; the RDS's own words are above",
 				"cannot add disk %s (%s): %v", slot, file, err)
 		}
-		return okResult("added %s: %s, %s, exported as %s", slot, disk.FilePath, doctorBytes(disk.Size), disk.NQN)
+		return okResult("added %s: %s, %s, exported as %s", slot, disk.FilePath, humanBytes(disk.Size), disk.NQN)
 	})
 	removeDisk := fmt.Sprintf("remove it on the RDS: /disk remove [find slot=%q]", slot)
 	removeFile := fmt.Sprintf("remove it on the RDS: /file remove [find name=%q]", strings.TrimPrefix(file, "/"))

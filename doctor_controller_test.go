@@ -76,14 +76,14 @@ func TestDoctorController(t *testing.T) {
 			"ok    ssh: admin@127.0.0.1:", " logged in and opened a session in ",
 			"ok    host key: the RDS presented the key pinned in ",
 			"ok    routeros version: RouterOS 7.24.4 (stable): supports nvme-tcp-server-nqn",
-			"ok    pool /storage-pool/metal-csi: pool storage-pool: 1.0 TiB free of 1.0 TiB (100%)",
+			"ok    pool /storage-pool/metal-csi: pool storage-pool: 1 TiB free of 1 TiB (100%)",
 			"skip  write test: not run: it adds a 1 MiB disk on the RDS and removes it again; run `rds-csi doctor --mode=controller --write-test`",
 			"5 ok, 0 WARN, 0 FAIL, 1 skipped",
 		}},
 		{name: "write test leaves nothing behind", clean: true, setup: func(t *testing.T, ts *sim.TestServer, args []string) []string {
 			return append(args, "--write-test")
 		}, want: []string{
-			"ok    write test: add disk: added rds-csi-doctor-", ": /storage-pool/metal-csi/rds-csi-doctor-", ".img, 1.0 MiB, exported as nqn.2000-02.com.mikrotik:rds-csi-doctor-",
+			"ok    write test: add disk: added rds-csi-doctor-", ": /storage-pool/metal-csi/rds-csi-doctor-", ".img, 1 MiB, exported as nqn.2000-02.com.mikrotik:rds-csi-doctor-",
 			"ok    write test: remove disk: removed rds-csi-doctor-", "; the RDS no longer lists it",
 			"ok    write test: remove file: removed /storage-pool/metal-csi/rds-csi-doctor-", ".img; nothing of the test is left",
 			"8 ok, 0 WARN, 0 FAIL, 0 skipped",
@@ -141,6 +141,12 @@ func TestDoctorController(t *testing.T) {
 		{name: "settings missing", setup: func(t *testing.T, ts *sim.TestServer, args []string) []string {
 			return doctorReplaceArg(doctorReplaceArg(args, "rds-user", ""), "rds-key-file", "")
 		}, code: 1, want: []string{"FAIL  rds settings: --rds-user (RDS_USER), --rds-key-file (RDS_KEY_FILE) not set", "skip  ssh: not checked: needs valid RDS settings"}},
+		{name: "not a TCP port", setup: func(t *testing.T, ts *sim.TestServer, args []string) []string {
+			return doctorReplaceArg(args, "rds-ssh-port", "70000")
+		}, code: 1, want: []string{"FAIL  rds settings: --rds-ssh-port 70000 is not a TCP port", "      fix: set --rds-ssh-port to the RDS's SSH port (22 unless changed in /ip service)"}},
+		{name: "a setting the controller refuses", setup: func(t *testing.T, ts *sim.TestServer, args []string) []string {
+			return append(args, "--rds-max-sessions=0")
+		}, code: 1, want: []string{"FAIL  rds settings: --rds-max-sessions must be at least 1 (default 4)", "      fix: fix the setting the message names", "skip  ssh: not checked: needs valid RDS settings"}},
 		{name: "unreachable address", setup: func(t *testing.T, ts *sim.TestServer, args []string) []string {
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -214,10 +220,10 @@ func TestDoctorController(t *testing.T) {
 					t.Fatal(err)
 				}
 				return args
-			}, want: []string{"WARN  pool /storage-pool/metal-csi: pool storage-pool: 5.0 MiB free of 100.0 MiB (5%): under 10% free", "      fix: free space on the pool"}},
+			}, want: []string{"WARN  pool /storage-pool/metal-csi: pool storage-pool: 5 MiB free of 100 MiB (5%): under 10% free", "      fix: free space on the pool"}},
 		{name: "pool free space within the capacity reserve", setup: func(t *testing.T, ts *sim.TestServer, args []string) []string {
 			return append(args, "--capacity-reserve=2Ti")
-		}, want: []string{"WARN  pool /storage-pool/metal-csi: pool storage-pool: 1.0 TiB free of 1.0 TiB (100%), not more than --capacity-reserve 2.0 TiB", "or lower --capacity-reserve"}},
+		}, want: []string{"WARN  pool /storage-pool/metal-csi: pool storage-pool: 1 TiB free of 1 TiB (100%), not more than --capacity-reserve 2 TiB", "or lower --capacity-reserve"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

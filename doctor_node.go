@@ -21,9 +21,6 @@ import (
 // doctorHungKernel is the advice for a node check that did not finish in time.
 const doctorHungKernel = "a read of sysfs or /dev is stuck in the kernel, usually behind a dead NVMe controller: look at `dmesg | grep -i nvme` on the host"
 
-// doctorUUIDHostNQN is the NVMe spec's UUID-based host NQN form (nvme-cli writes it too).
-const doctorUUIDHostNQN = "nqn.2014-08.org.nvmexpress:uuid:"
-
 // doctorPlaceholderPrefix stands in for an invalid managed prefix so that the checks that do
 // not depend on it can still run; it matches no NQN a real target uses.
 const doctorPlaceholderPrefix = "nqn.2014-08.invalid.rds-csi-doctor:none-"
@@ -81,7 +78,7 @@ func (d *doctor) openHost(guard *nvme.Guard) (*nvme.Host, error) {
 		return nvme.NewHost(nvme.Config{SysfsRoot: d.cfg.SysfsRoot, DevRoot: d.cfg.DevRoot, HostDir: hostDir,
 			Guard: guard, Logger: slog.New(slog.DiscardHandler)})
 	}
-	if doctorIdentityFilesExist(d.cfg.NVMeHostDir) {
+	if missing, err := doctorMissingIdentity(d.cfg.NVMeHostDir); err == nil && len(missing) == 0 {
 		// Both files exist, so NewHost only reads them.
 		if h, err := newHost(d.cfg.NVMeHostDir); err == nil || !errors.Is(err, nvme.ErrIdentityConflict) {
 			return h, err
@@ -93,7 +90,7 @@ func (d *doctor) openHost(guard *nvme.Guard) (*nvme.Host, error) {
 	}
 	defer os.RemoveAll(dir)
 	const id = "00000000-0000-4000-8000-000000000000"
-	for name, v := range map[string]string{"hostid": id, "hostnqn": doctorUUIDHostNQN + id} {
+	for name, v := range map[string]string{"hostid": id, "hostnqn": nvme.UUIDHostNQNPrefix + id} {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o644); err != nil {
 			return nil, fmt.Errorf("make a placeholder NVMe identity: %w", err)
 		}
@@ -101,13 +98,19 @@ func (d *doctor) openHost(guard *nvme.Guard) (*nvme.Host, error) {
 	return newHost(dir)
 }
 
-func doctorIdentityFilesExist(dir string) bool {
+// doctorMissingIdentity lists the host identity files (hostnqn, hostid) not in dir; err is
+// a failure to tell.
+func doctorMissingIdentity(dir string) (missing []string, err error) {
 	for _, name := range []string{"hostnqn", "hostid"} {
-		if _, err := os.Stat(filepath.Join(dir, name)); err != nil {
-			return false
+		_, err := os.Stat(filepath.Join(dir, name))
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			missing = append(missing, filepath.Join(dir, name))
+		case err != nil:
+			return nil, err
 		}
 	}
-	return true
+	return missing, nil
 }
 
 func (d *doctor) checkFabrics(guard *nvme.Guard) (checkResult, doctorNodeView) {
@@ -167,28 +170,22 @@ func (d *doctor) checkConnectOptions(v doctorNodeView) checkResult {
 // with the identities the host's existing NVMe controllers were connected with.
 func (d *doctor) checkIdentity(host *nvme.Host) checkResult {
 	dir := d.cfg.NVMeHostDir
-	var missing []string
-	for _, name := range []string{"hostnqn", "hostid"} {
-		_, err := os.Stat(filepath.Join(dir, name))
-		switch {
-		case errors.Is(err, fs.ErrNotExist):
-			missing = append(missing, filepath.Join(dir, name))
-		case err != nil:
-			return failResult("mount the host's /etc/nvme into the node plugin (hostPath, as deploy.yaml does)", "cannot read the NVMe host identity: %v", err)
-		}
-	}
-	if len(missing) > 0 {
-		return warnResult(fmt.Sprintf("start the node plugin on this node: it writes them once (hostid from the machine's DMI UUID, hostnqn %s<hostid>) and keeps them; never copy them from another node", doctorUUIDHostNQN),
-			"%s missing: the node plugin creates the identity at its first start", strings.Join(missing, " and ")+doctorVerb(len(missing), " is", " are"))
+	missing, err := doctorMissingIdentity(dir)
+	switch {
+	case err != nil:
+		return failResult("mount the host's /etc/nvme into the node plugin (hostPath, as deploy.yaml does)", "cannot read the NVMe host identity: %v", err)
+	case len(missing) > 0:
+		return warnResult(fmt.Sprintf("start the node plugin on this node: it writes them once (hostid from the machine's DMI UUID, hostnqn %s<hostid>) and keeps them; never copy them from another node", nvme.UUIDHostNQNPrefix),
+			"%s missing: the node plugin creates the identity at its first start", strings.Join(missing, " and ")+plural(len(missing), " is", " are"))
 	}
 	// Both files exist, so this only reads and validates them.
 	id, _, err := nvme.LoadOrCreateIdentity(dir, d.cfg.SysfsRoot)
 	if err != nil {
-		return failResult("fix the file named above (an NQN like "+doctorUUIDHostNQN+"<uuid>, an ID like 4e7f3a52-0a3b-4b5e-9a6c-2f1d8e7c6b5a), or remove it so the node plugin makes a new one; the RDS then must allow the new host NQN",
+		return failResult("fix the file named above (an NQN like "+nvme.UUIDHostNQNPrefix+"<uuid>, an ID like 4e7f3a52-0a3b-4b5e-9a6c-2f1d8e7c6b5a), or remove it so the node plugin makes a new one; the RDS then must allow the new host NQN",
 			"the node plugin cannot start: %v", err)
 	}
 	form := "its own form (not the UUID form; fine as long as no other node has it)"
-	if u, isUUID := strings.CutPrefix(id.HostNQN, doctorUUIDHostNQN); isUUID {
+	if u, isUUID := strings.CutPrefix(id.HostNQN, nvme.UUIDHostNQNPrefix); isUUID {
 		if !strings.EqualFold(u, id.HostID) {
 			return warnResult("leave it while volumes are attached (changing the identity of a connected host breaks its reconnects); on a node with none, make hostid the UUID in hostnqn",
 				"hostnqn %s names UUID %s, but hostid is %s: the usual pairing differs, a sign the files came from different places (a cloned image?)", id.HostNQN, u, id.HostID)
@@ -218,12 +215,12 @@ func (d *doctor) checkIdentity(host *nvme.Host) checkResult {
 			}
 		}
 	}
-	return okResult("%s / %s (%s); %d connected controller%s use%s it", id.HostNQN, id.HostID, form, using, doctorPlural(using), doctorVerb(using, "s", ""))
+	return okResult("%s / %s (%s); %d connected %s it", id.HostNQN, id.HostID, form, using, plural(using, "controller uses", "controllers use"))
 }
 
 func (d *doctor) checkPrefix(guardErr error) checkResult {
 	p := d.cfg.ManagedNQNPrefix
-	const fix = "set --managed-nqn-prefix (CSI_MANAGED_NQN_PREFIX) to the start of the NQNs of this driver's volumes: nqn.2000-02.com.mikrotik:pvc- with the default NQNs, or the slot prefix pvc- when the RDS runs RouterOS before 7.21"
+	const fix = "set --managed-nqn-prefix (CSI_MANAGED_NQN_PREFIX) to the start of the NQNs of this driver's volumes: " + nqnPrefix + "pvc- with the default NQNs, or the slot prefix pvc- when the RDS runs RouterOS before 7.21"
 	switch {
 	case p == "":
 		return failResult(fix, "--managed-nqn-prefix is empty: the node plugin refuses to start without it (it touches only NVMe subsystems inside it)")
@@ -310,7 +307,7 @@ func doctorRemoveByHand(s nvme.Subsystem) string {
 // claimedNQNs are the NQNs of the node's readable staging records.
 func (d *doctor) claimedNQNs() map[string]bool {
 	claimed := map[string]bool{}
-	files, _ := doctorReadRecords(filepath.Join(d.cfg.StateDir, "volumes"))
+	files, _ := readRecordFiles(filepath.Join(d.cfg.StateDir, "volumes"))
 	for _, f := range files {
 		if f.err == nil {
 			claimed[f.rec.NQN] = true
@@ -348,32 +345,13 @@ func doctorDescribeDisks(disks []nvme.Disk) string {
 	}
 	parts := make([]string, len(disks))
 	for i, dk := range disks {
-		parts[i] = fmt.Sprintf("%s %s", dk.Name, doctorBytes(dk.SizeBytes))
+		parts[i] = fmt.Sprintf("%s %s", dk.Name, humanBytes(dk.SizeBytes))
 	}
 	return "; disk " + strings.Join(parts, ", ")
 }
 
-// doctorBytes prints a size in the largest binary unit that keeps it at or above 1.
-func doctorBytes(n int64) string {
-	units := []string{"B", "KiB", "MiB", "GiB", "TiB", "PiB"}
-	v, i := float64(n), 0
-	for v >= 1024 && i < len(units)-1 {
-		v, i = v/1024, i+1
-	}
-	if i == 0 {
-		return fmt.Sprintf("%d B", n)
-	}
-	return fmt.Sprintf("%.1f %s", v, units[i])
-}
-
-func doctorPlural(n int) string {
-	if n == 1 {
-		return ""
-	}
-	return "s"
-}
-
-func doctorVerb(n int, one, many string) string {
+// plural picks one or many by n, for counts in findings.
+func plural(n int, one, many string) string {
 	if n == 1 {
 		return one
 	}

@@ -2,37 +2,27 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 
 	"srvlab.io/rds-csi/nvme"
 )
 
-// The staging checks read the node plugin's own staging records (staging_record.go) and
+// The staging checks read the node plugin's own staging records (readRecordFiles) and
 // judge each staged volume with the node plugin's own healing rules (planHeal), from facts
 // gathered read-only: what the doctor calls stale is exactly what the plugin will heal.
-
-// doctorRecordFile is one record file as read: its record, or why the node plugin
-// ignores it.
-type doctorRecordFile struct {
-	path string
-	rec  stagingRecord
-	err  error
-}
 
 const doctorHealFix = "the node plugin heals this by itself (reconnect, then replace the staging mount and its publish targets) every --heal-interval: wait for it, and if it stays, read the node plugin's log for this volume and check that the RDS is reachable from this node"
 
 // stagingChecks reports the records, then one line per staged volume.
 func (d *doctor) stagingChecks(host *nvme.Host, guardErr error) {
 	dir := filepath.Join(d.cfg.StateDir, "volumes")
-	_, files := doctorRun(d, "staging records", doctorHungKernel, func(context.Context) (checkResult, []doctorRecordFile) {
-		files, err := doctorReadRecords(dir)
+	_, files := doctorRun(d, "staging records", doctorHungKernel, func(context.Context) (checkResult, []recordFile) {
+		files, err := readRecordFiles(dir)
 		switch {
 		case errors.Is(err, fs.ErrNotExist):
 			return okResult("none: %s does not exist (nothing has been staged on this node)", dir), nil
@@ -57,37 +47,6 @@ func (d *doctor) stagingChecks(host *nvme.Host, guardErr error) {
 			return d.checkStagedVolume(ctx, host, f.rec, bootID)
 		})
 	}
-}
-
-// doctorReadRecords reads the records the node plugin would load (see openRecordStore,
-// which cannot be used here: it creates the directory), sorted by name.
-func doctorReadRecords(dir string) ([]doctorRecordFile, error) {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return nil, err
-	}
-	var out []doctorRecordFile
-	for _, e := range entries {
-		name := e.Name()
-		if e.IsDir() || !strings.HasSuffix(name, ".json") || strings.HasPrefix(name, ".") {
-			continue
-		}
-		f := doctorRecordFile{path: filepath.Join(dir, name)}
-		b, err := os.ReadFile(f.path)
-		if err == nil {
-			err = json.Unmarshal(b, &f.rec)
-		}
-		switch {
-		case err != nil:
-		case f.rec.Version != stagingRecordVersion:
-			err = fmt.Errorf("it is of version %d, not %d", f.rec.Version, stagingRecordVersion)
-		case f.rec.VolumeID+".json" != name:
-			err = fmt.Errorf("it names volume %q, not the one in its file name", f.rec.VolumeID)
-		}
-		f.err = err
-		out = append(out, f)
-	}
-	return out, nil
 }
 
 // doctorBootID is the kernel's boot ID, which the node plugin tags its records with.

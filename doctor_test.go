@@ -38,6 +38,11 @@ func TestDoctorArgs(t *testing.T) {
 		{name: "bad mode", args: []string{"--mode=both"}, wantErr: `--mode "both" is not valid`},
 		{name: "unknown flag", args: []string{"--frobnicate"}, wantErr: "not defined"},
 		{name: "stray argument", args: []string{"node"}, wantErr: `unexpected argument "node"`},
+		{name: "a setting the plugin refuses", args: []string{"--log-format=xml"}, wantErr: `--log-format "xml" is not valid`},
+		{name: "a node setting the plugin refuses", args: []string{"--mode=node", "--heal-interval=0s"}, wantErr: "--heal-interval must be positive"},
+		{name: "a controller setting is left to its check", args: []string{"--mode=controller", "--heal-interval=0s", "--rds-max-sessions=0"},
+			mode: modeController, timeout: doctorDefaultTimeout},
+		{name: "the managed prefix is left to its check", args: []string{"--mode=node", "--managed-nqn-prefix=nqn."}, mode: modeNode, timeout: doctorDefaultTimeout},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -126,30 +126,60 @@ func openRecordStore(stateDir string) (*recordStore, []error, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, nil, fmt.Errorf("create the node state directory %s: %w (set --state-dir to a writable host directory)", dir, err)
 	}
-	s := &recordStore{dir: dir, recs: map[string]stagingRecord{}}
-	entries, err := os.ReadDir(dir)
+	files, err := readRecordFiles(dir)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read the node state directory %s: %w", dir, err)
 	}
+	s := &recordStore{dir: dir, recs: map[string]stagingRecord{}}
 	var bad []error
+	for _, f := range files {
+		if f.err != nil {
+			bad = append(bad, fmt.Errorf("staging record %s is ignored: %w; remove it once the volume is unstaged", filepath.Base(f.path), f.err))
+			continue
+		}
+		s.recs[f.rec.VolumeID] = f.rec
+	}
+	return s, bad, nil
+}
+
+// recordFile is one file of the record directory as read: its record, or why the node
+// plugin ignores it.
+type recordFile struct {
+	path string
+	rec  stagingRecord
+	err  error
+}
+
+// readRecordFiles reads the record files in dir, sorted by name, and changes nothing: the
+// node plugin loads its records from it at start, and the doctor reports from it exactly
+// what the node plugin would load. Names starting with '.' are the store's temporary files.
+func readRecordFiles(dir string) ([]recordFile, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []recordFile
 	for _, e := range entries {
 		name := e.Name()
 		if !strings.HasSuffix(name, ".json") || strings.HasPrefix(name, ".") {
 			continue
 		}
-		raw, err := os.ReadFile(filepath.Join(dir, name))
-		if err != nil {
-			bad = append(bad, fmt.Errorf("staging record %s: %w", name, err))
-			continue
+		f := recordFile{path: filepath.Join(dir, name)}
+		raw, err := os.ReadFile(f.path)
+		if err == nil {
+			err = json.Unmarshal(raw, &f.rec)
 		}
-		var r stagingRecord
-		if err := json.Unmarshal(raw, &r); err != nil || r.VolumeID+".json" != name || r.Version != stagingRecordVersion {
-			bad = append(bad, fmt.Errorf("staging record %s is unreadable or of another version (%v); it is ignored: remove it once the volume is unstaged", name, err))
-			continue
+		switch {
+		case err != nil:
+		case f.rec.Version != stagingRecordVersion:
+			err = fmt.Errorf("it is of version %d, not %d", f.rec.Version, stagingRecordVersion)
+		case f.rec.VolumeID+".json" != name:
+			err = fmt.Errorf("it names volume %q, not the one in its file name", f.rec.VolumeID)
 		}
-		s.recs[r.VolumeID] = r
+		f.err = err
+		out = append(out, f)
 	}
-	return s, bad, nil
+	return out, nil
 }
 
 func (s *recordStore) get(id string) (stagingRecord, bool) {

@@ -82,6 +82,12 @@ func TestNodeStagingRecordStoreRefuses(t *testing.T) {
 	if len(bad) != 3 || len(s.all()) != 0 {
 		t.Fatalf("bad %v, loaded %v: want the three unusable records reported and none loaded", bad, s.all())
 	}
+	// sorted by file name, each with the reason the doctor reports too (readRecordFiles)
+	for i, want := range []string{"pvc-broken.json is ignored: invalid character", "pvc-future.json is ignored: it is of version 2, not 1", `pvc-moved.json is ignored: it names volume "pvc-other"`} {
+		if !strings.Contains(bad[i].Error(), want) {
+			t.Errorf("report %d: %q, want it to contain %q", i, bad[i], want)
+		}
+	}
 	if _, err := os.Stat(filepath.Join(vols, "pvc-broken.json")); err != nil {
 		t.Fatal("an unreadable record must stay on disk for a human to look at")
 	}

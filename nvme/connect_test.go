@@ -391,7 +391,7 @@ func TestNewHostWithoutFabricsStillStarts(t *testing.T) {
 	if !errors.Is(err, ErrFabricsMissing) {
 		t.Fatalf("Connect = %v, want ErrFabricsMissing", err)
 	}
-	if id := h.Identity(); !strings.HasPrefix(id.HostNQN, uuidNQNPrefix) || id.HostID == "" {
+	if id := h.Identity(); !strings.HasPrefix(id.HostNQN, UUIDHostNQNPrefix) || id.HostID == "" {
 		t.Fatalf("Identity() = %+v", id)
 	}
 	if _, err := NewHost(Config{SysfsRoot: f.root, DevRoot: f.dev, HostDir: t.TempDir()}); err == nil {

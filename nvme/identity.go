@@ -19,8 +19,9 @@ type Identity struct {
 	HostID  string
 }
 
-// uuidNQNPrefix is the NVMe spec's UUID-based host NQN form, as nvme-cli writes it.
-const uuidNQNPrefix = "nqn.2014-08.org.nvmexpress:uuid:"
+// UUIDHostNQNPrefix is the NVMe spec's UUID-based host NQN form, as nvme-cli writes it:
+// UUIDHostNQNPrefix + hostid.
+const UUIDHostNQNPrefix = "nqn.2014-08.org.nvmexpress:uuid:"
 
 var uuidRe = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
@@ -59,7 +60,7 @@ func LoadOrCreateIdentity(hostDir, sysfsRoot string) (id Identity, created bool,
 		}
 	}
 	if !nqnFound {
-		if nqn, err = writeOnce(nqnPath, uuidNQNPrefix+hostID, validHostNQN); err != nil {
+		if nqn, err = writeOnce(nqnPath, UUIDHostNQNPrefix+hostID, validHostNQN); err != nil {
 			return Identity{}, false, err
 		}
 	}
@@ -102,7 +103,7 @@ func validHostID(v string) error {
 // newHostID picks a host ID for a host that has none.
 func newHostID(hostNQN, sysfsRoot string) (string, error) {
 	// A UUID-form host NQN already names the host's UUID; nvme-cli pairs them the same way.
-	if u, ok := strings.CutPrefix(hostNQN, uuidNQNPrefix); ok && uuidRe.MatchString(u) {
+	if u, ok := strings.CutPrefix(hostNQN, UUIDHostNQNPrefix); ok && uuidRe.MatchString(u) {
 		return strings.ToLower(u), nil
 	}
 	if b, err := os.ReadFile(filepath.Join(sysfsRoot, "class/dmi/id/product_uuid")); err == nil {

@@ -38,7 +38,7 @@ func TestLoadOrCreateIdentity(t *testing.T) {
 		{name: "hostnqn only, custom form", hostnqn: ptr(customNQN), productUUID: dmiUUID,
 			wantNQN: customNQN, wantID: strings.ToLower(dmiUUID), wantCreated: true},
 		{name: "hostid only", hostid: ptr(existingID), productUUID: dmiUUID,
-			wantNQN: uuidNQNPrefix + existingID, wantID: existingID, wantCreated: true},
+			wantNQN: UUIDHostNQNPrefix + existingID, wantID: existingID, wantCreated: true},
 		{name: "empty hostnqn", hostnqn: ptr(""), hostid: ptr(existingID), wantErr: ErrIdentityConflict},
 		{name: "garbage hostid", hostnqn: ptr(existingNQN), hostid: ptr("node-7"), wantErr: ErrIdentityConflict},
 		{name: "hostnqn with comma", hostnqn: ptr(customNQN + ",hostid=x"), wantErr: ErrIdentityConflict},
@@ -80,7 +80,7 @@ func TestLoadOrCreateIdentity(t *testing.T) {
 			}
 			wantNQN := tt.wantNQN
 			if wantNQN == "" {
-				wantNQN = uuidNQNPrefix + id.HostID
+				wantNQN = UUIDHostNQNPrefix + id.HostID
 			}
 			if id.HostNQN != wantNQN {
 				t.Errorf("HostNQN = %q, want %q", id.HostNQN, wantNQN)

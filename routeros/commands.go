@@ -285,7 +285,7 @@ func (c *Client) PoolCapacity(ctx context.Context, path string) (p Pool, err err
 	if err := validateCleanPath(path); err != nil {
 		return Pool{}, err
 	}
-	name, _, _ := strings.Cut(path[1:], "/")
+	name := PoolName(path)
 	cmd := "/disk print detail where mount-point=" + quote(name)
 	disks, err := c.printDisks(ctx, op, cmd)
 	if err != nil {

@@ -3,6 +3,7 @@ package routeros
 import (
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // Disk is a `/disk` item as the RDS reports it.
@@ -28,6 +29,13 @@ type Disk struct {
 type Pool struct {
 	Name       string // the pool's mount point (the first component of the path)
 	Size, Free int64
+}
+
+// PoolName is the pool a path lies on: its first component, the mount point of the pool's
+// disk.
+func PoolName(path string) string {
+	name, _, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	return name
 }
 
 // diskFromItem maps a parsed item. A number that is present but unreadable is an error:
