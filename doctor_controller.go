@@ -107,7 +107,7 @@ func (d *doctor) checkRDSSettings() (checkResult, *routeros.Client) {
 		return failResult(fmt.Sprintf("pin the RDS's host key: `%s`, check its fingerprint (ssh-keygen -lf known_hosts) against the RDS console, and pass --rds-known-hosts=known_hosts", d.keyscanCommand()),
 			"--rds-known-hosts (RDS_KNOWN_HOSTS) is not set, so the RDS's identity cannot be checked"), nil
 	}
-	client, err := newRDSClient(c, slog.New(slog.DiscardHandler), newMetrics())
+	client, err := routeros.New(rdsClientConfig(c, slog.New(slog.DiscardHandler), newMetrics()))
 	if err != nil {
 		return failResult(d.settingsFix(err.Error()), "%v", err), nil
 	}
