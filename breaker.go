@@ -46,21 +46,6 @@ func newBreaker(now func() time.Time, onChange func(int)) *breaker {
 	return &breaker{threshold: breakerThreshold, cooldown: breakerCooldown, now: now, onChange: onChange, vols: map[string]*breakerState{}}
 }
 
-// state names the breaker's state for volume id: closed, open or half-open.
-func (b *breaker) state(id string) string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	s := b.vols[id]
-	switch {
-	case s == nil || s.failures < b.threshold:
-		return "closed"
-	case b.now().Before(s.openUntil):
-		return "open"
-	default:
-		return "half-open"
-	}
-}
-
 // allow returns nil when a staging attempt may go ahead, or an Unavailable status that
 // says when the next attempt happens and what resets the breaker.
 func (b *breaker) allow(id string) error {

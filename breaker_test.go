@@ -10,6 +10,9 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// TestBreakerTransitions walks one volume's breaker through closed, open and half-open as
+// a caller sees it: allow lets the attempt through, or refuses it naming when the next one
+// goes ahead.
 func TestBreakerTransitions(t *testing.T) {
 	clock := time.Date(2026, 1, 2, 14, 0, 0, 0, time.UTC)
 	open := -1
@@ -17,44 +20,62 @@ func TestBreakerTransitions(t *testing.T) {
 	fail := errors.New("connect pvc-1 at 10.0.0.5:4420: target unreachable")
 	const id = "pvc-1"
 	steps := []struct {
-		do        string // fail, ok, wait
-		wait      time.Duration
-		allowed   bool // allow() before the step
-		state     string
-		openGauge int
+		do        string        // allow, fail, ok, wait
+		wait      time.Duration // wait: how long
+		retryAt   string        // allow: "" lets the attempt through, else the retry time the refusal names
+		openGauge int           // fail, ok: breakers_open after the step
 	}{
-		{do: "fail", allowed: true, state: "closed", openGauge: 0},
-		{do: "fail", allowed: true, state: "closed", openGauge: 0},
-		{do: "fail", allowed: true, state: "open", openGauge: 1},
-		{do: "wait", wait: 4 * time.Minute, allowed: false, state: "open", openGauge: 1},
-		{do: "wait", wait: time.Minute, allowed: false, state: "half-open", openGauge: 1},
-		// half-open: one trial passes, it fails, the breaker opens for another cooldown
-		{do: "fail", allowed: true, state: "open", openGauge: 1},
-		{do: "wait", wait: 5 * time.Minute, allowed: false, state: "half-open", openGauge: 1},
-		{do: "ok", allowed: true, state: "closed", openGauge: 0},
-		{do: "fail", allowed: true, state: "closed", openGauge: 0},
+		// closed: attempts go through until the third failure in a row
+		{do: "allow"}, {do: "fail", openGauge: 0},
+		{do: "allow"}, {do: "fail", openGauge: 0},
+		{do: "allow"}, {do: "fail", openGauge: 1},
+		// open for the cooldown
+		{do: "allow", retryAt: "14:05:00 UTC"},
+		{do: "wait", wait: 4 * time.Minute},
+		{do: "allow", retryAt: "14:05:00 UTC"},
+		// half-open: one trial passes, the next caller waits for it; it fails, the breaker
+		// opens for another cooldown
+		{do: "wait", wait: time.Minute},
+		{do: "allow"},
+		{do: "allow", retryAt: "14:05:01 UTC"},
+		{do: "fail", openGauge: 1},
+		{do: "allow", retryAt: "14:10:00 UTC"},
+		// half-open again: the trial succeeds and the breaker closes
+		{do: "wait", wait: 5 * time.Minute},
+		{do: "allow"},
+		{do: "ok", openGauge: 0},
+		{do: "allow"}, {do: "allow"},
+		// closed again: one failure counts from zero
+		{do: "fail", openGauge: 0},
+		{do: "allow"},
 	}
 	for i, s := range steps {
-		err := b.allow(id)
-		if (err == nil) != s.allowed {
-			t.Fatalf("step %d (%s): allow = %v, want allowed=%v", i, s.do, err, s.allowed)
-		}
 		switch s.do {
+		case "allow":
+			err := b.allow(id)
+			switch {
+			case s.retryAt == "" && err != nil:
+				t.Fatalf("step %d: allow = %v, want the attempt let through", i, err)
+			case s.retryAt != "" && (status.Code(err) != codes.Unavailable || !strings.Contains(err.Error(), "retries automatically at "+s.retryAt)):
+				t.Fatalf("step %d: allow = %v, want Unavailable naming a retry at %s", i, err, s.retryAt)
+			}
+			continue
 		case "fail":
 			b.failure(id, fail)
 		case "ok":
 			b.success(id)
 		case "wait":
 			clock = clock.Add(s.wait)
+			continue
 		}
-		if got := b.state(id); got != s.state {
-			t.Fatalf("step %d (%s): state %s, want %s", i, s.do, got, s.state)
-		}
-		if open != s.openGauge && s.do != "wait" {
-			t.Fatalf("step %d: breakers_open %d, want %d", i, open, s.openGauge)
+		if open != s.openGauge {
+			t.Fatalf("step %d (%s): breakers_open %d, want %d", i, s.do, open, s.openGauge)
 		}
 	}
-	if b.state("pvc-other") != "closed" || b.allow("pvc-other") != nil {
+	for range breakerThreshold {
+		b.failure(id, fail)
+	}
+	if b.allow("pvc-other") != nil {
 		t.Fatal("a breaker of one volume affected another")
 	}
 }

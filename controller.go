@@ -25,8 +25,7 @@ type controllerService struct {
 	cfg     *Config
 	log     *slog.Logger
 	metrics *metrics
-	client  *routeros.Client
-	rds     *rdsOps
+	client  *routeros.Client // every operation bounded by --rds-command-timeout (rdsClientConfig)
 	health  *rdsHealth
 	fencing *fencing
 	// nodes checks node IDs against the cluster's CSINodes; nil out of a cluster, where
@@ -48,46 +47,55 @@ func newControllerService(cfg *Config, log *slog.Logger, m *metrics) (*controlle
 	if _, err := volumeBases(cfg); err != nil {
 		return nil, err
 	}
-	client, err := newRDSClient(cfg, log, m)
-	if err != nil {
-		return nil, err
-	}
 	var source attachmentLister
 	api, err := kube.New(cfg.Kubeconfig, os.Getenv)
 	switch {
 	case errors.Is(err, kube.ErrNotConfigured):
 	case err != nil:
-		_ = client.Close()
 		return nil, fmt.Errorf("kubernetes API (for VolumeAttachments): %w", err)
 	default:
 		source = kubeCluster{api}
 	}
-	return newController(cfg, log, m, client, source)
+	if cfg.RDSInsecureSkipHostKey {
+		log.Warn("RDS host key verification is OFF (--rds-insecure-skip-host-key): a machine in the middle could impersonate the RDS; pin the key with --rds-known-hosts")
+	}
+	return newController(cfg, log, m, rdsClientConfig(cfg, log, m), source)
 }
 
-// newController wires the controller around a RouterOS client and the cluster's
-// attachments (nil: none, fencing is in-memory only). Tests build controllers with it.
-func newController(cfg *Config, log *slog.Logger, m *metrics, client *routeros.Client, source attachmentLister) (*controllerService, error) {
+// newController wires the controller around a RouterOS client built from rc and the
+// cluster's attachments (nil: none, fencing is in-memory only). The client does not dial
+// yet. Tests build controllers with it, over the simulator.
+func newController(cfg *Config, log *slog.Logger, m *metrics, rc routeros.Config, source attachmentLister) (*controllerService, error) {
 	bases, err := volumeBases(cfg)
 	if err != nil {
 		return nil, err
 	}
 	c := &controllerService{
-		cfg: cfg, log: log, metrics: m, client: client,
+		cfg: cfg, log: log, metrics: m,
 		locks: newVolumeLocks(), bases: bases,
 		rdsAddr:             net.JoinHostPort(cfg.RDSAddress, strconv.Itoa(cfg.RDSSSHPort)),
 		migrationCheckEvery: 10 * time.Second, poolRefreshEvery: time.Minute,
 	}
-	c.health = newRDSHealth(client.Ping, log, func(up bool) {
+	c.health = newRDSHealth(func(ctx context.Context) error { return c.client.Ping(ctx) }, log, func(up bool) {
 		if up {
 			m.rdsConnected.Set(1)
 		} else {
 			m.rdsConnected.Set(0)
 		}
 	})
-	c.rds = &rdsOps{client: client, timeout: cfg.RDSCommandTimeout, health: c.health}
+	// every operation's outcome also tells the health loop whether the RDS answers
+	observe := rc.Observe
+	rc.Observe = func(op string, d time.Duration, err error) {
+		c.health.observe(op, err)
+		if observe != nil {
+			observe(op, d, err)
+		}
+	}
+	if c.client, err = routeros.New(rc); err != nil {
+		return nil, err
+	}
 	// half the sessions at most for copy commands, which may hold one for the whole copy
-	c.copies = newCopyTracker(c.rds.copyFile, log, cfg.RDSMaxSessions/2)
+	c.copies = newCopyTracker(c.client.CopyFile, log, cfg.RDSMaxSessions/2)
 	c.fencing = newFencing(source, cfg.DriverName, log)
 	c.fencing.onMigrationTimeout = func(string, []string, time.Duration) { m.migrationTimeouts.Inc() }
 	if nr, ok := source.(nodeRegistry); ok {

@@ -28,7 +28,7 @@ func (c *controllerService) GetCapacity(ctx context.Context, req *csi.GetCapacit
 			return &csi.GetCapacityResponse{AvailableCapacity: 0, MaximumVolumeSize: wrapperspb.Int64(0)}, nil
 		}
 	}
-	pool, err := c.rds.poolCapacity(ctx, volumePath)
+	pool, err := c.client.PoolCapacity(ctx, volumePath)
 	if errors.Is(err, routeros.ErrNotFound) {
 		return nil, status.Errorf(codes.FailedPrecondition, "volumePath %s: %v; the first component of volumePath must be the mount point of a pool on the RDS (see /disk print where mount-point)", volumePath, err)
 	}
@@ -49,7 +49,7 @@ func (c *controllerService) recordPool(p routeros.Pool) {
 // refreshPools reads the pools of every volume directory, once each.
 func (c *controllerService) refreshPools(ctx context.Context) {
 	for _, b := range onePathPerPool(c.bases) {
-		p, err := c.rds.poolCapacity(ctx, b)
+		p, err := c.client.PoolCapacity(ctx, b)
 		if err != nil {
 			// the health loop reports an unreachable RDS; this is the detail
 			c.log.Debug("cannot read pool capacity for metrics", "path", b, "err", err)

@@ -51,12 +51,12 @@ func (c *controllerService) CreateVolume(ctx context.Context, req *csi.CreateVol
 	}
 
 	filePath := path.Join(params.volumePath, volumeFileName(id))
-	disk, err := c.rds.createDisk(ctx, routeros.CreateDiskRequest{
+	disk, err := c.client.CreateDisk(ctx, routeros.CreateDiskRequest{
 		Slot: id, FilePath: filePath, SizeBytes: size, Port: params.ints[paramNVMePort], NQN: defaultNQN(id),
 	})
 	if errors.Is(err, routeros.ErrAlreadyExists) {
 		// a retry, or a second request with the same name: the existing disk must fit it
-		if disk, err = c.rds.getDisk(ctx, id); err == nil {
+		if disk, err = c.client.GetDisk(ctx, id); err == nil {
 			if why := c.incompatible(disk, filePath, params, req.GetCapacityRange(), use.minimum); why != "" {
 				return nil, status.Errorf(codes.AlreadyExists, "volume %s (name %q) already exists and does not match this request: %s; use another name or delete the existing volume", id, req.GetName(), why)
 			}

@@ -39,7 +39,7 @@ func (c *controllerService) DeleteVolume(ctx context.Context, req *csi.DeleteVol
 		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is still attached to node %s: delete the pods using it and wait for Kubernetes to detach it, then the delete is retried",
 			id, strings.Join(nodes, ", "))
 	}
-	disk, err := c.rds.getDisk(ctx, id)
+	disk, err := c.client.GetDisk(ctx, id)
 	switch {
 	case errors.Is(err, routeros.ErrNotFound):
 		return &csi.DeleteVolumeResponse{}, c.removeLeftoverFiles(ctx, id)
@@ -52,10 +52,10 @@ func (c *controllerService) DeleteVolume(ctx context.Context, req *csi.DeleteVol
 	if dst := c.copies.copyingFrom(disk.FilePath); dst != "" {
 		return nil, status.Errorf(codes.Aborted, "volume %s is still being copied into %s (a snapshot or clone of it); retry when that has finished", id, dst)
 	}
-	if err := c.rds.removeDisk(ctx, id); err != nil {
+	if err := c.client.RemoveDisk(ctx, id); err != nil {
 		return nil, c.rdsStatus("delete volume "+id+": remove its disk", err)
 	}
-	if err := c.rds.removeFile(ctx, disk.FilePath); err != nil {
+	if err := c.client.RemoveFile(ctx, disk.FilePath); err != nil {
 		return nil, c.rdsStatus(fmt.Sprintf("delete volume %s: remove its file %s (the disk is gone already; the retry removes the file)", id, disk.FilePath), err)
 	}
 	c.copies.forget(disk.FilePath)
@@ -70,7 +70,7 @@ func (c *controllerService) removeLeftoverFiles(ctx context.Context, id string) 
 	if err != nil || len(files) == 0 {
 		return err
 	}
-	disks, err := c.rds.listDisks(ctx)
+	disks, err := c.client.ListDisks(ctx, "")
 	if err != nil {
 		return c.rdsStatus("delete volume "+id+": check that no disk uses its leftover file", err)
 	}
@@ -79,7 +79,7 @@ func (c *controllerService) removeLeftoverFiles(ctx context.Context, id string) 
 			return status.Errorf(codes.FailedPrecondition, "volume %s: its file %s is used by disk %q, which this driver did not make for it; it was left untouched: remove or rename that disk on the RDS", id, f.Path, disks[i].Slot)
 		}
 		c.log.Info("removing the file of a volume whose disk was already removed (an interrupted delete)", "volume_id", id, "file", f.Path)
-		if err := c.rds.removeFile(ctx, f.Path); err != nil {
+		if err := c.client.RemoveFile(ctx, f.Path); err != nil {
 			return c.rdsStatus("delete volume "+id+": remove its leftover file "+f.Path, err)
 		}
 		c.copies.forget(f.Path) // it may have been a restore or clone still being copied
@@ -91,7 +91,7 @@ func (c *controllerService) removeLeftoverFiles(ctx context.Context, id string) 
 func (c *controllerService) volumeFiles(ctx context.Context, id string) ([]routeros.File, error) {
 	var found []routeros.File
 	for _, b := range c.bases {
-		files, err := c.rds.listFiles(ctx, b)
+		files, err := c.client.ListFiles(ctx, b)
 		if err != nil {
 			return nil, c.rdsStatus(fmt.Sprintf("look for the file of volume %s in %s", id, b), err)
 		}

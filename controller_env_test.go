@@ -70,14 +70,11 @@ func newCtrlEnv(t testing.TB, opts ...envOption) *ctrlEnv {
 		observe(op, d, err)
 	}
 	rc.RedialBackoff = 20 * time.Millisecond // fault tests reconnect at once
-	client, err := routeros.New(rc)
-	if err != nil {
+	var err error
+	if e.c, err = newController(cfg, discardLog, e.m, rc, setup.source); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { client.Close() })
-	if e.c, err = newController(cfg, discardLog, e.m, client, setup.source); err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(e.c.close)
 	quickCopies(e.c.copies)
 	return e
 }

@@ -41,7 +41,7 @@ func (c *controllerService) rdsStatus(what string, err error) error {
 // noSpaceStatus is ResourceExhausted for an RDS pool too full for need bytes, with the
 // pool's free space read back so the user sees how much is missing.
 func (c *controllerService) noSpaceStatus(ctx context.Context, what, volumePath string, need int64, cause error) error {
-	pool, err := c.rds.poolCapacity(ctx, volumePath)
+	pool, err := c.client.PoolCapacity(ctx, volumePath)
 	if err != nil {
 		return status.Errorf(codes.ResourceExhausted, "%s: the RDS has not enough space for %s (%v); its free space could not be read: %v; free space on the pool holding %s",
 			what, humanBytes(need), cause, err, volumePath)

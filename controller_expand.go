@@ -33,7 +33,7 @@ func (c *controllerService) ControllerExpandVolume(ctx context.Context, req *csi
 	if err != nil {
 		return nil, err
 	}
-	disk, err := c.rds.resizeDisk(ctx, id, size)
+	disk, err := c.client.ResizeDisk(ctx, id, size)
 	switch {
 	case errors.Is(err, routeros.ErrNoSpace):
 		return nil, c.noSpaceStatus(ctx, "expand volume "+id, cur.FilePath, size-cur.Size, err)

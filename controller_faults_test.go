@@ -256,8 +256,49 @@ func TestControllerRDSContactMakesReady(t *testing.T) {
 	if e.c.ready() {
 		t.Fatal("ready before any contact")
 	}
-	_, err := e.c.rds.getDisk(testCtx(t), "pvc-none")
+	_, err := e.c.client.GetDisk(testCtx(t), "pvc-none")
 	if !errors.Is(err, routeros.ErrNotFound) || !e.c.ready() {
 		t.Fatalf("after a not-found answer: err %v, ready %v; want ready", err, e.c.ready())
 	}
+}
+
+// --rds-command-timeout bounds each RouterOS operation of an RPC whose own deadline is
+// later; a copy command, which may run for hours, is bounded by the copy tracker instead.
+func TestControllerRDSCommandTimeout(t *testing.T) {
+	const bound = 300 * time.Millisecond
+	e := newCtrlEnv(t, withConfig(func(c *Config) { c.RDSCommandTimeout = bound }))
+	hold := e.sim.Hang("/disk add")
+	start := time.Now()
+	_, err := e.c.CreateVolume(testCtx(t), createReq("pvc-slow", 1<<30))
+	wantCode(t, err, codes.DeadlineExceeded, "did not answer in time", "--rds-command-timeout")
+	if el := time.Since(start); el > 5*time.Second {
+		t.Errorf("CreateVolume on a hung RDS answered after %v, want about %v", el, bound)
+	}
+	hold.Release()
+
+	src := e.mustCreate(createReq("pvc-src", 16<<20))
+	e.c.copies.waitMax = 0
+	copyHold := e.sim.Hang("/file copy")
+	if _, err := e.c.CreateSnapshot(testCtx(t), snapReq("snapshot-slow", src.VolumeId)); err != nil {
+		t.Fatal(err)
+	}
+	if err := copyHold.Wait(testCtx(t)); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * bound)
+	copyHold.Release()
+	e.mustSnapshot("snapshot-slow", src.VolumeId)
+	if n := countPrefix(e.sim.Commands(), "/file copy"); n != 1 {
+		t.Errorf("%d copy commands, want 1: the copy outlasting --rds-command-timeout must not be cut", n)
+	}
+}
+
+func countPrefix(lines []string, prefix string) int {
+	n := 0
+	for _, l := range lines {
+		if strings.HasPrefix(l, prefix) {
+			n++
+		}
+	}
+	return n
 }

@@ -68,7 +68,7 @@ func (c *controllerService) ControllerListVolumeHealth(ctx context.Context, req 
 	}
 	seen := map[string]bool{}
 	for _, b := range c.bases {
-		files, err := c.rds.listFiles(ctx, b)
+		files, err := c.client.ListFiles(ctx, b)
 		if err != nil {
 			return nil, c.rdsStatus("list volume files in "+b, err)
 		}

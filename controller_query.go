@@ -56,7 +56,7 @@ func (c *controllerService) lookupVolume(ctx context.Context, id, what string) (
 	if !isVolumeID(id) {
 		return nil, status.Errorf(codes.NotFound, "volume %s does not exist: it is not a volume ID this driver makes", id)
 	}
-	disk, err := c.rds.getDisk(ctx, id)
+	disk, err := c.client.GetDisk(ctx, id)
 	switch {
 	case errors.Is(err, routeros.ErrNotFound):
 		return nil, status.Errorf(codes.NotFound, "volume %s does not exist: the RDS has no disk with slot %s", id, id)
@@ -120,7 +120,7 @@ func (c *controllerService) ListVolumes(ctx context.Context, req *csi.ListVolume
 
 // volumeDisks returns the disks that are volumes of this driver, sorted by ID.
 func (c *controllerService) volumeDisks(ctx context.Context) ([]routeros.Disk, error) {
-	all, err := c.rds.listDisks(ctx) // sorted by slot
+	all, err := c.client.ListDisks(ctx, "") // sorted by slot
 	if err != nil {
 		return nil, c.rdsStatus("list volumes", err)
 	}

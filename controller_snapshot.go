@@ -64,7 +64,7 @@ func (c *controllerService) CreateSnapshot(ctx context.Context, req *csi.CreateS
 			return snapshotResponse(s, st.phase == copyDone), nil
 		case st.phase == copyStalled:
 			c.log.Warn("the copy of a snapshot stopped before it was complete; taking the snapshot again", "snapshot_id", id, "state", st.detail)
-			if err := c.rds.removeFile(ctx, s.file.Path); err != nil {
+			if err := c.client.RemoveFile(ctx, s.file.Path); err != nil {
 				return nil, c.rdsStatus("snapshot "+id+": remove its incomplete copy "+s.file.Path, err)
 			}
 			c.copies.forget(s.file.Path)
@@ -155,7 +155,7 @@ func (c *controllerService) DeleteSnapshot(ctx context.Context, req *csi.DeleteS
 		if dst := c.copies.copyingFrom(s.file.Path); dst != "" {
 			return nil, status.Errorf(codes.Aborted, "snapshot %s is still being copied into %s (a volume restored from it); retry when that has finished", id, dst)
 		}
-		if err := c.rds.removeFile(ctx, s.file.Path); err != nil {
+		if err := c.client.RemoveFile(ctx, s.file.Path); err != nil {
 			return nil, c.rdsStatus("delete snapshot "+id+": remove its file "+s.file.Path, err)
 		}
 		c.copies.forget(s.file.Path)

@@ -11,30 +11,14 @@ import (
 	"srvlab.io/rds-csi/routeros"
 )
 
-// getFile returns a file on the RDS, or nil when there is none.
-func (r *rdsOps) getFile(ctx context.Context, p string) (*routeros.File, error) {
-	f, err := rdsCall(ctx, r, func(ctx context.Context) (*routeros.File, error) { return r.client.GetFile(ctx, p) })
-	if errors.Is(err, routeros.ErrNotFound) {
-		return nil, nil
-	}
-	return f, err
-}
-
-// copyFile runs one copy command under the deadline of its context alone (the tracker's
-// command timeout), not --rds-command-timeout: a synchronous copy of a large volume takes
-// as long as it takes.
-func (r *rdsOps) copyFile(ctx context.Context, src, dst string) error {
-	long := *r
-	long.timeout = defaultCopyCommandTimeout
-	_, err := rdsCall(ctx, &long, done(func(ctx context.Context) error { return r.client.CopyFile(ctx, src, dst) }))
-	return err
-}
-
-// copyState reads dst once and judges its copy.
+// copyState reads dst once and judges its copy (a nil file: there is none yet).
 func (c *controllerService) copyState(ctx context.Context, dst string, want int64) (copyState, error) {
 	asked := c.copies.now()
-	f, err := c.rds.getFile(ctx, dst)
-	if err != nil {
+	f, err := c.client.GetFile(ctx, dst)
+	switch {
+	case errors.Is(err, routeros.ErrNotFound):
+		f = nil
+	case err != nil:
 		return copyState{}, err
 	}
 	return c.copies.state(dst, f, want, asked), nil
@@ -80,7 +64,7 @@ func (c *controllerService) startCopy(ctx context.Context, src, dst string, want
 	switch st.phase {
 	case copyStalled:
 		c.log.Warn("a copy on the RDS stopped before it was complete; starting it again", "from", src, "to", dst, "state", st.detail)
-		if err := c.rds.removeFile(ctx, dst); err != nil {
+		if err := c.client.RemoveFile(ctx, dst); err != nil {
 			return st, err
 		}
 		c.copies.forget(dst)
@@ -100,7 +84,7 @@ func (c *controllerService) copyFailure(ctx context.Context, what, dst, dir stri
 		// something made the file before the command ran: follow it on the retry
 		return status.Errorf(codes.Aborted, "%s: %s appeared on the RDS while the copy started (%v); retry", what, dst, cause)
 	}
-	if err := c.rds.removeFile(ctx, dst); err != nil {
+	if err := c.client.RemoveFile(ctx, dst); err != nil {
 		c.log.Warn("cannot remove the partial copy; the retry removes it", "file", dst, "err", err)
 	}
 	c.copies.forget(dst)

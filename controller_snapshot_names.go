@@ -74,7 +74,7 @@ func (c *controllerService) listSnapshots(ctx context.Context) ([]snapshot, erro
 	var found []snapshot
 	seen := map[string]bool{} // nested bases list the same files
 	for _, b := range c.bases {
-		files, err := c.rds.listFiles(ctx, b)
+		files, err := c.client.ListFiles(ctx, b)
 		if err != nil {
 			return nil, c.rdsStatus("list the snapshots in "+b, err)
 		}

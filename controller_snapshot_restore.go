@@ -66,7 +66,7 @@ func (c *controllerService) createFromSource(ctx context.Context, req *csi.Creat
 		return nil, err
 	}
 	dst := path.Join(params.volumePath, volumeFileName(id))
-	disk, err := c.rds.getDisk(ctx, id)
+	disk, err := c.client.GetDisk(ctx, id)
 	switch {
 	case err == nil:
 		return c.existingCopy(ctx, req, disk, dst, params, src, minimum)
@@ -90,12 +90,12 @@ func (c *controllerService) createFromSource(ctx context.Context, req *csi.Creat
 		return nil, status.Errorf(codes.Aborted, "%s: copying %s into %s: %s; the volume is created when the copy is complete, retry", what, from.file, dst, st.detail)
 	}
 
-	disk, err = c.rds.createDisk(ctx, routeros.CreateDiskRequest{
+	disk, err = c.client.CreateDisk(ctx, routeros.CreateDiskRequest{
 		Slot: id, FilePath: dst, Port: params.ints[paramNVMePort], NQN: defaultNQN(id), Comment: src.comment(),
 	})
 	switch {
 	case errors.Is(err, routeros.ErrAlreadyExists):
-		if disk, err = c.rds.getDisk(ctx, id); err == nil {
+		if disk, err = c.client.GetDisk(ctx, id); err == nil {
 			return c.existingCopy(ctx, req, disk, dst, params, src, minimum)
 		}
 		return nil, c.rdsStatus(what, err)
@@ -223,7 +223,7 @@ func (c *controllerService) existingCopy(ctx context.Context, req *csi.CreateVol
 
 // growCopy grows a copied volume to the size asked for.
 func (c *controllerService) growCopy(ctx context.Context, id string, size int64, dst string) (*routeros.Disk, error) {
-	disk, err := c.rds.resizeDisk(ctx, id, size)
+	disk, err := c.client.ResizeDisk(ctx, id, size)
 	switch {
 	case errors.Is(err, routeros.ErrNoSpace):
 		return nil, c.noSpaceStatus(ctx, "grow the copied volume "+id, path.Dir(dst), size, err)

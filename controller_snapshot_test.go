@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"srvlab.io/rds-csi/routeros"
 	"srvlab.io/rds-csi/routeros/sim"
 )
 
@@ -350,15 +349,12 @@ func TestSnapshotList(t *testing.T) {
 func (e *ctrlEnv) restartController() *controllerService {
 	e.t.Helper()
 	cfg := *e.c.cfg
-	client, err := routeros.New(rdsClientConfig(&cfg, discardLog, newMetrics()))
+	m := newMetrics()
+	c, err := newController(&cfg, discardLog, m, rdsClientConfig(&cfg, discardLog, m), nil)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.t.Cleanup(func() { client.Close() })
-	c, err := newController(&cfg, discardLog, newMetrics(), client, nil)
-	if err != nil {
-		e.t.Fatal(err)
-	}
+	e.t.Cleanup(c.close)
 	quickCopies(c.copies)
 	return c
 }

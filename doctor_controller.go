@@ -90,7 +90,7 @@ func (d *doctor) checkRDSSettings() (checkResult, *routeros.Client) {
 	if err := c.validateController(); err != nil {
 		return d.refusedSettings(err), nil
 	}
-	client, err := newRDSClient(c, slog.New(slog.DiscardHandler), newMetrics())
+	client, err := routeros.New(rdsClientConfig(c, slog.New(slog.DiscardHandler), newMetrics()))
 	if err != nil {
 		return failResult(d.settingsFix(err.Error()), "%v", err), nil
 	}

@@ -8,18 +8,11 @@ import (
 	"srvlab.io/rds-csi/routeros"
 )
 
-// newRDSClient builds the RouterOS client from the validated configuration; it does not
-// dial (the first command or health ping does, and a failure there is retried).
-func newRDSClient(cfg *Config, log *slog.Logger, m *metrics) (*routeros.Client, error) {
-	if cfg.RDSInsecureSkipHostKey {
-		log.Warn("RDS host key verification is OFF (--rds-insecure-skip-host-key): a machine in the middle could impersonate the RDS; pin the key with --rds-known-hosts")
-	}
-	return routeros.New(rdsClientConfig(cfg, log, m))
-}
-
 // rdsClientConfig maps the configuration onto the RouterOS client's. File paths are held
 // to the volume directories as a second line of defence: the client refuses any other
-// before it is sent.
+// before it is sent. Every operation but a copy (which the copy tracker bounds) ends by
+// --rds-command-timeout unless its caller's deadline is earlier, so no RPC waits on the
+// RDS without bound; each is counted in the metrics.
 func rdsClientConfig(cfg *Config, log *slog.Logger, m *metrics) routeros.Config {
 	return routeros.Config{
 		Address:             cfg.RDSAddress,
@@ -30,6 +23,7 @@ func rdsClientConfig(cfg *Config, log *slog.Logger, m *metrics) routeros.Config 
 		InsecureSkipHostKey: cfg.RDSInsecureSkipHostKey,
 		MaxSessions:         cfg.RDSMaxSessions,
 		AllowedBases:        append([]string{cfg.RDSVolumePath}, cfg.RDSAllowedPaths...),
+		CommandTimeout:      cfg.RDSCommandTimeout,
 		Logger:              log.With("component", "routeros"),
 		Observe: func(op string, d time.Duration, err error) {
 			m.observeRouterOS(op, d, routerosErrorKind(err))

@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
+
+	"srvlab.io/rds-csi/routeros"
 )
 
 // rdsHealth keeps track of whether the RDS answered recently. The controller never exits
@@ -31,7 +34,17 @@ func (h *rdsHealth) ready() bool {
 	return last != 0 && time.Since(time.Unix(0, last)) < 3*h.interval
 }
 
-// markOK records a successful contact; every successful RouterOS operation counts.
+// observe takes the outcome of one RouterOS operation (the client's Observe hook): any
+// answer from the RDS, also a refusal such as "not found", shows it is up; a transport
+// failure or a deadline does not. Pings are left to run, which judges them itself.
+func (h *rdsHealth) observe(op string, err error) {
+	var ce *routeros.CommandError
+	if op != "Ping" && (err == nil || errors.As(err, &ce) && ce.Kind != routeros.KindTransport) {
+		h.markOK()
+	}
+}
+
+// markOK records a successful contact.
 func (h *rdsHealth) markOK() {
 	h.lastOK.Store(time.Now().UnixNano())
 	h.setUp(true)

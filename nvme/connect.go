@@ -72,10 +72,8 @@ func (h *Host) createController(ctx context.Context, t Target, opts string) (str
 	// Twice at most: EALREADY names a controller that may vanish before we look for it
 	// (its ctrl_loss_tmo expiring), and then a new connect is right.
 	for attempt := 0; ; attempt++ {
-		h.mark("write")
 		reply, err := withDeadline(ctx, "connect "+target, func() (string, error) { return h.fab.connect(opts) },
 			func(reply string, err error) { h.lateConnect(target, reply, err) })
-		h.mark("written")
 		if errors.Is(err, unix.EALREADY) {
 			c, ok, ferr := h.findExisting(t)
 			if ferr != nil {
@@ -222,7 +220,6 @@ func (h *Host) waitDisk(ctx context.Context, nqn string, nsid int) (*Disk, error
 	for {
 		d, err := h.resolve(nqn, nsid)
 		if err == nil {
-			h.mark("resolved")
 			return d, nil
 		}
 		if !errors.Is(err, ErrNoDisk) && !errors.Is(err, ErrNotConnected) {

@@ -47,8 +47,6 @@ type Host struct {
 	statRdev  func(path string) (uint64, error) // the device number of a device node
 	diskWait  time.Duration                     // bound on waiting for a disk after a connect
 	settle    time.Duration                     // how long Rescan waits for a size change
-	trace     func(stage string, at time.Time)  // VM tests measure connect latency with it
-	now       func() time.Time                  // clock for trace
 }
 
 // NewHost loads (or creates once) the host identity and returns a Host. It succeeds even
@@ -99,7 +97,6 @@ func newHost(cfg Config, fab fabrics) (*Host, error) {
 		statRdev:  statRdev,
 		diskWait:  10 * time.Second,
 		settle:    2 * time.Second,
-		now:       time.Now,
 	}
 	if created {
 		h.log.Info("created the NVMe host identity", "dir", cfg.HostDir, "hostnqn", id.HostNQN, "hostid", id.HostID)
@@ -167,12 +164,6 @@ func (h *Host) observe(event string, err error) error {
 		h.cfg.Observe(event, err)
 	}
 	return err
-}
-
-func (h *Host) mark(stage string) {
-	if h.trace != nil {
-		h.trace(stage, h.now())
-	}
 }
 
 // writeSysfsAttr writes value to an existing sysfs attribute. It never creates a file

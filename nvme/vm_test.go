@@ -57,13 +57,12 @@ func TestVM(t *testing.T) {
 	if !t.Run("connect resolve mkfs mount", func(t *testing.T) {
 		var marks []string
 		var t0 time.Time
-		h.trace = func(stage string, at time.Time) {
+		defer traceConnect(h, func(stage string, at time.Time) {
 			if stage == "write" {
 				t0 = at
 			}
 			marks = append(marks, fmt.Sprintf("%s+%v", stage, at.Sub(t0).Round(10*time.Microsecond)))
-		}
-		defer func() { h.trace = nil }()
+		})()
 		d, err := h.Connect(ctx, Target{Address: vmLocal, Port: port1, NQN: vmPVC1}, Options{ReconnectDelay: intp(1)})
 		if err != nil {
 			t.Fatal(err)

@@ -162,6 +162,36 @@ func newVMHost(t testing.TB) *Host {
 	return h
 }
 
+// traceConnect makes h report the stages of a connect the VM tests time: "write" and
+// "written" around the connect write to /dev/nvme-fabrics, "resolved" when a disk's
+// device node checks out (which ends the wait for the disk). It wraps h's seams for the
+// kernel; restore puts them back.
+func traceConnect(h *Host, mark func(stage string, at time.Time)) (restore func()) {
+	fab, stat := h.fab, h.statRdev
+	h.fab = tracedFabrics{fabrics: fab, mark: mark}
+	h.statRdev = func(path string) (uint64, error) {
+		rdev, err := stat(path)
+		if err == nil {
+			mark("resolved", time.Now())
+		}
+		return rdev, err
+	}
+	return func() { h.fab, h.statRdev = fab, stat }
+}
+
+// tracedFabrics marks the start and the return of each connect write. It runs in
+// withDeadline's goroutine, whose result the caller receives after the marks.
+type tracedFabrics struct {
+	fabrics
+	mark func(stage string, at time.Time)
+}
+
+func (f tracedFabrics) connect(opts string) (string, error) {
+	f.mark("write", time.Now())
+	defer func() { f.mark("written", time.Now()) }()
+	return f.fabrics.connect(opts)
+}
+
 // connectVar connects the unmanaged /var subsystem with a raw fabrics write, as the
 // node's initrd would, with the same host identity the driver uses; then mounts it.
 func connectVar(t *testing.T, h *Host) unmanagedVar {

@@ -58,7 +58,7 @@ func measureConnectLatency(t testing.TB, h *Host, n int) (kernelWrite, kernelDis
 		}
 		// (b) the driver
 		var marks = map[string]time.Time{}
-		h.trace = func(stage string, at time.Time) { marks[stage] = at }
+		restore := traceConnect(h, func(stage string, at time.Time) { marks[stage] = at })
 		start = time.Now()
 		if _, err := h.Connect(ctx, Target{Address: vmLocal, NQN: vmPVC3}, Options{}); err != nil {
 			t.Fatal(err)
@@ -66,7 +66,7 @@ func measureConnectLatency(t testing.TB, h *Host, n int) (kernelWrite, kernelDis
 		driverTotal += time.Since(start)
 		driverWrite += marks["written"].Sub(marks["write"])
 		driverDisk += marks["resolved"].Sub(marks["written"])
-		h.trace = nil
+		restore()
 		if err := h.Disconnect(ctx, vmPVC3); err != nil {
 			t.Fatal(err)
 		}

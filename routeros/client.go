@@ -42,8 +42,15 @@ type Config struct {
 	// defaults 1s and 30s. The first dial after a broken connection is immediate.
 	RedialBackoff, MaxRedialBackoff time.Duration
 
+	// CommandTimeout, if positive, bounds each operation (one method call, which may run
+	// several commands) when the caller's context has no earlier deadline, so no caller
+	// waits on the RDS without bound. CopyFile is exempt: a synchronous copy of a large
+	// file takes as long as it takes, and its caller's context bounds it.
+	CommandTimeout time.Duration
+
 	Logger *slog.Logger
-	// Observe, if set, is called once per typed operation (op is the method name).
+	// Observe, if set, is called once per operation with its name (the method's, e.g.
+	// "GetDisk"), how long it took and its outcome: the hook for metrics and health.
 	Observe func(op string, d time.Duration, err error)
 }
 
@@ -233,19 +240,27 @@ func (c *Client) Close() error {
 	return nil
 }
 
-// Connected reports whether the SSH connection is up (it may still break at any moment).
-func (c *Client) Connected() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.conn != nil
-}
-
 // Ping checks liveness by opening and closing a session (RouterOS does not answer
 // keepalive@openssh.com, so that is never sent). It dials when not connected.
 func (c *Client) Ping(ctx context.Context) (err error) {
-	defer c.observe("Ping", time.Now(), &err)
+	ctx, end := c.begin(ctx, "Ping")
+	defer end(&err)
 	_, err = c.run(ctx, "Ping", "")
 	return err
+}
+
+// begin starts operation op: its context gains the CommandTimeout, and end, deferred
+// with the operation's error, releases it and reports the outcome to Observe.
+func (c *Client) begin(ctx context.Context, op string) (_ context.Context, end func(err *error)) {
+	start := time.Now()
+	cancel := context.CancelFunc(func() {})
+	if c.cfg.CommandTimeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.CommandTimeout)
+	}
+	return ctx, func(err *error) {
+		cancel()
+		c.observe(op, start, err)
+	}
 }
 
 func (c *Client) observe(op string, start time.Time, err *error) {

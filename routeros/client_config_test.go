@@ -73,7 +73,7 @@ func TestNewValidatesConfig(t *testing.T) {
 			t.Errorf("%s: error %v, want one mentioning %q", c.name, err, c.wantErr)
 		}
 		if cl != nil {
-			if cl.Connected() {
+			if cl.connected() {
 				t.Errorf("%s: New dialled", c.name)
 			}
 			cl.Close()

@@ -353,13 +353,13 @@ func TestSimOldRouterOSWithoutNQN(t *testing.T) {
 func TestSimPing(t *testing.T) {
 	ts, c := startSim(t, sim.Options{})
 	ctx := ctxT(t, 10*time.Second)
-	if c.Connected() {
+	if routeros.Connected(c) {
 		t.Fatal("connected before first use: New must not dial")
 	}
 	if err := c.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !c.Connected() {
+	if !routeros.Connected(c) {
 		t.Error("not connected after Ping")
 	}
 	st := ts.Stats()
@@ -401,8 +401,31 @@ func TestSimHungCommandGivesUpAtDeadline(t *testing.T) {
 	if err != nil || v == "" {
 		t.Fatalf("next command: %q, %v", v, err)
 	}
-	if !c.Connected() || ts.Stats().Connections != 1 {
+	if !routeros.Connected(c) || ts.Stats().Connections != 1 {
 		t.Errorf("a cancelled command must not cost the connection: %+v", ts.Stats())
+	}
+}
+
+// TestSimCommandTimeout: CommandTimeout bounds an operation whose caller's deadline is
+// later; CopyFile is bounded by its caller's context alone.
+func TestSimCommandTimeout(t *testing.T) {
+	const bound = 200 * time.Millisecond
+	ts, c := startSim(t, sim.Options{}, func(cfg *routeros.Config) { cfg.CommandTimeout = bound })
+	hold := ts.Hang("/disk print")
+	start := time.Now()
+	_, err := c.GetDisk(ctxT(t, 5*time.Second), slotN(1))
+	if el := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || el > 2*time.Second {
+		t.Fatalf("hung GetDisk with a 5s deadline: %v after %v, want DeadlineExceeded after about %v", err, el, bound)
+	}
+	hold.Release()
+
+	ts.Hang("/file copy")
+	ctx, cancel := context.WithTimeout(context.Background(), 4*bound)
+	defer cancel()
+	start = time.Now()
+	err = c.CopyFile(ctx, base+"/a.img", base+"/b.img")
+	if el := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || el < 4*bound {
+		t.Errorf("hung CopyFile: %v after %v, want DeadlineExceeded at its context's %v, not CommandTimeout's %v", err, el, 4*bound, bound)
 	}
 }
 
@@ -510,10 +533,10 @@ func TestSimDroppedConnection(t *testing.T) {
 				t.Fatalf("create on a dropped connection: %v, want ErrTransport", err)
 			}
 			// the drop is noticed without another command
-			for deadline := time.Now().Add(2 * time.Second); c.Connected() && time.Now().Before(deadline); {
+			for deadline := time.Now().Add(2 * time.Second); routeros.Connected(c) && time.Now().Before(deadline); {
 				time.Sleep(5 * time.Millisecond)
 			}
-			if c.Connected() {
+			if routeros.Connected(c) {
 				t.Error("still connected after the connection was cut")
 			}
 			d, err := c.GetDisk(ctx, slotN(1))

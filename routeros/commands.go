@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 )
 
 // The commands are those of docs/routeros-cli.md, built only here, from validated values
@@ -36,7 +35,8 @@ type CreateDiskRequest struct {
 // ErrAlreadyExists, a full pool ErrNoSpace.
 func (c *Client) CreateDisk(ctx context.Context, req CreateDiskRequest) (d *Disk, err error) {
 	const op = "CreateDisk"
-	defer c.observe(op, time.Now(), &err)
+	ctx, end := c.begin(ctx, op)
+	defer end(&err)
 	if err := ValidateSlot(req.Slot); err != nil {
 		return nil, err
 	}
@@ -126,7 +126,8 @@ func nqnRejected(err error, span [2]int) bool {
 // GetDisk returns the disk in slot, or ErrNotFound (also for an empty or header-only reply).
 func (c *Client) GetDisk(ctx context.Context, slot string) (d *Disk, err error) {
 	const op = "GetDisk"
-	defer c.observe(op, time.Now(), &err)
+	ctx, end := c.begin(ctx, op)
+	defer end(&err)
 	if err := ValidateSlot(slot); err != nil {
 		return nil, err
 	}
@@ -178,7 +179,8 @@ func (c *Client) printDisks(ctx context.Context, op, cmd string) ([]Disk, error)
 // ListDisks returns the disks whose slot starts with slotPrefix ("" = all), sorted by slot.
 func (c *Client) ListDisks(ctx context.Context, slotPrefix string) (disks []Disk, err error) {
 	const op = "ListDisks"
-	defer c.observe(op, time.Now(), &err)
+	ctx, end := c.begin(ctx, op)
+	defer end(&err)
 	if err := validateSlotPrefix(slotPrefix); err != nil {
 		return nil, err
 	}
@@ -200,7 +202,8 @@ func (c *Client) ListDisks(ctx context.Context, slotPrefix string) (disks []Disk
 // it as the RDS reports it. It never shrinks: a disk already as large is returned as is.
 func (c *Client) ResizeDisk(ctx context.Context, slot string, sizeBytes int64) (d *Disk, err error) {
 	const op = "ResizeDisk"
-	defer c.observe(op, time.Now(), &err)
+	ctx, end := c.begin(ctx, op)
+	defer end(&err)
 	if err := ValidateSlot(slot); err != nil {
 		return nil, err
 	}
@@ -227,7 +230,8 @@ func (c *Client) ResizeDisk(ctx context.Context, slot string, sizeBytes int64) (
 // delete the backing file (RouterOS keeps it): call RemoveFile too.
 func (c *Client) RemoveDisk(ctx context.Context, slot string) (err error) {
 	const op = "RemoveDisk"
-	defer c.observe(op, time.Now(), &err)
+	ctx, end := c.begin(ctx, op)
+	defer end(&err)
 	if err := ValidateSlot(slot); err != nil {
 		return err
 	}
@@ -252,7 +256,8 @@ func (c *Client) RemoveDisk(ctx context.Context, slot string) (err error) {
 // (any host). The RDS's answer is read back and checked.
 func (c *Client) SetAllowedHost(ctx context.Context, slot, hostNQN string) (err error) {
 	const op = "SetAllowedHost"
-	defer c.observe(op, time.Now(), &err)
+	ctx, end := c.begin(ctx, op)
+	defer end(&err)
 	if err := ValidateSlot(slot); err != nil {
 		return err
 	}
@@ -281,7 +286,8 @@ func (c *Client) SetAllowedHost(ctx context.Context, slot, hostNQN string) (err 
 // mount-point is path's first component.
 func (c *Client) PoolCapacity(ctx context.Context, path string) (p Pool, err error) {
 	const op = "PoolCapacity"
-	defer c.observe(op, time.Now(), &err)
+	ctx, end := c.begin(ctx, op)
+	defer end(&err)
 	if err := validateCleanPath(path); err != nil {
 		return Pool{}, err
 	}

@@ -12,7 +12,8 @@ import (
 // ListFiles returns every file and directory below dir (at any depth), sorted by path.
 func (c *Client) ListFiles(ctx context.Context, dir string) (files []File, err error) {
 	const op = "ListFiles"
-	defer c.observe(op, time.Now(), &err)
+	ctx, end := c.begin(ctx, op)
+	defer end(&err)
 	if err := c.validateDir(dir); err != nil {
 		return nil, err
 	}
@@ -45,7 +46,8 @@ func (c *Client) listFiles(ctx context.Context, op, dir string) ([]File, error) 
 // (RouterOS would remove it with everything in it).
 func (c *Client) RemoveFile(ctx context.Context, p string) (err error) {
 	const op = "RemoveFile"
-	defer c.observe(op, time.Now(), &err)
+	ctx, end := c.begin(ctx, op)
+	defer end(&err)
 	if err := c.validatePath(p); err != nil {
 		return err
 	}
@@ -69,7 +71,7 @@ func (c *Client) RemoveFile(ctx context.Context, p string) (err error) {
 
 // CopyFile copies src to dst on the RDS (for snapshots and clones). Whether the copy is
 // complete when the command returns is unverified on hardware: callers compare sizes with
-// ListFiles before relying on dst.
+// ListFiles before relying on dst. Only ctx bounds it, not CommandTimeout (see Config).
 func (c *Client) CopyFile(ctx context.Context, src, dst string) (err error) {
 	const op = "CopyFile"
 	defer c.observe(op, time.Now(), &err)
@@ -89,7 +91,8 @@ func (c *Client) CopyFile(ctx context.Context, src, dst string) (err error) {
 // Version returns RouterOS's version as printed, e.g. "7.24.4 (stable)".
 func (c *Client) Version(ctx context.Context) (v string, err error) {
 	const op = "Version"
-	defer c.observe(op, time.Now(), &err)
+	ctx, end := c.begin(ctx, op)
+	defer end(&err)
 	cmd := ":put [/system resource get version]"
 	out, err := c.run(ctx, op, cmd)
 	if err != nil {

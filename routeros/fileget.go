@@ -3,14 +3,14 @@ package routeros
 import (
 	"context"
 	"fmt"
-	"time"
 )
 
 // GetFile returns one file (or directory) by its absolute path, or ErrNotFound. It is the
 // cheap way to follow a copy: one item printed instead of a whole directory.
 func (c *Client) GetFile(ctx context.Context, p string) (f *File, err error) {
 	const op = "GetFile"
-	defer c.observe(op, time.Now(), &err)
+	ctx, end := c.begin(ctx, op)
+	defer end(&err)
 	if err := c.validateDir(p); err != nil { // a file, or a directory down to a base itself
 		return nil, err
 	}

@@ -128,10 +128,10 @@ func TestWedgedSessionReplacesConnection(t *testing.T) {
 	if _, err := c.GetDisk(ctx, "wedge"); !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > time.Second {
 		t.Fatalf("wedged command: %v after %v", err, time.Since(start))
 	}
-	for deadline := time.Now().Add(3 * time.Second); c.Connected() && time.Now().Before(deadline); {
+	for deadline := time.Now().Add(3 * time.Second); c.connected() && time.Now().Before(deadline); {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if c.Connected() {
+	if c.connected() {
 		t.Fatal("the wedged connection was kept")
 	}
 	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
