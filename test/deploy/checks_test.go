@@ -17,7 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	storagev1 "k8s.io/api/storage/v1"
-	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"srvlab.io/rds-csi/nvme"
 )
@@ -34,54 +33,51 @@ func (r *report) add(format string, args ...any) {
 func (r *report) must(err error) bool {
 	if err != nil {
 		r.add("%v", err)
-		return false
 	}
-	return true
+	return err == nil
 }
 
-// check is one rule over the inputs.
+// check is one rule over the inputs. shippedOnly rules are about the shipped deploy.yaml
+// itself (its comments, its empty REQUIRED values), not an overlay's rendering of it.
 type check struct {
-	name string
-	fn   func(in *inputs, r *report)
-	// shippedOnly: the rule is about the shipped deploy.yaml itself (its comments, its
-	// empty REQUIRED values), not about an overlay's rendering of it.
+	name        string
+	fn          func(in *inputs, r *report)
 	shippedOnly bool
 }
 
-// manifestChecks hold for deploy.yaml and for every rendering of it (the example overlay's).
+// manifestChecks hold for deploy.yaml and for every rendering of it. Each line says what
+// the check protects.
 var manifestChecks = []check{
-	{"deploy.yaml decodes strictly", checkDecodes, false},
-	{"references resolve", checkReferences, false},
-	{"controller RBAC covers its containers", checkControllerRBAC, false},
-	{"node pods carry no API token", checkNodeToken, false},
-	{"CSI sockets meet", checkSockets, false},
-	{"probes and ports", checkProbes, false},
-	{"one driver name", checkDriverName, false},
-	{"CSIDriver matches the controller", checkCSIDriver, false},
-	{"one controller acts at a time", checkSingleController, false},
-	{"grace periods cover the shutdown bound", checkGracePeriods, false},
-	{"node plugin pod", checkNodePlugin, false},
-	{"node plugin host paths", checkNodeHostPaths, false},
-	{"mount propagation", checkMountPropagation, false},
-	{"SSH Secret reaches the controller", checkSSHSecret, false},
-	{"managed NQN prefix is valid", checkNQNPrefix, false},
-	{"images", checkImages, false},
-	{"StorageClasses", checkStorageClasses, false},
-	{"plugin flags exist in the binary", checkPluginFlags, false},
-	{"no key material", checkNoKeyMaterial, false},
-	{"Secret is documented as the volume wants it", checkSecretDocumented, true},
-	{"REQUIRED settings ship empty", checkRequiredEmpty, true},
-	{"header lists the sidecar versions", checkSidecarList, true},
+	{"deploy.yaml decodes strictly", checkDecodes, false},                        // a misspelled field, an object in the wrong namespace or twice
+	{"references resolve", checkReferences, false},                               // a renamed ServiceAccount, volume or ConfigMap key; a setting nothing reads
+	{"controller RBAC covers its containers", checkControllerRBAC, false},        // a verb a sidecar uses but may not; a grant of secrets
+	{"CSI sockets meet", checkSockets, false},                                    // sidecars, kubelet and registrar looking for the socket elsewhere
+	{"probes and ports", checkProbes, false},                                     // an RDS outage restart-looping the plugin; a probe on an undeclared port
+	{"one driver name", checkDriverName, false},                                  // PVCs waiting for a provisioner that never comes
+	{"CSIDriver matches the controller", checkCSIDriver, false},                  // fencing skipped; the scheduler waiting for capacity objects
+	{"one controller acts at a time", checkSingleController, false},              // two controllers acting on one volume
+	{"grace periods cover the shutdown bound", checkGracePeriods, false},         // in-flight RPCs SIGKILLed
+	{"node plugin pod", checkNodePlugin, false},                                  // connections dying with the pod, skipped nodes, one node ID, a token
+	{"node plugin host paths", checkNodeHostPaths, false},                        // state on the image's root; kubelet paths that mean nothing inside
+	{"mount propagation", checkMountPropagation, false},                          // mounts that never reach the kubelet, or leak onto the host
+	{"SSH Secret reaches the controller", checkSSHSecret, false},                 // a key file the plugin cannot find or read, or others can
+	{"managed NQN prefix is valid", checkNQNPrefix, false},                       // a node that disconnects subsystems it does not own
+	{"images", checkImages, false},                                               // floating sidecar tags, a copied block's old image, two builds
+	{"StorageClasses", checkStorageClasses, false},                               // every CreateVolume of a class failing
+	{"plugin flags exist in the binary", checkPluginFlags, false},                // a flag or value the binary refuses, a $(VAR) passed literally
+	{"no key material", checkNoKeyMaterial, false},                               // a key committed to the repository
+	{"Secret is documented as the volume wants it", checkSecretDocumented, true}, // instructions that create a Secret the pod cannot mount
+	{"REQUIRED settings ship empty", checkRequiredEmpty, true},                   // a made-up address dialled by every unedited install
 }
 
 // repoChecks tie deploy.yaml to the files that build, ship and wrap it.
 var repoChecks = []check{
-	{"one image repository", checkImageRepository, false},
-	{"Dockerfile builds what make image builds", checkDockerfileBuild, false},
-	{"Dockerfile matches cmd/rds-image", checkDockerfileMatchesImageTool, false},
-	{"release workflow", checkReleaseWorkflow, false},
-	{"root kustomization renders deploy.yaml", checkRootKustomization, false},
-	{"example overlay", checkExampleOverlay, false},
+	{"one image repository", checkImageRepository, false},                        // a release whose deploy.yaml runs another image
+	{"Dockerfile builds what make image builds", checkDockerfileBuild, false},    // an old toolchain, a dynamic binary, other tags or ldflags
+	{"Dockerfile matches cmd/rds-image", checkDockerfileMatchesImageTool, false}, // two recipes for one image drifting apart
+	{"release workflow", checkReleaseWorkflow, false},                            // a release that publishes what it did not build and prove
+	{"root kustomization renders deploy.yaml", checkRootKustomization, false},    // `kubectl apply -k .` installing something else
+	{"example overlay", checkExampleOverlay, false},                              // user settings that never reach the objects
 }
 
 func allChecks() []check { return append(slices.Clone(manifestChecks), repoChecks...) }
@@ -105,10 +101,8 @@ func checkDecodes(in *inputs, r *report) {
 	}
 }
 
-// checkReferences: what a pod names exists (its ServiceAccount, the volume of each mount,
-// each ConfigMap key its env reads; a missing one keeps the pod from starting), and every
-// ConfigMap key is read by a container: users are told to edit them, and a key nothing
-// reads is a setting that silently does nothing.
+// checkReferences: what a pod names exists (a missing one keeps it from starting), and
+// every ConfigMap key is read: users are told to edit them.
 func checkReferences(in *inputs, r *report) {
 	read := map[string]bool{}
 	for _, p := range in.m.pods(r) {
@@ -143,34 +137,30 @@ func checkReferences(in *inputs, r *report) {
 }
 
 // controllerNeeds is what each container of the controller pod does with the API: the
-// upstream sidecars' RBAC, and our plugin's VolumeAttachment reads.
-var controllerNeeds = []struct {
-	who        string
-	namespaced bool // a grant in rds-csi suffices
-	group      string
-	resource   string
-	verbs      []string
-}{
-	{"rds-csi (fencing records from VolumeAttachments)", false, "storage.k8s.io", "volumeattachments", []string{"get", "list", "watch"}},
-	{"csi-provisioner", false, "", "persistentvolumes", []string{"get", "list", "watch", "create", "patch", "delete"}},
-	{"csi-provisioner", false, "", "persistentvolumeclaims", []string{"get", "list", "watch", "update"}},
-	{"csi-provisioner", false, "storage.k8s.io", "storageclasses", []string{"get", "list", "watch"}},
-	{"csi-provisioner", false, "storage.k8s.io", "csinodes", []string{"get", "list", "watch"}},
-	{"csi-provisioner", false, "", "nodes", []string{"get", "list", "watch"}},
-	{"csi-provisioner", false, "", "events", []string{"create", "patch"}},
-	{"csi-provisioner (restore from snapshot)", false, "snapshot.storage.k8s.io", "volumesnapshots", []string{"get", "list", "watch", "update"}},
-	{"csi-provisioner (restore from snapshot)", false, "snapshot.storage.k8s.io", "volumesnapshotcontents", []string{"get", "list"}},
-	{"csi-provisioner (detach before delete)", false, "storage.k8s.io", "volumeattachments", []string{"get", "list", "watch"}},
-	{"csi-provisioner", false, "storage.k8s.io", "volumeattributesclasses", []string{"get"}},
-	{"csi-attacher", false, "storage.k8s.io", "volumeattachments", []string{"get", "list", "watch", "patch"}},
-	{"csi-attacher", false, "storage.k8s.io", "volumeattachments/status", []string{"patch"}},
-	{"csi-attacher", false, "", "persistentvolumes", []string{"patch"}},
-	{"csi-resizer", false, "", "persistentvolumeclaims/status", []string{"patch"}},
-	{"csi-resizer", false, "", "pods", []string{"get", "list", "watch"}},
-	{"csi-snapshotter", false, "snapshot.storage.k8s.io", "volumesnapshotclasses", []string{"get", "list", "watch"}},
-	{"csi-snapshotter", false, "snapshot.storage.k8s.io", "volumesnapshotcontents", []string{"create", "get", "list", "watch", "update", "delete", "patch"}},
-	{"csi-snapshotter", false, "snapshot.storage.k8s.io", "volumesnapshotcontents/status", []string{"update", "patch"}},
-	{"sidecar leader election", true, "coordination.k8s.io", "leases", []string{"get", "watch", "list", "create", "update", "delete"}},
+// upstream sidecars' RBAC, and our plugin's VolumeAttachment reads. Resources are
+// resource.group ("persistentvolumes" is in the core group); for a need whose who ends in
+// "(in rds-csi)", a Role in rds-csi suffices.
+var controllerNeeds = []struct{ who, resource, verbs string }{
+	{"rds-csi (fencing records)", "volumeattachments.storage.k8s.io", "get list watch"},
+	{"csi-provisioner", "persistentvolumes", "get list watch create patch delete"},
+	{"csi-provisioner", "persistentvolumeclaims", "get list watch update"},
+	{"csi-provisioner", "storageclasses.storage.k8s.io", "get list watch"},
+	{"csi-provisioner", "csinodes.storage.k8s.io", "get list watch"},
+	{"csi-provisioner", "nodes", "get list watch"},
+	{"csi-provisioner", "events", "create patch"},
+	{"csi-provisioner (restore)", "volumesnapshots.snapshot.storage.k8s.io", "get list watch update"},
+	{"csi-provisioner (restore)", "volumesnapshotcontents.snapshot.storage.k8s.io", "get list"},
+	{"csi-provisioner (detach before delete)", "volumeattachments.storage.k8s.io", "get list watch"},
+	{"csi-provisioner", "volumeattributesclasses.storage.k8s.io", "get"},
+	{"csi-attacher", "volumeattachments.storage.k8s.io", "get list watch patch"},
+	{"csi-attacher", "volumeattachments/status.storage.k8s.io", "patch"},
+	{"csi-attacher", "persistentvolumes", "patch"},
+	{"csi-resizer", "persistentvolumeclaims/status", "patch"},
+	{"csi-resizer", "pods", "get list watch"},
+	{"csi-snapshotter", "volumesnapshotclasses.snapshot.storage.k8s.io", "get list watch"},
+	{"csi-snapshotter", "volumesnapshotcontents.snapshot.storage.k8s.io", "create get list watch update delete patch"},
+	{"csi-snapshotter", "volumesnapshotcontents/status.snapshot.storage.k8s.io", "update patch"},
+	{"sidecar leader election (in rds-csi)", "leases.coordination.k8s.io", "get watch list create update delete"},
 }
 
 // grants are the rules bound to ServiceAccount rds-csi/sa: cluster-wide, and in rds-csi.
@@ -191,7 +181,8 @@ func grants(m *manifest, sa string) (cluster, inNamespace []rbacv1.PolicyRule) {
 	return cluster, inNamespace
 }
 
-func allows(rules []rbacv1.PolicyRule, group, resource, verb string) bool {
+func allows(rules []rbacv1.PolicyRule, resourceGroup, verb string) bool {
+	resource, group, _ := strings.Cut(resourceGroup, ".")
 	has := func(list []string, want string) bool {
 		return slices.Contains(list, want) || slices.Contains(list, "*")
 	}
@@ -200,9 +191,8 @@ func allows(rules []rbacv1.PolicyRule, group, resource, verb string) bool {
 	})
 }
 
-// checkControllerRBAC: the controller's ServiceAccount (which all its containers share) may
-// do what each container does, through bindings that resolve, and may not read secrets:
-// nothing here needs the cluster's.
+// checkControllerRBAC: the account all controller containers share may do what each does
+// (through bindings that resolve), and may not read the cluster's secrets.
 func checkControllerRBAC(in *inputs, r *report) {
 	p, err := in.m.controller()
 	if !r.must(err) {
@@ -210,24 +200,14 @@ func checkControllerRBAC(in *inputs, r *report) {
 	}
 	cluster, inNS := grants(in.m, p.spec.ServiceAccountName)
 	for _, n := range controllerNeeds {
-		for _, verb := range n.verbs {
-			if !allows(cluster, n.group, n.resource, verb) && !(n.namespaced && allows(inNS, n.group, n.resource, verb)) {
-				r.add("%s needs %q on %s.%s, but the controller's ServiceAccount is not granted it", n.who, verb, n.resource, n.group)
+		for _, verb := range strings.Fields(n.verbs) {
+			if !allows(cluster, n.resource, verb) && !(strings.HasSuffix(n.who, "(in rds-csi)") && allows(inNS, n.resource, verb)) {
+				r.add("%s needs %q on %s, but the controller's ServiceAccount is not granted it", n.who, verb, n.resource)
 			}
 		}
 	}
-	if allows(append(cluster, inNS...), "", "secrets", "get") || allows(append(cluster, inNS...), "", "secrets", "list") {
+	if all := append(cluster, inNS...); allows(all, "secrets", "get") || allows(all, "secrets", "list") {
 		r.add("the controller's ServiceAccount may read secrets: no container here needs that")
-	}
-}
-
-// checkNodeToken: the node plugin and the registrar never call the Kubernetes API, so the
-// node pods (one on every node) mount no token: a credential nobody uses.
-func checkNodeToken(in *inputs, r *report) {
-	if p, err := in.m.node(); r.must(err) {
-		if a := p.spec.AutomountServiceAccountToken; a == nil || *a {
-			r.add("%s should set automountServiceAccountToken: false", p.owner)
-		}
 	}
 }
 
@@ -243,22 +223,15 @@ func socketAt(p pod, c *corev1.Container, file string) string {
 }
 
 // checkSockets: the plugin's --endpoint and every sidecar's --csi-address reach one socket;
-// on the node it lies where the kubelet looks for a driver of this name
-// (<--kubelet-dir>/plugins/<driver>/csi.sock on the host), which the registrar announces and
-// its liveness probe checks, and the registrar writes into the kubelet's plugins_registry.
+// the node's is at the host's <--kubelet-dir>/plugins/<driver>/csi.sock, where the kubelet
+// looks, which the registrar announces and probes; the registrar writes to plugins_registry.
 func checkSockets(in *inputs, r *report) {
 	for _, p := range in.m.pods(r) {
-		plugin, err := p.container(pluginName)
-		if !r.must(err) {
-			continue
-		}
-		endpoint, _ := flagValue(plugin.Args, "endpoint")
-		want := socketAt(p, plugin, strings.TrimPrefix(endpoint, "unix://"))
+		endpoint, _ := flagValue(p.plugin.Args, "endpoint")
+		want := socketAt(p, p.plugin, strings.TrimPrefix(endpoint, "unix://"))
 		for _, c := range p.spec.Containers {
-			if addr, ok := flagValue(c.Args, "csi-address"); ok {
-				if got := socketAt(p, &c, addr); got != want {
-					r.add("%s container %s: --csi-address=%s reaches %s, the plugin listens at %s", p.owner, c.Name, addr, got, want)
-				}
+			if addr, ok := flagValue(c.Args, "csi-address"); ok && socketAt(p, &c, addr) != want {
+				r.add("%s container %s: --csi-address=%s reaches %s, the plugin listens at %s", p.owner, c.Name, addr, socketAt(p, &c, addr), want)
 			}
 		}
 	}
@@ -266,28 +239,23 @@ func checkSockets(in *inputs, r *report) {
 	if !r.must(err) {
 		return
 	}
-	plugin, err1 := p.container(pluginName)
-	reg, err2 := p.container("node-driver-registrar")
-	if !r.must(errors.Join(err1, err2)) {
+	reg, err := p.container("node-driver-registrar")
+	if !r.must(err) {
 		return
 	}
-	kubeletDir, _ := flagValue(plugin.Args, "kubelet-dir")
+	kubeletDir, _ := flagValue(p.plugin.Args, "kubelet-dir")
 	sock := path.Join(kubeletDir, "plugins", driverName(in, r), "csi.sock")
-	endpoint, _ := flagValue(plugin.Args, "endpoint")
-	if got := socketAt(p, plugin, strings.TrimPrefix(endpoint, "unix://")); got != "host "+sock {
+	endpoint, _ := flagValue(p.plugin.Args, "endpoint")
+	if got := socketAt(p, p.plugin, strings.TrimPrefix(endpoint, "unix://")); got != "host "+sock {
 		r.add("the node plugin's socket is at %s; the kubelet looks for host %s", got, sock)
 	}
-	announced := [][]string{reg.Args}
-	if reg.LivenessProbe != nil && reg.LivenessProbe.Exec != nil {
-		announced = append(announced, reg.LivenessProbe.Exec.Command)
-	}
-	for _, args := range announced {
-		if got, _ := flagValue(args, "kubelet-registration-path"); got != sock {
-			r.add("node-driver-registrar --kubelet-registration-path=%s, want %s", got, sock)
-		}
-	}
-	if len(announced) == 1 {
+	if reg.LivenessProbe == nil || reg.LivenessProbe.Exec == nil {
 		r.add("node-driver-registrar has no kubelet-registration-probe liveness check")
+	} else if got, _ := flagValue(reg.LivenessProbe.Exec.Command, "kubelet-registration-path"); got != sock {
+		r.add("node-driver-registrar's liveness probe checks --kubelet-registration-path=%s, want %s", got, sock)
+	}
+	if got, _ := flagValue(reg.Args, "kubelet-registration-path"); got != sock {
+		r.add("node-driver-registrar --kubelet-registration-path=%s, want %s", got, sock)
 	}
 	if got, want := socketAt(p, reg, "/registration"), "host "+path.Join(kubeletDir, "plugins_registry"); got != want {
 		r.add("node-driver-registrar's /registration is %s, want %s", got, want)
@@ -305,31 +273,16 @@ func listenPort(c *corev1.Container, flag string) (int, error) {
 	return n, nil
 }
 
-// probePort resolves a probe's port the way the kubelet does (a name within the container).
-func probePort(c *corev1.Container, port intstr.IntOrString) int {
-	if port.Type == intstr.String {
-		for _, cp := range c.Ports {
-			if cp.Name == port.StrVal {
-				return int(cp.ContainerPort)
-			}
-		}
-		return 0
-	}
-	return port.IntValue()
-}
-
-// checkProbes: the plugin's liveness is its own /healthz (metrics port), which does not ask
-// the RDS, so an RDS outage never restart-loops it; readiness is the livenessprobe sidecar's
-// /healthz, which calls CSI Probe, so the outage shows as not ready; each listen flag has
-// its containerPort; and the kubelet waits longer than livenessprobe waits for Probe.
+// checkProbes: liveness is the plugin's own /healthz (metrics port), which never asks the
+// RDS; readiness is livenessprobe's, which calls CSI Probe, so an RDS outage shows as not
+// ready without a restart; and the kubelet waits longer than livenessprobe waits for Probe.
 func checkProbes(in *inputs, r *report) {
 	for _, p := range in.m.pods(r) {
-		plugin, err1 := p.container(pluginName)
-		sidecar, err2 := p.container("livenessprobe")
-		if !r.must(errors.Join(err1, err2)) {
+		sidecar, err := p.container("livenessprobe")
+		if !r.must(err) {
 			continue
 		}
-		metrics, err1 := listenPort(plugin, "metrics-address")
+		metrics, err1 := listenPort(p.plugin, "metrics-address")
 		healthz, err2 := listenPort(sidecar, "http-endpoint")
 		if !r.must(errors.Join(err1, err2)) {
 			continue
@@ -340,21 +293,26 @@ func checkProbes(in *inputs, r *report) {
 			port  int
 			why   string
 		}{
-			{"liveness", plugin.LivenessProbe, metrics, "liveness must not depend on the RDS, or an RDS outage restart-loops the plugin"},
-			{"readiness", plugin.ReadinessProbe, healthz, "readiness goes through CSI Probe, so an RDS outage shows as not ready"},
+			{"liveness", p.plugin.LivenessProbe, metrics, "liveness must not depend on the RDS, or an RDS outage restart-loops the plugin"},
+			{"readiness", p.plugin.ReadinessProbe, healthz, "readiness goes through CSI Probe, so an RDS outage shows as not ready"},
 		} {
 			if want.probe == nil || want.probe.HTTPGet == nil {
 				r.add("%s: the plugin has no HTTP %s probe", p.owner, want.kind)
-			} else if got := probePort(plugin, want.probe.HTTPGet.Port); got != want.port || want.probe.HTTPGet.Path != "/healthz" {
+				continue
+			}
+			got := want.probe.HTTPGet.Port.IntValue()
+			if i := slices.IndexFunc(p.plugin.Ports, func(cp corev1.ContainerPort) bool { return cp.Name == want.probe.HTTPGet.Port.StrVal }); i >= 0 {
+				got = int(p.plugin.Ports[i].ContainerPort) // a named port, resolved as the kubelet does
+			}
+			if got != want.port || want.probe.HTTPGet.Path != "/healthz" {
 				r.add("%s: plugin %s probe GETs %s on port %d, want /healthz on %d: %s", p.owner, want.kind, want.probe.HTTPGet.Path, got, want.port, want.why)
 			}
 		}
-		// Both default to one second: livenessprobe's --probe-timeout, the probe's timeoutSeconds.
-		probeTimeout, kubeletTimeout := time.Second, time.Second
+		probeTimeout, kubeletTimeout := time.Second, time.Second // both default to one second
 		if v, ok := flagValue(sidecar.Args, "probe-timeout"); ok {
 			probeTimeout, _ = time.ParseDuration(v)
 		}
-		if rp := plugin.ReadinessProbe; rp != nil && rp.TimeoutSeconds > 0 {
+		if rp := p.plugin.ReadinessProbe; rp != nil && rp.TimeoutSeconds > 0 {
 			kubeletTimeout = time.Duration(rp.TimeoutSeconds) * time.Second
 		}
 		if kubeletTimeout <= probeTimeout {
@@ -363,9 +321,8 @@ func checkProbes(in *inputs, r *report) {
 	}
 }
 
-// checkDriverName: the CSIDriver, every StorageClass's provisioner and every
-// VolumeSnapshotClass's driver are the name the binary registers (config.go's default), or
-// PVCs of the class wait forever for a provisioner that never comes.
+// checkDriverName: the CSIDriver, every class's provisioner or driver are the name the
+// binary registers (config.go's default).
 func checkDriverName(in *inputs, r *report) {
 	name := driverName(in, r)
 	var names []string
@@ -378,26 +335,15 @@ func checkDriverName(in *inputs, r *report) {
 	for _, vsc := range objectsOf[*volumeSnapshotClass](in.m) {
 		names = append(names, "VolumeSnapshotClass driver "+vsc.Driver)
 	}
-	for _, p := range in.m.pods(r) {
-		if c, err := p.container(pluginName); err == nil {
-			if v, ok := flagValue(c.Args, "driver-name"); ok {
-				names = append(names, p.owner+" --driver-name "+v)
-			}
-		}
-	}
 	for _, n := range names {
 		if !strings.HasSuffix(n, " "+name) {
 			r.add("%s, but the driver registers as %s", n, name)
 		}
 	}
-	if !slices.ContainsFunc(names, func(n string) bool { return strings.HasPrefix(n, "CSIDriver ") }) {
-		r.add("no CSIDriver %s", name)
-	}
 }
 
-// checkCSIDriver: attach is required, as ControllerPublish does the fencing (and then the
-// controller must run csi-attacher, or every attach hangs); storageCapacity is claimed only
-// if csi-provisioner publishes capacity, or the scheduler waits for objects that never come.
+// checkCSIDriver: attach is required (ControllerPublish fences), so csi-attacher runs;
+// storageCapacity is claimed only if csi-provisioner publishes capacity.
 func checkCSIDriver(in *inputs, r *report) {
 	drivers := objectsOf[*storagev1.CSIDriver](in.m)
 	p, err := in.m.controller()
@@ -409,34 +355,29 @@ func checkCSIDriver(in *inputs, r *report) {
 		return
 	}
 	spec := drivers[0].Spec
-	if _, err := p.container("csi-attacher"); spec.AttachRequired == nil || !*spec.AttachRequired || err != nil {
+	if _, err := p.container("csi-attacher"); !deref(spec.AttachRequired, false) || err != nil {
 		r.add("CSIDriver attachRequired must be true, and the controller must run csi-attacher: ControllerPublish does the fencing")
 	}
-	claims := spec.StorageCapacity != nil && *spec.StorageCapacity
 	publishes := false
 	if prov, err := p.container("csi-provisioner"); err == nil {
 		_, publishes = flagValue(prov.Args, "enable-capacity")
 	}
-	if claims != publishes {
+	if claims := deref(spec.StorageCapacity, false); claims != publishes {
 		r.add("CSIDriver storageCapacity=%v but csi-provisioner publishes capacity=%v: the manifest must claim only what it does", claims, publishes)
 	}
 }
 
-// checkSingleController: two controllers must never act at once (fencing records, volume
-// creation): one replica, Recreate (the old pod is gone before the new one starts), and
-// every API-acting sidecar elects a leader, for a replacement started while an unreachable
-// node still runs the old pod.
+// checkSingleController: one replica, Recreate (the old pod is gone before the new one
+// starts), and every API-acting sidecar elects a leader, for a replacement started while an
+// unreachable node still runs the old pod.
 func checkSingleController(in *inputs, r *report) {
 	p, err := in.m.controller()
 	if !r.must(err) {
 		return
 	}
 	d := objectsOf[*appsv1.Deployment](in.m)[0]
-	if d.Spec.Replicas != nil && *d.Spec.Replicas != 1 {
-		r.add("Deployment %s: replicas %d, want 1", d.Name, *d.Spec.Replicas)
-	}
-	if d.Spec.Strategy.Type != "Recreate" {
-		r.add("Deployment %s: strategy %q, want Recreate", d.Name, d.Spec.Strategy.Type)
+	if n := deref(d.Spec.Replicas, 1); n != 1 || d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+		r.add("Deployment %s: replicas %d, strategy %q; want 1 and Recreate", d.Name, n, d.Spec.Strategy.Type)
 	}
 	for _, c := range p.spec.Containers {
 		if _, ok := flagValue(c.Args, "leader-election"); !ok && c.Name != pluginName && c.Name != "livenessprobe" {
@@ -446,36 +387,24 @@ func checkSingleController(in *inputs, r *report) {
 }
 
 // checkGracePeriods: each pod's grace period is at least twice its plugin's
-// --shutdown-timeout, so in-flight RPCs get their bound and the socket is removed before
-// SIGKILL.
+// --shutdown-timeout: in-flight RPCs get their bound, then the socket is removed.
 func checkGracePeriods(in *inputs, r *report) {
 	for _, p := range in.m.pods(r) {
-		plugin, err := p.container(pluginName)
-		if !r.must(err) {
-			continue
-		}
-		v, _ := flagValue(plugin.Args, "shutdown-timeout")
+		v, _ := flagValue(p.plugin.Args, "shutdown-timeout")
 		bound, err := time.ParseDuration(v)
 		if err != nil {
 			r.add("%s: pass a valid --shutdown-timeout, so the grace period can be held to it (%v)", p.owner, err)
-			continue
-		}
-		grace := 30 * time.Second // the Kubernetes default
-		if g := p.spec.TerminationGracePeriodSeconds; g != nil {
-			grace = time.Duration(*g) * time.Second
-		}
-		if grace < 2*bound {
+		} else if grace := time.Duration(deref(p.spec.TerminationGracePeriodSeconds, 30)) * time.Second; grace < 2*bound {
 			r.add("%s: terminationGracePeriodSeconds is %v, less than twice the %v shutdown bound: in-flight RPCs would be SIGKILLed", p.owner, grace, bound)
 		}
 	}
 }
 
-// checkNodePlugin: what the node plugin needs of its pod. hostNetwork: the kernel creates an
-// NVMe/TCP socket in the network namespace of the process writing /dev/nvme-fabrics, so in
-// a pod network every connection would die with the pod. A toleration of every taint: a
-// node without the plugin cannot unstage what it holds. Privileged and root (the image runs
-// as non-root): fabrics, sysfs, mknod, mount. --node-id from spec.nodeName: the ID the
-// attacher fences by must be the node's own.
+// checkNodePlugin: hostNetwork (the kernel makes an NVMe/TCP socket in the network
+// namespace of the process writing /dev/nvme-fabrics; in a pod network every connection
+// dies with the pod); every taint tolerated (a node without the plugin cannot unstage);
+// privileged and root (the image runs as non-root); --node-id from spec.nodeName (the ID
+// the attacher fences by); and no API token (nothing on the node calls the API).
 func checkNodePlugin(in *inputs, r *report) {
 	p, err := in.m.node()
 	if !r.must(err) {
@@ -489,35 +418,29 @@ func checkNodePlugin(in *inputs, r *report) {
 	}) {
 		r.add("%s: needs a toleration {operator: Exists} to run on every node, tainted ones included", p.owner)
 	}
-	plugin, err := p.container(pluginName)
-	if !r.must(err) {
-		return
-	}
-	if sc := plugin.SecurityContext; sc == nil || sc.Privileged == nil || !*sc.Privileged || sc.RunAsUser == nil || *sc.RunAsUser != 0 {
+	if sc := p.plugin.SecurityContext; sc == nil || !deref(sc.Privileged, false) || deref(sc.RunAsUser, -1) != 0 {
 		r.add("%s: the node plugin must be privileged and runAsUser 0 (fabrics, sysfs, mknod, mount)", p.owner)
 	}
-	id, _ := flagValue(plugin.Args, "node-id")
-	env := strings.TrimSuffix(strings.TrimPrefix(id, "$("), ")")
-	if !slices.ContainsFunc(plugin.Env, func(e corev1.EnvVar) bool {
+	id, _ := flagValue(p.plugin.Args, "node-id")
+	if !slices.ContainsFunc(p.plugin.Env, func(e corev1.EnvVar) bool {
 		return "$("+e.Name+")" == id && e.ValueFrom != nil && e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName"
 	}) {
-		r.add("%s: --node-id=%s must expand an env var (%s) set from fieldRef spec.nodeName", p.owner, id, env)
+		r.add("%s: --node-id=%s must expand an env var set from fieldRef spec.nodeName", p.owner, id)
+	}
+	if deref(p.spec.AutomountServiceAccountToken, true) {
+		r.add("%s should set automountServiceAccountToken: false", p.owner)
 	}
 }
 
-// checkNodeHostPaths: every path flag of either plugin lies on a mounted volume (not the
-// image's read-only root, not lost with the container); the node plugin sees the kubelet's
-// dir at the host's own path (the kubelet hands it host paths to stage and publish at); and
-// the directories the node owns (--state-dir, --nvme-host-dir) are hostPaths of their own,
-// created on a fresh node that has neither.
+// checkNodeHostPaths: every path flag of a plugin lies on a mounted volume; the node plugin
+// sees the kubelet's dir at the host's path (the kubelet hands it host paths); and the
+// dirs the node owns are hostPaths of their own, created on a fresh node.
 func checkNodeHostPaths(in *inputs, r *report) {
 	for _, p := range in.m.pods(r) {
-		if plugin, err := p.container(pluginName); r.must(err) {
-			for _, a := range plugin.Args {
-				name, val, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
-				if _, _, ok := mountFor(plugin, val); strings.HasPrefix(val, "/") && !ok {
-					r.add("%s: --%s=%s is on no mounted volume", p.owner, name, val)
-				}
+		for _, a := range p.plugin.Args {
+			name, val, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+			if _, _, ok := mountFor(p.plugin, val); strings.HasPrefix(val, "/") && !ok {
+				r.add("%s: --%s=%s is on no mounted volume", p.owner, name, val)
 			}
 		}
 	}
@@ -525,46 +448,31 @@ func checkNodeHostPaths(in *inputs, r *report) {
 	if !r.must(err) {
 		return
 	}
-	plugin, err := p.container(pluginName)
-	if !r.must(err) {
-		return
-	}
-	kubeletDir, _ := flagValue(plugin.Args, "kubelet-dir")
-	if host, _ := hostPathOf(p, plugin, kubeletDir); host != kubeletDir {
+	kubeletDir, _ := flagValue(p.plugin.Args, "kubelet-dir")
+	if host, _ := hostPathOf(p, p.plugin, kubeletDir); host != kubeletDir {
 		r.add("%s: --kubelet-dir=%s is host path %q; the kubelet hands the plugin host paths, so mount its dir at the same path", p.owner, kubeletDir, host)
 	}
 	for _, flag := range []string{"state-dir", "nvme-host-dir"} {
-		dir, _ := flagValue(plugin.Args, flag)
-		vm, rel, _ := mountFor(plugin, dir)
-		v := p.volume(vm.Name)
-		switch {
+		dir, _ := flagValue(p.plugin.Args, flag)
+		vm, rel, _ := mountFor(p.plugin, dir)
+		switch v := p.volume(vm.Name); {
 		case rel != "" || v == nil || v.HostPath == nil:
 			r.add("%s: --%s=%s must be a hostPath mount of its own: it outlives the pod", p.owner, flag, dir)
-		case v.HostPath.Type == nil || *v.HostPath.Type != corev1.HostPathDirectoryOrCreate:
+		case deref(v.HostPath.Type, "") != corev1.HostPathDirectoryOrCreate:
 			r.add("%s: hostPath %s should have type DirectoryOrCreate: a fresh node has none", p.owner, v.HostPath.Path)
 		}
 	}
 }
 
-// checkMountPropagation: the mounts the node plugin makes (staging and publish targets) must
-// reach the host, where the kubelet and the pods see them, so its --kubelet-dir mount is
-// Bidirectional; no other mount propagates (one elsewhere would leak a container's mounts
-// onto the host).
+// checkMountPropagation: the node plugin's --kubelet-dir mount is Bidirectional, so the
+// staging and publish mounts reach the kubelet; no other mount propagates.
 func checkMountPropagation(in *inputs, r *report) {
-	node, err := in.m.node()
-	if !r.must(err) {
-		return
-	}
 	for _, p := range in.m.pods(r) {
+		kubeletDir, _ := flagValue(p.plugin.Args, "kubelet-dir")
 		for _, c := range p.spec.Containers {
-			kubeletDir, _ := flagValue(c.Args, "kubelet-dir")
 			for _, vm := range c.VolumeMounts {
-				prop := corev1.MountPropagationNone
-				if vm.MountPropagation != nil {
-					prop = *vm.MountPropagation
-				}
-				isKubelet := p.owner == node.owner && c.Name == pluginName && vm.MountPath == kubeletDir
-				switch {
+				prop := deref(vm.MountPropagation, corev1.MountPropagationNone)
+				switch isKubelet := c.Name == pluginName && vm.MountPath == kubeletDir; {
 				case isKubelet && prop != corev1.MountPropagationBidirectional:
 					r.add("%s: the plugin's kubelet dir %s has propagation %s, want Bidirectional, or its mounts never reach the kubelet", p.owner, vm.MountPath, prop)
 				case !isKubelet && prop != corev1.MountPropagationNone:
@@ -575,22 +483,17 @@ func checkMountPropagation(in *inputs, r *report) {
 	}
 }
 
-// checkSSHSecret: the controller's --rds-key-file and --rds-known-hosts are files its Secret
-// volume projects, and the key is readable by the plugin's user and by nobody else. Secret
-// files belong to root with group fsGroup, so a non-root plugin needs fsGroup and a
-// group-readable mode.
+// checkSSHSecret: --rds-key-file and --rds-known-hosts are files the Secret volume projects;
+// the key is readable by the plugin and nobody else (Secret files are root's with group
+// fsGroup, so a non-root plugin needs fsGroup and a group-readable mode).
 func checkSSHSecret(in *inputs, r *report) {
 	p, err := in.m.controller()
 	if !r.must(err) {
 		return
 	}
-	plugin, err := p.container(pluginName)
-	if !r.must(err) {
-		return
-	}
 	for _, flag := range []string{"rds-key-file", "rds-known-hosts"} {
-		file, _ := flagValue(plugin.Args, flag)
-		vm, rel, _ := mountFor(plugin, file)
+		file, _ := flagValue(p.plugin.Args, flag)
+		vm, rel, _ := mountFor(p.plugin, file)
 		v := p.volume(vm.Name)
 		if v == nil || v.Secret == nil {
 			r.add("--%s=%s is not inside the Secret volume's mount", flag, file)
@@ -602,15 +505,12 @@ func checkSSHSecret(in *inputs, r *report) {
 		if flag != "rds-key-file" {
 			continue
 		}
-		mode := int32(0o644) // the Kubernetes default
-		if v.Secret.DefaultMode != nil {
-			mode = *v.Secret.DefaultMode
-		}
+		mode := deref(v.Secret.DefaultMode, 0o644)
 		uid, fsGroup := int64(-1), false // unset: the image's non-root USER
 		if sc := p.spec.SecurityContext; sc != nil {
 			uid, fsGroup = deref(sc.RunAsUser, uid), sc.FSGroup != nil
 		}
-		if sc := plugin.SecurityContext; sc != nil {
+		if sc := p.plugin.SecurityContext; sc != nil {
 			uid = deref(sc.RunAsUser, uid)
 		}
 		if mode&0o007 != 0 {
@@ -622,26 +522,22 @@ func checkSSHSecret(in *inputs, r *report) {
 	}
 }
 
-// checkNQNPrefix: the node plugin's --managed-nqn-prefix, as deploy.yaml (or an overlay)
-// sets it, passes the driver's own rule: a prefix that claims foreign NQNs would let the
-// node disconnect subsystems it does not own.
+// checkNQNPrefix: the node's --managed-nqn-prefix, as shipped or set by an overlay, passes
+// the driver's own rule (nvme.ValidatePrefix).
 func checkNQNPrefix(in *inputs, r *report) {
 	if p, err := in.m.node(); r.must(err) {
-		if plugin, err := p.container(pluginName); r.must(err) {
-			args, _ := expandArgs(in.m, plugin)
-			prefix, _ := flagValue(args, "managed-nqn-prefix")
-			if err := nvme.ValidatePrefix(prefix); err != nil {
-				r.add("%s: --managed-nqn-prefix: %v", p.owner, err)
-			}
+		args, _ := expandArgs(in.m, p.plugin)
+		prefix, _ := flagValue(args, "managed-nqn-prefix")
+		if err := nvme.ValidatePrefix(prefix); err != nil {
+			r.add("%s: --managed-nqn-prefix: %v", p.owner, err)
 		}
 	}
 }
 
 var releaseTag = regexp.MustCompile(`^v\d+\.\d+\.\d+$`)
 
-// checkImages: every sidecar is pinned to a release tag (a floating tag changes under a
-// running cluster) and runs the image its container is named for (a copied block keeps its
-// old image); controller and node run one rds-csi build.
+// checkImages: every sidecar is pinned to a release tag and runs the image its container
+// is named for; controller and node run one rds-csi build.
 func checkImages(in *inputs, r *report) {
 	ours := map[string]bool{}
 	for _, p := range in.m.pods(r) {
@@ -663,10 +559,9 @@ func checkImages(in *inputs, r *report) {
 }
 
 // checkStorageClasses: every parameter is one the controller accepts (volume_options.go's
-// param constants, or the provisioner's own reserved prefix from controller_params.go), or
-// every CreateVolume of the class fails; volumePath lies under the controller's
-// --rds-volume-path; the filesystem (a class's fstype, the provisioner's --default-fstype)
-// is one the driver formats (capability.go's fs constants).
+// param constants, or controller_params.go's reserved prefix); volumePath lies under the
+// controller's --rds-volume-path; every fstype (a class's, the provisioner's default) is
+// one the driver formats (capability.go's fs constants).
 func checkStorageClasses(in *inputs, r *report) {
 	params, err1 := goStringConsts(in.files["volume_options.go"], "param")
 	reserved, err2 := goStringConsts(in.files["controller_params.go"], "reservedParamPrefix")
@@ -675,13 +570,12 @@ func checkStorageClasses(in *inputs, r *report) {
 	if !r.must(errors.Join(err1, err2, err3, err4)) {
 		return
 	}
-	known := slices.Sorted(maps.Values(params))
-	var pool string
-	fstypes := []string{}
+	known, prefix, pool := slices.Sorted(maps.Values(params)), reserved["reservedParamPrefix"], ""
+	var fstypes []string
 	for _, c := range p.spec.Containers {
 		args, _ := expandArgs(in.m, &c)
 		if v, ok := flagValue(args, "rds-volume-path"); ok {
-			pool = v
+			pool = path.Clean(v)
 		}
 		if v, ok := flagValue(args, "default-fstype"); ok {
 			fstypes = append(fstypes, "csi-provisioner --default-fstype "+v)
@@ -689,26 +583,24 @@ func checkStorageClasses(in *inputs, r *report) {
 	}
 	for _, sc := range objectsOf[*storagev1.StorageClass](in.m) {
 		for _, k := range slices.Sorted(maps.Keys(sc.Parameters)) {
-			if !strings.HasPrefix(k, reserved["reservedParamPrefix"]) && !slices.Contains(known, k) {
+			if !strings.HasPrefix(k, prefix) && !slices.Contains(known, k) {
 				r.add("StorageClass %s: parameter %q is not one the controller accepts (%v)", sc.Name, k, known)
 			}
 		}
-		if fs, ok := sc.Parameters[reserved["reservedParamPrefix"]+"fstype"]; ok {
+		if fs, ok := sc.Parameters[prefix+"fstype"]; ok {
 			fstypes = append(fstypes, "StorageClass "+sc.Name+" fstype "+fs)
 		}
-		vp := path.Clean(sc.Parameters[params["paramVolumePath"]])
-		if pool == "" || !strings.HasPrefix(vp+"/", strings.TrimSuffix(path.Clean(pool), "/")+"/") {
+		if vp := path.Clean(sc.Parameters[params["paramVolumePath"]]); pool == "" || !strings.HasPrefix(vp+"/", strings.TrimSuffix(pool, "/")+"/") {
 			r.add("StorageClass %s: volumePath %q must lie under the controller's --rds-volume-path %q", sc.Name, vp, pool)
 		}
 	}
 	for _, f := range fstypes {
-		if fs := f[strings.LastIndex(f, " ")+1:]; !slices.Contains(slices.Collect(maps.Values(fsTypes)), fs) {
+		if !slices.Contains(slices.Collect(maps.Values(fsTypes)), f[strings.LastIndex(f, " ")+1:]) {
 			r.add("%s: the driver formats only %v", f, slices.Sorted(maps.Values(fsTypes)))
 		}
 	}
 }
 
-// checkNoKeyMaterial: secrets are created by the user, never kept in the repository.
 func checkNoKeyMaterial(in *inputs, r *report) {
 	for _, needle := range []string{"PRIVATE KEY", "ssh-ed25519 AAAA", "ssh-rsa AAAA", "ecdsa-sha2-nistp256 AAAA", "kind: Secret"} {
 		if strings.Contains(in.files["deploy.yaml"], needle) {
@@ -722,8 +614,8 @@ var (
 	fromFileKey      = regexp.MustCompile(`--from-file=([^=\s]+)=`)
 )
 
-// checkSecretDocumented: the kubectl line in deploy.yaml's header creates the Secret the
-// controller mounts, in its namespace, with exactly the keys its volume projects.
+// checkSecretDocumented: the header's kubectl line creates the Secret the controller
+// mounts, in its namespace, with exactly the keys its volume projects.
 func checkSecretDocumented(in *inputs, r *report) {
 	line := createSecretLine.FindStringSubmatch(in.files["deploy.yaml"])
 	p, err := in.m.controller()
@@ -744,8 +636,7 @@ func checkSecretDocumented(in *inputs, r *report) {
 		for _, it := range v.Secret.Items {
 			items = append(items, it.Key)
 		}
-		slices.Sort(items)
-		if v.Secret.SecretName != line[1] || line[2] != namespace || !slices.Equal(items, keys) {
+		if slices.Sort(items); v.Secret.SecretName != line[1] || line[2] != namespace || !slices.Equal(items, keys) {
 			r.add("the documented kubectl line creates Secret %s/%s with keys %v; the controller mounts %s/%s with keys %v", line[2], line[1], keys, namespace, v.Secret.SecretName, items)
 		}
 	}
@@ -753,8 +644,8 @@ func checkSecretDocumented(in *inputs, r *report) {
 
 var requiredSetting = regexp.MustCompile(`(?m)^  # REQUIRED:[^\n]*\n(?:  #[^\n]*\n)*  ([\w-]+): ([^\n]*)$`)
 
-// checkRequiredEmpty: the settings deploy.yaml marks REQUIRED ship empty, so an unedited
-// install fails at start naming them instead of dialling a made-up address.
+// checkRequiredEmpty: the settings marked REQUIRED ship empty, so an unedited install fails
+// at start naming them.
 func checkRequiredEmpty(in *inputs, r *report) {
 	settings := requiredSetting.FindAllStringSubmatch(in.files["deploy.yaml"], -1)
 	if len(settings) == 0 {
@@ -763,20 +654,6 @@ func checkRequiredEmpty(in *inputs, r *report) {
 	for _, s := range settings {
 		if s[2] != `""` {
 			r.add("%s is REQUIRED and should ship empty (\"\"), has %s: there is no default that could be right", s[1], s[2])
-		}
-	}
-}
-
-// checkSidecarList: the header's list of sidecar versions (with the reasons for each) names
-// the versions the pods run, so a version bump cannot leave the reasons behind.
-func checkSidecarList(in *inputs, r *report) {
-	for _, p := range in.m.pods(r) {
-		for _, c := range p.spec.Containers {
-			repo, tag, _ := strings.Cut(c.Image, ":")
-			name := path.Base(repo)
-			if c.Name != pluginName && !regexp.MustCompile(`(?m)^#\s+`+regexp.QuoteMeta(name)+`\s+`+regexp.QuoteMeta(tag)+`\b`).MatchString(in.files["deploy.yaml"]) {
-				r.add("deploy.yaml's header does not list %s %s among the sidecars", name, tag)
-			}
 		}
 	}
 }

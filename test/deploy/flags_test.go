@@ -80,10 +80,7 @@ func checkPluginFlags(in *inputs, r *report) {
 		return
 	}
 	for _, p := range in.m.pods(r) {
-		c, err := p.container(pluginName)
-		if !r.must(err) {
-			continue
-		}
+		c := p.plugin
 		args, problems := expandArgs(in.m, c)
 		for _, problem := range problems {
 			r.add("%s %s", p.owner, problem)

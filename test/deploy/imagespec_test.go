@@ -130,10 +130,8 @@ var (
 func checkImageRepository(in *inputs, r *report) {
 	var repos []string
 	for _, p := range in.m.pods(r) {
-		if c, err := p.container(pluginName); r.must(err) {
-			repo, _, _ := strings.Cut(c.Image, ":")
-			repos = append(repos, p.owner+" runs "+repo)
-		}
+		repo, _, _ := strings.Cut(p.plugin.Image, ":")
+		repos = append(repos, p.owner+" runs "+repo)
 	}
 	reg, img := makeRegistry.FindStringSubmatch(in.files["Makefile"]), makeImage.FindStringSubmatch(in.files["Makefile"])
 	script := scriptDefault.FindStringSubmatch(in.files["test/image/build-image.sh"])

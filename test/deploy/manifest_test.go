@@ -88,7 +88,10 @@ func goStringConsts(src, prefix string) (map[string]string, error) {
 			for _, spec := range gd.Specs {
 				vs := spec.(*ast.ValueSpec)
 				for i, name := range vs.Names {
-					if lit, ok := valueAt(vs, i).(*ast.BasicLit); ok && lit.Kind == token.STRING && strings.HasPrefix(name.Name, prefix) {
+					if i >= len(vs.Values) || !strings.HasPrefix(name.Name, prefix) {
+						continue
+					}
+					if lit, ok := vs.Values[i].(*ast.BasicLit); ok && lit.Kind == token.STRING {
 						out[name.Name], _ = strconv.Unquote(lit.Value)
 					}
 				}
@@ -99,13 +102,6 @@ func goStringConsts(src, prefix string) (map[string]string, error) {
 		return nil, fmt.Errorf("no string constant %s… in the source", prefix)
 	}
 	return out, nil
-}
-
-func valueAt(vs *ast.ValueSpec, i int) ast.Expr {
-	if i < len(vs.Values) {
-		return vs.Values[i]
-	}
-	return nil
 }
 
 // driverName is the binary's default --driver-name (config.go), which deploy.yaml uses.
@@ -238,10 +234,11 @@ func named[T metav1.Object](m *manifest, name string) (T, bool) {
 	return none, false
 }
 
-// pod is a workload's pod template, with the workload's name for messages.
+// pod is a workload's pod template, its rds-csi container, and the workload's name.
 type pod struct {
-	owner string // e.g. "DaemonSet rds-csi-node"
-	spec  *corev1.PodSpec
+	owner  string // e.g. "DaemonSet rds-csi-node"
+	spec   *corev1.PodSpec
+	plugin *corev1.Container
 }
 
 // controller and node return the pods of the one Deployment and the one DaemonSet.
@@ -250,7 +247,7 @@ func (m *manifest) controller() (pod, error) {
 	if len(d) != 1 {
 		return pod{}, fmt.Errorf("want one Deployment (the controller), found %d", len(d))
 	}
-	return pod{"Deployment " + d[0].Name, &d[0].Spec.Template.Spec}, nil
+	return newPod("Deployment "+d[0].Name, &d[0].Spec.Template.Spec)
 }
 
 func (m *manifest) node() (pod, error) {
@@ -258,7 +255,14 @@ func (m *manifest) node() (pod, error) {
 	if len(d) != 1 {
 		return pod{}, fmt.Errorf("want one DaemonSet (the node plugin), found %d", len(d))
 	}
-	return pod{"DaemonSet " + d[0].Name, &d[0].Spec.Template.Spec}, nil
+	return newPod("DaemonSet "+d[0].Name, &d[0].Spec.Template.Spec)
+}
+
+func newPod(owner string, spec *corev1.PodSpec) (pod, error) {
+	p := pod{owner: owner, spec: spec}
+	var err error
+	p.plugin, err = p.container(pluginName)
+	return p, err
 }
 
 // pods returns both pods, reporting a missing one.

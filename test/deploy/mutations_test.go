@@ -31,11 +31,11 @@ var mutations = []struct {
 	{"ConfigMap key nobody reads", "", "data:\n  # REQUIRED: the RDS", "data:\n  rds-ssh-port: \"22\"\n  # REQUIRED: the RDS", 0, "references resolve", `key "rds-ssh-port" is read by no container`},
 
 	{"attacher loses volumeattachments/status", "", `resources: ["volumeattachments/status"]`, `resources: ["volumeattachment/status"]`, 0, "controller RBAC covers its containers", `"patch" on volumeattachments/status.storage.k8s.io`},
-	{"leader election loses leases", "", `resources: ["leases"]`, `resources: ["lease"]`, 0, "controller RBAC covers its containers", "sidecar leader election needs"},
+	{"leader election loses leases", "", `resources: ["leases"]`, `resources: ["lease"]`, 0, "controller RBAC covers its containers", "sidecar leader election (in rds-csi) needs"},
 	{"binding refers to a missing ClusterRole", "", "  kind: ClusterRole\n  name: rds-csi-external-attacher\n", "  kind: ClusterRole\n  name: rds-csi-external-attach\n", 0, "controller RBAC covers its containers", "csi-attacher needs"},
 	{"controller may read secrets", "", "    resources: [\"nodes\"]\n", "    resources: [\"nodes\", \"secrets\"]\n", 0, "controller RBAC covers its containers", "may read secrets"},
 
-	{"node pod gets a token", "", "      automountServiceAccountToken: false\n", "", 0, "node pods carry no API token", "should set automountServiceAccountToken: false"},
+	{"node pod gets a token", "", "      automountServiceAccountToken: false\n", "", 0, "node plugin pod", "should set automountServiceAccountToken: false"},
 
 	{"sidecar dials another socket", "", "- --csi-address=/csi/csi.sock\n            - --probe-timeout=3s\n            - --http-endpoint=:9808", "- --csi-address=/csi/other.sock\n            - --probe-timeout=3s\n            - --http-endpoint=:9808", 0, "CSI sockets meet", "--csi-address=/csi/other.sock reaches volume socket-dir:other.sock"},
 	{"node socket outside the kubelet's plugin dir", "", "path: /var/lib/kubelet/plugins/rds.csi.srvlab.io\n", "path: /var/lib/kubelet/plugins/rds-csi\n", 0, "CSI sockets meet", "the kubelet looks for host /var/lib/kubelet/plugins/rds.csi.srvlab.io/csi.sock"},
@@ -54,8 +54,8 @@ var mutations = []struct {
 	{"CSIDriver claims capacity nobody publishes", "", "storageCapacity: false", "storageCapacity: true", 0, "CSIDriver matches the controller", "the manifest must claim only what it does"},
 	{"attach not required", "", "attachRequired: true", "attachRequired: false", 0, "CSIDriver matches the controller", "attachRequired must be true"},
 
-	{"controller rolls instead of recreating", "", "type: Recreate", "type: RollingUpdate", 0, "one controller acts at a time", `strategy "RollingUpdate", want Recreate`},
-	{"two controller replicas", "", "replicas: 1", "replicas: 2", 0, "one controller acts at a time", "replicas 2, want 1"},
+	{"controller rolls instead of recreating", "", "type: Recreate", "type: RollingUpdate", 0, "one controller acts at a time", `replicas 1, strategy "RollingUpdate"; want 1 and Recreate`},
+	{"two controller replicas", "", "replicas: 1", "replicas: 2", 0, "one controller acts at a time", "replicas 2, strategy \"Recreate\""},
 	{"sidecar without leader election", "", "            - --leader-election\n", "", 1, "one controller acts at a time", "csi-provisioner runs without --leader-election"},
 
 	{"controller grace below twice the shutdown bound", "", "terminationGracePeriodSeconds: 60", "terminationGracePeriodSeconds: 45", 1, "grace periods cover the shutdown bound", "less than twice the 30s shutdown bound"},
@@ -102,8 +102,6 @@ var mutations = []struct {
 	{"documented kubectl line in another namespace", "", "-n rds-csi --from-file", "-n default --from-file", 0, "Secret is documented as the volume wants it", "creates Secret default/rds-csi-ssh"},
 
 	{"made-up RDS address shipped", "", `rds-address: ""`, `rds-address: "192.168.88.1"`, 0, "REQUIRED settings ship empty", "rds-address is REQUIRED and should ship empty"},
-
-	{"sidecar bumped, header not", "", "csi-resizer:v2.2.1", "csi-resizer:v2.3.0", 0, "header lists the sidecar versions", "does not list csi-resizer v2.3.0"},
 
 	{"make image tags another registry", "Makefile", "REGISTRY     ?= ghcr.io/srvlab", "REGISTRY     ?= ghcr.io/example", 0, "one image repository", "make image tags ghcr.io/example/rds-csi"},
 	{"build-image.sh tags another repository", "test/image/build-image.sh", "IMAGE=${IMAGE:-ghcr.io/srvlab/rds-csi}", "IMAGE=${IMAGE:-ghcr.io/other/rds-csi}", 0, "one image repository", "build-image.sh tags ghcr.io/other/rds-csi"},
