@@ -1,16 +1,18 @@
 package deploy
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"testing"
 	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 )
 
 // kustomizeVersion is built from the Go module proxy when no kustomize is on PATH (v5.8.1
@@ -23,14 +25,11 @@ var (
 	kustomizeErr  error
 )
 
-// kustomize returns a kustomize binary: $KUSTOMIZE, one on PATH, or kustomize
-// kustomizeVersion installed once into the user's cache (a stamped cache: the directory
-// names the version).
-func kustomize(t *testing.T) string {
-	t.Helper()
+// kustomize returns a kustomize binary: $KUSTOMIZE, one on PATH, or kustomizeVersion
+// installed once into the user's cache (the directory names the version).
+func kustomize() (string, error) {
 	kustomizeOnce.Do(func() {
-		if k := os.Getenv("KUSTOMIZE"); k != "" {
-			kustomizeBin = k
+		if kustomizeBin = os.Getenv("KUSTOMIZE"); kustomizeBin != "" {
 			return
 		}
 		if k, err := exec.LookPath("kustomize"); err == nil {
@@ -51,208 +50,126 @@ func kustomize(t *testing.T) string {
 		cmd := exec.CommandContext(ctx, goTool(), "install", "sigs.k8s.io/kustomize/kustomize/v5@"+kustomizeVersion)
 		cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=", "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			kustomizeErr = &buildError{err: err, out: string(out)}
+			kustomizeErr = fmt.Errorf("installing kustomize %s from the Go module proxy: %v\n%s", kustomizeVersion, err, out)
 		}
 	})
-	if kustomizeErr != nil {
-		t.Fatalf("installing kustomize %s from the Go module proxy: %v", kustomizeVersion, kustomizeErr)
+	return kustomizeBin, kustomizeErr
+}
+
+// render lays out a site the way the README says (the checkout as rds-csi, the user's
+// overlay beside it as my-rds-csi, from the given example text), builds dir ("rds-csi" or
+// "my-rds-csi") and decodes the result.
+func render(in *inputs, example, dir string, r *report) *inputs {
+	bin, err := kustomize()
+	site, err2 := os.MkdirTemp("", "rds-csi-kustomize-")
+	if !r.must(err) || !r.must(err2) {
+		return nil
 	}
-	return kustomizeBin
-}
-
-type buildError struct {
-	err error
-	out string
-}
-
-func (e *buildError) Error() string { return e.err.Error() + "\n" + e.out }
-
-func kustomizeBuild(t *testing.T, dir string) []byte {
-	t.Helper()
+	defer os.RemoveAll(site)
+	for path, content := range map[string]string{
+		"rds-csi/deploy.yaml":           in.files["deploy.yaml"],
+		"rds-csi/kustomization.yaml":    in.files["kustomization.yaml"],
+		"my-rds-csi/kustomization.yaml": example,
+	} {
+		full := filepath.Join(site, path)
+		if !r.must(os.MkdirAll(filepath.Dir(full), 0o755)) || !r.must(os.WriteFile(full, []byte(content), 0o644)) {
+			return nil
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, kustomize(t), "build", dir)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, err := exec.CommandContext(ctx, bin, "build", filepath.Join(site, dir)).CombinedOutput()
 	if err != nil {
-		t.Fatalf("kustomize build %s: %v\n%s", dir, err, stderr.String())
+		r.add("kustomize build %s: %v\n%s", dir, err, out)
+		return nil
 	}
-	return out
+	return in.with("deploy.yaml", string(out))
 }
 
-func decodeOrFail(t *testing.T, raw []byte) *manifest {
-	t.Helper()
-	m, errs := decodeManifest(raw)
-	for _, err := range errs {
-		t.Error(err)
-	}
-	if len(errs) > 0 {
-		t.FailNow()
-	}
-	return m
-}
-
-// byID indexes objects by kind/namespace/name with their JSON.
-func byID(t *testing.T, m *manifest) map[string]string {
-	t.Helper()
+// objectJSON indexes objects by kind/namespace/name with their JSON.
+func objectJSON(m *manifest) map[string]string {
 	out := map[string]string{}
 	for _, o := range m.objects {
-		b, err := json.Marshal(o.obj)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b, _ := json.Marshal(o.obj)
 		out[o.kind+"/"+o.meta.GetNamespace()+"/"+o.meta.GetName()] = string(b)
 	}
 	return out
 }
 
-// TestRootKustomizationIsDeployYAML: `kubectl apply -k .` installs exactly deploy.yaml.
-func TestRootKustomizationIsDeployYAML(t *testing.T) {
-	want := byID(t, load(t))
-	got := byID(t, decodeOrFail(t, kustomizeBuild(t, repoRoot)))
+// checkRootKustomization: `kubectl apply -k .` installs exactly deploy.yaml.
+func checkRootKustomization(in *inputs, r *report) {
+	got := render(in, "", "rds-csi", r)
+	if got == nil {
+		return
+	}
+	checkDecodes(got, r)
+	want, have := objectJSON(in.m), objectJSON(got.m)
 	for id, w := range want {
-		if got[id] != w {
-			t.Errorf("%s differs between deploy.yaml and the root kustomization (or is missing)", id)
+		if have[id] != w {
+			r.add("%s differs between deploy.yaml and the root kustomization (or is missing)", id)
 		}
 	}
-	for id := range got {
+	for id := range have {
 		if _, ok := want[id]; !ok {
-			t.Errorf("the root kustomization adds %s, which deploy.yaml does not have", id)
+			r.add("the root kustomization adds %s, which deploy.yaml does not have", id)
 		}
 	}
 }
 
-// TestExampleOverlay copies the example overlay beside a "checkout" (a link to this
-// repository) the way the README says, sets other values, builds it, and checks that every
-// setting reached the objects that use it and that the result passes every deploy.yaml check.
-func TestExampleOverlay(t *testing.T) {
-	root, err := filepath.Abs(repoRoot)
-	if err != nil {
-		t.Fatal(err)
-	}
-	site := t.TempDir()
-	if err := os.Symlink(root, filepath.Join(site, "rds-csi")); err != nil {
-		t.Fatal(err)
-	}
-	example, err := os.ReadFile(filepath.Join(root, "overlays", "example", "kustomization.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The example's defaults are deploy.yaml's (bar the two REQUIRED values it fills in).
-	base := load(t).configMaps[namespace+"/rds-csi-config"]
-	for _, key := range []string{"rds-volume-path", "managed-nqn-prefix"} {
-		if !strings.Contains(string(example), "- "+key+"="+base.Data[key]+" ") {
-			t.Errorf("the example overlay's %s is not deploy.yaml's %q", key, base.Data[key])
-		}
-	}
-	settings := strings.NewReplacer(
-		"rds-address=192.0.2.10", "rds-address=10.20.30.40",
-		"rds-user=csi ", "rds-user=storage ",
-		"rds-volume-path=/storage-pool/metal-csi", "rds-volume-path=/raid1/k8s",
-		"value: /storage-pool/metal-csi", "value: /raid1/k8s/volumes",
-		"managed-nqn-prefix=nqn.2000-02.com.mikrotik:pvc-", "managed-nqn-prefix=nqn.2000-02.com.mikrotik:k8s-pvc-",
-		"newTag: v0.1.0", "newTag: v7.7.7",
-	)
-	edited := settings.Replace(string(example))
-	for _, old := range []string{"192.0.2.10", "metal-csi", "v0.1.0\n", ":pvc-"} {
-		if strings.Contains(edited, old) {
-			t.Fatalf("the example overlay changed shape: %q is still there after setting every value", old)
-		}
-	}
-	mine := filepath.Join(site, "my-rds-csi")
-	if err := os.Mkdir(mine, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(mine, "kustomization.yaml"), []byte(edited), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	m := decodeOrFail(t, kustomizeBuild(t, mine))
+// exampleSettings turn the example overlay into a user's: every value it sets, changed.
+var exampleSettings = [][2]string{
+	{"rds-address=192.0.2.10", "rds-address=10.20.30.40"},
+	{"rds-user=csi ", "rds-user=storage "},
+	{"rds-volume-path=/storage-pool/metal-csi", "rds-volume-path=/raid1/k8s"},
+	{"value: /storage-pool/metal-csi", "value: /raid1/k8s/volumes"},
+	{"managed-nqn-prefix=nqn.2000-02.com.mikrotik:pvc-", "managed-nqn-prefix=nqn.2000-02.com.mikrotik:k8s-pvc-"},
+	{"newTag: v0.1.0", "newTag: v7.7.7"},
+}
 
-	cm := m.configMaps[namespace+"/rds-csi-config"]
-	if cm == nil {
-		t.Fatal("the overlay's output has no ConfigMap rds-csi/rds-csi-config (renamed by a hash suffix?)")
+// checkExampleOverlay: overlays/example, copied beside a checkout and set to a user's values,
+// renders; each value reaches the objects that use it (the ConfigMap keeps its name, as the
+// README's `kubectl edit configmap rds-csi-config` needs; every StorageClass gets the
+// volumePath; both plugins run the image); and the rendering passes every manifest check.
+func checkExampleOverlay(in *inputs, r *report) {
+	example := in.files["overlays/example/kustomization.yaml"]
+	for _, s := range exampleSettings {
+		if !strings.Contains(example, s[0]) {
+			r.add("the example overlay no longer sets %q; update exampleSettings", s[0])
+		}
+		example = strings.ReplaceAll(example, s[0], s[1])
 	}
-	for k, v := range map[string]string{"rds-address": "10.20.30.40", "rds-user": "storage", "rds-volume-path": "/raid1/k8s", "managed-nqn-prefix": "nqn.2000-02.com.mikrotik:k8s-pvc-"} {
-		if cm.Data[k] != v {
-			t.Errorf("ConfigMap %s = %q, want %q", k, cm.Data[k], v)
+	got := render(in, example, "my-rds-csi", r)
+	if got == nil {
+		return
+	}
+	want := map[string]string{"rds-address": "10.20.30.40", "rds-user": "storage", "rds-volume-path": "/raid1/k8s", "managed-nqn-prefix": "nqn.2000-02.com.mikrotik:k8s-pvc-"}
+	if cm, ok := named[*corev1.ConfigMap](got.m, "rds-csi-config"); !ok {
+		r.add("the overlay's output has no ConfigMap rds-csi-config (renamed by a hash suffix?)")
+	} else {
+		for k, v := range want {
+			if cm.Data[k] != v {
+				r.add("the overlay's ConfigMap %s = %q, want %q", k, cm.Data[k], v)
+			}
 		}
 	}
-	for _, sc := range m.storageClasses {
+	for _, sc := range objectsOf[*storagev1.StorageClass](got.m) {
 		if sc.Parameters["volumePath"] != "/raid1/k8s/volumes" {
-			t.Errorf("StorageClass %s volumePath %q, want the overlay's", sc.Name, sc.Parameters["volumePath"])
+			r.add("the overlay's StorageClass %s has volumePath %q, want the overlay's", sc.Name, sc.Parameters["volumePath"])
 		}
 	}
-	for _, p := range podsOf(t, m) {
-		c, err := p.container(pluginName)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c.Image != "ghcr.io/srvlab/rds-csi:v7.7.7" {
-			t.Errorf("%s runs %s, want the overlay's image", p.owner, c.Image)
+	for _, p := range got.m.pods(r) {
+		if !strings.HasSuffix(p.plugin.Image, ":v7.7.7") {
+			r.add("the overlay's %s runs %s, want the overlay's tag", p.owner, p.plugin.Image)
 		}
 	}
-	// Two checks are about the shipped file, not a user's settings: that the REQUIRED values
-	// ship empty, and that its comments say how to create the Secret (kustomize drops comments).
-	for _, c := range checks {
-		if c.name == "SSH Secret is referenced, not shipped" {
+	for _, c := range manifestChecks {
+		if c.shippedOnly {
 			continue
 		}
-		r := &report{}
-		c.fn(m, r)
-		for _, p := range r.problems {
-			if c.name == "ConfigMap defaults are valid" && strings.Contains(p, "should ship empty") {
-				continue
-			}
-			t.Errorf("the overlay's output fails %q: %s", c.name, p)
+		sub := &report{}
+		c.fn(got, sub)
+		for _, p := range sub.problems {
+			r.add("the overlay's output fails %q: %s", c.name, p)
 		}
-	}
-}
-
-func podsOf(t *testing.T, m *manifest) []podTemplate {
-	t.Helper()
-	var out []podTemplate
-	for _, get := range []func() (podTemplate, error){m.controllerPod, m.nodePod} {
-		p, err := get()
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, p)
-	}
-	return out
-}
-
-// TestReadmeInstallsTheWaysThatExist: the README's quick start uses the kustomization and
-// the release, and says how to build and push one's own image.
-func TestReadmeInstallsTheWaysThatExist(t *testing.T) {
-	readme, err := os.ReadFile(filepath.Join(repoRoot, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	quick := string(readme)
-	if i := strings.Index(quick, "## Quick start"); i >= 0 {
-		quick = quick[i:]
-		if j := strings.Index(quick[3:], "\n## "); j >= 0 {
-			quick = quick[:j+3]
-		}
-	} else {
-		t.Fatal("README has no ## Quick start section")
-	}
-	for _, want := range []string{
-		"cp -r rds-csi/overlays/example my-rds-csi",
-		"kubectl apply -k my-rds-csi",
-		"kubectl create secret generic rds-csi-ssh -n rds-csi",
-		"/releases/download/<tag>/deploy.yaml",
-		"make image push REGISTRY=",
-	} {
-		if !strings.Contains(quick, want) {
-			t.Errorf("the README's quick start lacks %q", want)
-		}
-	}
-	if strings.Contains(quick, "inside deploy.yaml, then") {
-		t.Error("the README's quick start still tells users to edit deploy.yaml")
-	}
-	if _, err := os.Stat(filepath.Join(repoRoot, "overlays", "example", "kustomization.yaml")); err != nil {
-		t.Errorf("the README names overlays/example: %v", err)
 	}
 }

@@ -1,18 +1,23 @@
-// Package deploy checks deploy.yaml and the container image recipe: every object decodes
-// strictly into its Kubernetes API type, and the objects agree with each other and with the
-// rds-csi binary (names, ports, socket paths, keys, flags). Test-only: the Kubernetes API
-// modules it imports never reach the driver binary.
+// Package deploy checks the files that install and ship rds-csi (deploy.yaml, the
+// kustomizations, the Dockerfile, the release workflow) against each other and against the
+// code they describe: the binary's flags, the StorageClass parameters the controller
+// accepts, the tools the mount package runs, the image cmd/rds-image assembles. Each check is
+// a rule a careless edit can break, and mutations_test.go breaks each on purpose to prove it
+// notices. Test-only: the Kubernetes API modules it imports never reach the driver binary.
 package deploy
 
 import (
-	"bufio"
-	"bytes"
+	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -25,13 +30,86 @@ import (
 )
 
 const (
-	driverName    = "rds.csi.srvlab.io"
-	namespace     = "rds-csi"
-	pluginName    = "rds-csi" // the container running our binary, in both pods
-	manifestPath  = "../../deploy.yaml"
-	repoRoot      = "../.."
-	kubeletSocket = "/var/lib/kubelet/plugins/" + driverName + "/csi.sock"
+	namespace  = "rds-csi"
+	pluginName = "rds-csi" // the container that runs our binary, in both pods
+	repoRoot   = "../.."
 )
+
+// inputFiles are the files the checks read, by path from the repository root. The Go
+// sources are the driver's own tables (package main cannot be imported, so they are read
+// as text).
+var inputFiles = []string{
+	"deploy.yaml", "kustomization.yaml", "overlays/example/kustomization.yaml",
+	"Dockerfile", "Makefile", "go.mod", ".github/workflows/release.yml", "test/image/build-image.sh",
+	"config.go", "volume_options.go", "controller_params.go", "capability.go", "mount/tools.go",
+}
+
+// inputs are the files under check, with deploy.yaml decoded.
+type inputs struct {
+	files      map[string]string
+	m          *manifest
+	decodeErrs []error
+}
+
+func readInputs(t *testing.T) *inputs {
+	t.Helper()
+	files := map[string]string{}
+	for _, f := range inputFiles {
+		b, err := os.ReadFile(filepath.Join(repoRoot, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[f] = string(b)
+	}
+	return newInputs(files)
+}
+
+func newInputs(files map[string]string) *inputs {
+	m, errs := decodeManifest(files["deploy.yaml"])
+	return &inputs{files: files, m: m, decodeErrs: errs}
+}
+
+// with returns a copy of the inputs with one file's content replaced.
+func (in *inputs) with(path, content string) *inputs {
+	files := maps.Clone(in.files)
+	files[path] = content
+	return newInputs(files)
+}
+
+// goStringConsts reads the string constants whose names start with prefix from Go source.
+func goStringConsts(src, prefix string) (map[string]string, error) {
+	f, err := parser.ParseFile(token.NewFileSet(), "", src, 0)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, d := range f.Decls {
+		if gd, ok := d.(*ast.GenDecl); ok && gd.Tok == token.CONST {
+			for _, spec := range gd.Specs {
+				vs := spec.(*ast.ValueSpec)
+				for i, name := range vs.Names {
+					if i >= len(vs.Values) || !strings.HasPrefix(name.Name, prefix) {
+						continue
+					}
+					if lit, ok := vs.Values[i].(*ast.BasicLit); ok && lit.Kind == token.STRING {
+						out[name.Name], _ = strconv.Unquote(lit.Value)
+					}
+				}
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no string constant %s… in the source", prefix)
+	}
+	return out, nil
+}
+
+// driverName is the binary's default --driver-name (config.go), which deploy.yaml uses.
+func driverName(in *inputs, r *report) string {
+	c, err := goStringConsts(in.files["config.go"], "defaultDriverName")
+	r.must(err)
+	return c["defaultDriverName"]
+}
 
 // volumeSnapshotClass mirrors snapshot.storage.k8s.io/v1 VolumeSnapshotClass (external-
 // snapshotter's client module is not worth a dependency for four fields).
@@ -43,277 +121,162 @@ type volumeSnapshotClass struct {
 	DeletionPolicy    string            `json:"deletionPolicy"`
 }
 
-// kindTypes maps apiVersion/kind to a fresh typed object. A kind missing here fails the
-// strict decode: adding an object kind to deploy.yaml means teaching this test about it.
-var kindTypes = map[string]func() any{
-	"v1/Namespace":      func() any { return &corev1.Namespace{} },
-	"v1/ConfigMap":      func() any { return &corev1.ConfigMap{} },
-	"v1/ServiceAccount": func() any { return &corev1.ServiceAccount{} },
-	"rbac.authorization.k8s.io/v1/ClusterRole":        func() any { return &rbacv1.ClusterRole{} },
-	"rbac.authorization.k8s.io/v1/ClusterRoleBinding": func() any { return &rbacv1.ClusterRoleBinding{} },
-	"rbac.authorization.k8s.io/v1/Role":               func() any { return &rbacv1.Role{} },
-	"rbac.authorization.k8s.io/v1/RoleBinding":        func() any { return &rbacv1.RoleBinding{} },
-	"apps/v1/Deployment":                              func() any { return &appsv1.Deployment{} },
-	"apps/v1/DaemonSet":                               func() any { return &appsv1.DaemonSet{} },
-	"storage.k8s.io/v1/CSIDriver":                     func() any { return &storagev1.CSIDriver{} },
-	"storage.k8s.io/v1/StorageClass":                  func() any { return &storagev1.StorageClass{} },
-	"snapshot.storage.k8s.io/v1/VolumeSnapshotClass":  func() any { return &volumeSnapshotClass{} },
+// kinds maps apiVersion/kind to its API type. A kind missing here fails the decode, so a
+// new kind in deploy.yaml is decoded, never skipped.
+var kinds = map[string]struct {
+	new           func() any
+	clusterScoped bool
+}{
+	"v1/Namespace":      {func() any { return &corev1.Namespace{} }, true},
+	"v1/ConfigMap":      {func() any { return &corev1.ConfigMap{} }, false},
+	"v1/ServiceAccount": {func() any { return &corev1.ServiceAccount{} }, false},
+	"rbac.authorization.k8s.io/v1/ClusterRole":        {func() any { return &rbacv1.ClusterRole{} }, true},
+	"rbac.authorization.k8s.io/v1/ClusterRoleBinding": {func() any { return &rbacv1.ClusterRoleBinding{} }, true},
+	"rbac.authorization.k8s.io/v1/Role":               {func() any { return &rbacv1.Role{} }, false},
+	"rbac.authorization.k8s.io/v1/RoleBinding":        {func() any { return &rbacv1.RoleBinding{} }, false},
+	"apps/v1/Deployment":                              {func() any { return &appsv1.Deployment{} }, false},
+	"apps/v1/DaemonSet":                               {func() any { return &appsv1.DaemonSet{} }, false},
+	"storage.k8s.io/v1/CSIDriver":                     {func() any { return &storagev1.CSIDriver{} }, true},
+	"storage.k8s.io/v1/StorageClass":                  {func() any { return &storagev1.StorageClass{} }, true},
+	"snapshot.storage.k8s.io/v1/VolumeSnapshotClass":  {func() any { return &volumeSnapshotClass{} }, true},
 }
 
-// clusterScoped kinds carry no namespace; every other kind must live in rds-csi.
-var clusterScoped = map[string]bool{
-	"Namespace": true, "ClusterRole": true, "ClusterRoleBinding": true,
-	"CSIDriver": true, "StorageClass": true, "VolumeSnapshotClass": true,
-}
-
-// document is one YAML document of the manifest.
-type document struct {
-	index int    // 1-based
-	line  int    // first line of the document in the file
-	text  []byte // the document's YAML
-}
-
-func (d document) String() string { return fmt.Sprintf("document %d (line %d)", d.index, d.line) }
-
-// object is a decoded document.
+// object is one decoded document.
 type object struct {
-	doc  document
+	line int // the line that opens the document
 	kind string
 	meta metav1.Object
 	obj  any
 }
 
-func (o object) String() string {
-	name := o.meta.GetName()
-	if ns := o.meta.GetNamespace(); ns != "" {
-		name = ns + "/" + name
-	}
-	return fmt.Sprintf("%s %s (%s)", o.kind, name, o.doc)
-}
-
-// podTemplate is a workload's pod spec with the workload's name, for messages.
-type podTemplate struct {
-	owner string // e.g. "Deployment rds-csi-controller"
-	spec  *corev1.PodSpec
-}
-
-// manifest is deploy.yaml, decoded and indexed.
-type manifest struct {
-	raw     string
-	objects []object
-
-	configMaps      map[string]*corev1.ConfigMap      // by namespace/name
-	serviceAccounts map[string]*corev1.ServiceAccount // by namespace/name
-	clusterRoles    map[string]*rbacv1.ClusterRole
-	roles           map[string]*rbacv1.Role // by namespace/name
-	crBindings      []*rbacv1.ClusterRoleBinding
-	roleBindings    []*rbacv1.RoleBinding
-	deployments     []*appsv1.Deployment
-	daemonSets      []*appsv1.DaemonSet
-	csiDrivers      []*storagev1.CSIDriver
-	storageClasses  []*storagev1.StorageClass
-	snapshotClasses []*volumeSnapshotClass
-}
+type manifest struct{ objects []object }
 
 var (
-	loadOnce   sync.Once
-	loaded     *manifest
-	loadErrors []error
+	separator = regexp.MustCompile(`(?m)^---[ \t]*(#.*)?$`)
+	content   = regexp.MustCompile(`(?m)^[ \t]*[^#\s]`)
 )
 
-// load decodes deploy.yaml once per test binary; a test that needs it fails (not skips) when
-// any document does not decode, so a broken manifest cannot pass by omission.
-func load(t *testing.T) *manifest {
-	t.Helper()
-	loadOnce.Do(func() {
-		raw, err := os.ReadFile(manifestPath)
-		if err != nil {
-			loadErrors = []error{err}
-			return
-		}
-		loaded, loadErrors = decodeManifest(raw)
-	})
-	for _, err := range loadErrors {
-		t.Error(err)
-	}
-	if len(loadErrors) > 0 {
-		t.FailNow()
-	}
-	return loaded
-}
-
-var separator = regexp.MustCompile(`^---\s*(#.*)?$`)
-
-// splitDocuments splits a YAML stream at "---" lines, dropping documents that hold only
-// comments and blank lines.
-func splitDocuments(raw []byte) []document {
-	var docs []document
-	var cur bytes.Buffer
-	start, lineNo, meaningful := 1, 0, false
-	flush := func() {
-		if meaningful {
-			docs = append(docs, document{index: len(docs) + 1, line: start, text: bytes.Clone(cur.Bytes())})
-		}
-		cur.Reset()
-		meaningful = false
-	}
-	sc := bufio.NewScanner(bytes.NewReader(raw))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		lineNo++
-		line := sc.Text()
-		if separator.MatchString(line) {
-			flush()
-			start = lineNo + 1
-			continue
-		}
-		if trimmed := strings.TrimSpace(line); trimmed != "" && !strings.HasPrefix(trimmed, "#") {
-			meaningful = true
-		}
-		cur.WriteString(line)
-		cur.WriteByte('\n')
-	}
-	flush()
-	return docs
-}
-
-// decodeStrict decodes one document into the type registered for its apiVersion/kind,
-// failing on unknown fields and duplicate keys.
-func decodeStrict(doc document) (object, error) {
-	var tm metav1.TypeMeta
-	if err := sigsyaml.Unmarshal(doc.text, &tm); err != nil {
-		return object{}, fmt.Errorf("%s: not YAML: %v", doc, err)
-	}
-	key := tm.APIVersion + "/" + tm.Kind
-	newObj, ok := kindTypes[key]
-	if !ok {
-		return object{}, fmt.Errorf("%s: apiVersion %q kind %q is not a kind this test knows; add it to kindTypes", doc, tm.APIVersion, tm.Kind)
-	}
-	// YAML to JSON refusing duplicate keys, then JSON into the API type the way the API
-	// server reads it: field names case-sensitive, unknown and duplicate fields reported with
-	// their path.
-	js, err := sigsyaml.YAMLToJSONStrict(doc.text)
-	if err != nil {
-		return object{}, fmt.Errorf("%s: %s is not strict YAML: %v", doc, tm.Kind, err)
-	}
-	obj := newObj()
-	strictErrs, err := sigsjson.UnmarshalStrict(js, obj, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
-	if err != nil {
-		return object{}, fmt.Errorf("%s: %s does not decode: %v", doc, tm.Kind, err)
-	}
-	if len(strictErrs) > 0 {
-		msgs := make([]string, len(strictErrs))
-		for i, e := range strictErrs {
-			msgs[i] = e.Error()
-		}
-		return object{}, fmt.Errorf("%s: %s does not decode strictly: %s", doc, tm.Kind, strings.Join(msgs, "; "))
-	}
-	meta, ok := obj.(metav1.Object)
-	if !ok {
-		return object{}, fmt.Errorf("%s: %s has no object metadata", doc, tm.Kind)
-	}
-	return object{doc: doc, kind: tm.Kind, meta: meta, obj: obj}, nil
-}
-
-func decodeManifest(raw []byte) (*manifest, []error) {
-	m := &manifest{
-		raw:             string(raw),
-		configMaps:      map[string]*corev1.ConfigMap{},
-		serviceAccounts: map[string]*corev1.ServiceAccount{},
-		clusterRoles:    map[string]*rbacv1.ClusterRole{},
-		roles:           map[string]*rbacv1.Role{},
-	}
+// decodeManifest decodes every document strictly, the way the API server reads it (unknown
+// and duplicate fields are errors, field names case-sensitive), so a misspelled field fails
+// here and not at apply time. Namespaced objects must be in rds-csi (without one, kubectl
+// puts them wherever its context points), and no object may appear twice.
+func decodeManifest(raw string) (*manifest, []error) {
+	m := &manifest{}
 	var errs []error
-	seen := map[string]object{}
-	for _, doc := range splitDocuments(raw) {
-		o, err := decodeStrict(doc)
+	seen := map[string]bool{}
+	start := 0
+	for _, sep := range append(separator.FindAllStringIndex(raw, -1), []int{len(raw), len(raw)}) {
+		text, line := raw[start:sep[0]], strings.Count(raw[:start], "\n")+1
+		start = sep[1]
+		if !content.MatchString(text) {
+			continue // comments only
+		}
+		o, clusterScoped, err := decodeStrict(text, line)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		name, ns := o.meta.GetName(), o.meta.GetNamespace()
-		if name == "" {
-			errs = append(errs, fmt.Errorf("%s: %s has no metadata.name", doc, o.kind))
+		id := o.kind + " " + o.meta.GetNamespace() + "/" + o.meta.GetName()
+		switch ns := o.meta.GetNamespace(); {
+		case clusterScoped && ns != "":
+			errs = append(errs, fmt.Errorf("deploy.yaml:%d: cluster-scoped %s sets namespace %q", line, o.kind, ns))
+		case !clusterScoped && ns != namespace:
+			errs = append(errs, fmt.Errorf("deploy.yaml:%d: %s %s is in namespace %q, want %q", line, o.kind, o.meta.GetName(), ns, namespace))
+		case seen[id]:
+			errs = append(errs, fmt.Errorf("deploy.yaml:%d: %s appears twice", line, id))
 		}
-		if clusterScoped[o.kind] && ns != "" {
-			errs = append(errs, fmt.Errorf("%s: cluster-scoped %s must not set a namespace (has %q)", o, o.kind, ns))
-		}
-		if !clusterScoped[o.kind] && ns != namespace {
-			errs = append(errs, fmt.Errorf("%s: namespaced %s must be in namespace %q, has %q", o, o.kind, namespace, ns))
-		}
-		id := o.kind + " " + ns + "/" + name
-		if prev, dup := seen[id]; dup {
-			errs = append(errs, fmt.Errorf("%s duplicates %s", o, prev))
-		}
-		seen[id] = o
+		seen[id] = true
 		m.objects = append(m.objects, o)
-		m.index(o)
-	}
-	if len(m.objects) == 0 && len(errs) == 0 {
-		errs = append(errs, fmt.Errorf("%s holds no objects", manifestPath))
 	}
 	return m, errs
 }
 
-func (m *manifest) index(o object) {
-	key := o.meta.GetNamespace() + "/" + o.meta.GetName()
-	switch v := o.obj.(type) {
-	case *corev1.ConfigMap:
-		m.configMaps[key] = v
-	case *corev1.ServiceAccount:
-		m.serviceAccounts[key] = v
-	case *rbacv1.ClusterRole:
-		m.clusterRoles[v.Name] = v
-	case *rbacv1.Role:
-		m.roles[key] = v
-	case *rbacv1.ClusterRoleBinding:
-		m.crBindings = append(m.crBindings, v)
-	case *rbacv1.RoleBinding:
-		m.roleBindings = append(m.roleBindings, v)
-	case *appsv1.Deployment:
-		m.deployments = append(m.deployments, v)
-	case *appsv1.DaemonSet:
-		m.daemonSets = append(m.daemonSets, v)
-	case *storagev1.CSIDriver:
-		m.csiDrivers = append(m.csiDrivers, v)
-	case *storagev1.StorageClass:
-		m.storageClasses = append(m.storageClasses, v)
-	case *volumeSnapshotClass:
-		m.snapshotClasses = append(m.snapshotClasses, v)
+func decodeStrict(text string, line int) (object, bool, error) {
+	var tm metav1.TypeMeta
+	if err := sigsyaml.Unmarshal([]byte(text), &tm); err != nil {
+		return object{}, false, fmt.Errorf("deploy.yaml:%d: not YAML: %v", line, err)
 	}
+	kind, ok := kinds[tm.APIVersion+"/"+tm.Kind]
+	if !ok {
+		return object{}, false, fmt.Errorf("deploy.yaml:%d: %s/%s is not a kind this test knows; add it to kinds", line, tm.APIVersion, tm.Kind)
+	}
+	js, err := sigsyaml.YAMLToJSONStrict([]byte(text))
+	if err != nil {
+		return object{}, false, fmt.Errorf("deploy.yaml:%d: %s is not strict YAML: %v", line, tm.Kind, err)
+	}
+	obj := kind.new()
+	strictErrs, err := sigsjson.UnmarshalStrict(js, obj, sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
+	if err = errors.Join(append(strictErrs, err)...); err != nil {
+		return object{}, false, fmt.Errorf("deploy.yaml:%d: %s does not decode strictly: %v", line, tm.Kind, err)
+	}
+	return object{line: line, kind: tm.Kind, meta: obj.(metav1.Object), obj: obj}, kind.clusterScoped, nil
 }
 
-// pods lists every pod template in the manifest.
-func (m *manifest) pods() []podTemplate {
-	var out []podTemplate
-	for _, d := range m.deployments {
-		out = append(out, podTemplate{owner: "Deployment " + d.Name, spec: &d.Spec.Template.Spec})
-	}
-	for _, d := range m.daemonSets {
-		out = append(out, podTemplate{owner: "DaemonSet " + d.Name, spec: &d.Spec.Template.Spec})
+// objectsOf lists the manifest's objects of one API type, e.g. objectsOf[*corev1.ConfigMap].
+func objectsOf[T any](m *manifest) []T {
+	var out []T
+	for _, o := range m.objects {
+		if v, ok := o.obj.(T); ok {
+			out = append(out, v)
+		}
 	}
 	return out
 }
 
-// controllerPod and nodePod return the two workloads' pod templates.
-func (m *manifest) controllerPod() (podTemplate, error) {
-	if len(m.deployments) != 1 {
-		return podTemplate{}, fmt.Errorf("want exactly one Deployment (the controller), found %d", len(m.deployments))
+// named returns the object of type T with that name (all namespaced objects share rds-csi).
+func named[T metav1.Object](m *manifest, name string) (T, bool) {
+	for _, v := range objectsOf[T](m) {
+		if v.GetName() == name {
+			return v, true
+		}
 	}
-	d := m.deployments[0]
-	return podTemplate{owner: "Deployment " + d.Name, spec: &d.Spec.Template.Spec}, nil
+	var none T
+	return none, false
 }
 
-func (m *manifest) nodePod() (podTemplate, error) {
-	if len(m.daemonSets) != 1 {
-		return podTemplate{}, fmt.Errorf("want exactly one DaemonSet (the node plugin), found %d", len(m.daemonSets))
-	}
-	d := m.daemonSets[0]
-	return podTemplate{owner: "DaemonSet " + d.Name, spec: &d.Spec.Template.Spec}, nil
+// pod is a workload's pod template, its rds-csi container, and the workload's name.
+type pod struct {
+	owner  string // e.g. "DaemonSet rds-csi-node"
+	spec   *corev1.PodSpec
+	plugin *corev1.Container
 }
 
-// container returns the named container of a pod.
-func (p podTemplate) container(name string) (*corev1.Container, error) {
+// controller and node return the pods of the one Deployment and the one DaemonSet.
+func (m *manifest) controller() (pod, error) {
+	d := objectsOf[*appsv1.Deployment](m)
+	if len(d) != 1 {
+		return pod{}, fmt.Errorf("want one Deployment (the controller), found %d", len(d))
+	}
+	return newPod("Deployment "+d[0].Name, &d[0].Spec.Template.Spec)
+}
+
+func (m *manifest) node() (pod, error) {
+	d := objectsOf[*appsv1.DaemonSet](m)
+	if len(d) != 1 {
+		return pod{}, fmt.Errorf("want one DaemonSet (the node plugin), found %d", len(d))
+	}
+	return newPod("DaemonSet "+d[0].Name, &d[0].Spec.Template.Spec)
+}
+
+func newPod(owner string, spec *corev1.PodSpec) (pod, error) {
+	p := pod{owner: owner, spec: spec}
+	var err error
+	p.plugin, err = p.container(pluginName)
+	return p, err
+}
+
+// pods returns both pods, reporting a missing one.
+func (m *manifest) pods(r *report) []pod {
+	var out []pod
+	for _, get := range []func() (pod, error){m.controller, m.node} {
+		if p, err := get(); r.must(err) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (p pod) container(name string) (*corev1.Container, error) {
 	for i := range p.spec.Containers {
 		if p.spec.Containers[i].Name == name {
 			return &p.spec.Containers[i], nil
@@ -322,8 +285,17 @@ func (p podTemplate) container(name string) (*corev1.Container, error) {
 	return nil, fmt.Errorf("%s has no container %q", p.owner, name)
 }
 
-// flagValue returns the value of --name=value in args (the form every container here uses),
-// and whether it was present. A bare --name counts as present with value "".
+func (p pod) volume(name string) *corev1.Volume {
+	for i := range p.spec.Volumes {
+		if p.spec.Volumes[i].Name == name {
+			return &p.spec.Volumes[i]
+		}
+	}
+	return nil
+}
+
+// flagValue returns the value of --name=value in args (the form every container here uses)
+// and whether the flag is there; a bare --name has the value "".
 func flagValue(args []string, name string) (string, bool) {
 	for _, a := range args {
 		if a == "--"+name {
@@ -336,121 +308,61 @@ func flagValue(args []string, name string) (string, bool) {
 	return "", false
 }
 
-// mountFor resolves a path inside container c to the volume mounted there and the path
-// relative to the mount point (the longest mount point that contains it wins).
-func mountFor(c *corev1.Container, path string) (corev1.VolumeMount, string, bool) {
-	var best corev1.VolumeMount
-	found := false
-	for _, vm := range c.VolumeMounts {
-		mp := strings.TrimSuffix(vm.MountPath, "/")
-		if path == mp || strings.HasPrefix(path, mp+"/") {
-			if !found || len(mp) > len(strings.TrimSuffix(best.MountPath, "/")) {
-				best, found = vm, true
-			}
+// mountFor resolves a path inside container c to the mount that holds it (the longest mount
+// point containing it) and the path relative to that mount point.
+func mountFor(c *corev1.Container, path string) (vm corev1.VolumeMount, rel string, ok bool) {
+	for _, m := range c.VolumeMounts {
+		mp := strings.TrimSuffix(m.MountPath, "/")
+		if (path == mp || strings.HasPrefix(path, mp+"/")) && (!ok || len(mp) > len(vm.MountPath)) {
+			vm, ok = m, true
+			rel = strings.TrimPrefix(strings.TrimPrefix(path, mp), "/")
 		}
 	}
-	if !found {
-		return corev1.VolumeMount{}, "", false
-	}
-	rel := strings.TrimPrefix(strings.TrimPrefix(path, strings.TrimSuffix(best.MountPath, "/")), "/")
-	return best, rel, true
+	return vm, rel, ok
 }
 
-func volumeNamed(p podTemplate, name string) (*corev1.Volume, bool) {
-	for i := range p.spec.Volumes {
-		if p.spec.Volumes[i].Name == name {
-			return &p.spec.Volumes[i], true
-		}
-	}
-	return nil, false
-}
-
-// hostPathOf resolves a container path to the host path behind it, when a hostPath volume is
-// mounted there.
-func hostPathOf(p podTemplate, c *corev1.Container, path string) (string, bool) {
+// hostPathOf resolves a container path to the host path behind it, when a hostPath volume
+// holds it.
+func hostPathOf(p pod, c *corev1.Container, path string) (string, bool) {
 	vm, rel, ok := mountFor(c, path)
 	if !ok {
 		return "", false
 	}
-	v, ok := volumeNamed(p, vm.Name)
-	if !ok || v.HostPath == nil {
-		return "", false
+	if v := p.volume(vm.Name); v != nil && v.HostPath != nil {
+		return filepath.Join(v.HostPath.Path, rel), true
 	}
-	return filepath.Join(v.HostPath.Path, rel), true
+	return "", false
 }
 
-func TestManifestDecodesStrictly(t *testing.T) {
-	m := load(t)
-	// The manifest must hold at least these objects; the kinds in between are cross-checked
-	// by the other tests.
-	want := []struct{ kind, name string }{
-		{"Namespace", namespace},
-		{"CSIDriver", driverName},
-		{"ConfigMap", "rds-csi-config"},
-		{"ServiceAccount", "rds-csi-controller"},
-		{"ServiceAccount", "rds-csi-node"},
-		{"Deployment", "rds-csi-controller"},
-		{"DaemonSet", "rds-csi-node"},
-		{"StorageClass", "rds-nvme"},
-		{"StorageClass", "rds-nvme-block"},
-		{"VolumeSnapshotClass", "rds-nvme-snapshot"},
-	}
-	for _, w := range want {
-		found := false
-		for _, o := range m.objects {
-			found = found || (o.kind == w.kind && o.meta.GetName() == w.name)
-		}
-		if !found {
-			t.Errorf("deploy.yaml has no %s %q", w.kind, w.name)
-		}
-	}
-	t.Logf("%d objects decoded strictly", len(m.objects))
-}
+var envRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
 
-// The strict decoder is what makes TestManifestDecodesStrictly worth anything; prove it
-// rejects what it must.
-func TestStrictDecodingRejectsMistakes(t *testing.T) {
-	cases := []struct{ name, yaml, wantErr string }{
-		{"unknown field deep in a pod", `apiVersion: apps/v1
-kind: DaemonSet
-metadata: {name: x, namespace: rds-csi}
-spec:
-  selector: {matchLabels: {a: b}}
-  template:
-    metadata: {labels: {a: b}}
-    spec:
-      containers:
-        - name: c
-          image: i
-          argz: ["--mode=node"]
-`, `unknown field "spec.template.spec.containers[0].argz"`},
-		{"misspelled CSIDriver field", `apiVersion: storage.k8s.io/v1
-kind: CSIDriver
-metadata: {name: x}
-spec: {attachRequire: true}
-`, `unknown field "spec.attachRequire"`},
-		{"duplicate key", `apiVersion: v1
-kind: ConfigMap
-metadata: {name: x, namespace: rds-csi}
-data: {a: "1", a: "2"}
-`, `already set`},
-		{"field name in the wrong case", `apiVersion: storage.k8s.io/v1
-kind: StorageClass
-metadata: {name: x}
-provisioner: p
-AllowVolumeExpansion: true
-`, `unknown field "AllowVolumeExpansion"`},
-		{"kind the test does not know", `apiVersion: v1
-kind: Secret
-metadata: {name: x, namespace: rds-csi}
-`, `not a kind this test knows`},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := decodeStrict(document{index: 1, line: 1, text: []byte(tc.yaml)})
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("decodeStrict error = %v, want one containing %q", err, tc.wantErr)
+// expandArgs resolves $(VAR) in a container's arguments the way the kubelet does, from its
+// env: literal values, ConfigMap keys of the manifest, and "node-1" for spec.nodeName. A
+// reference to a variable the env does not define is a problem: the kubelet passes it on
+// literally.
+func expandArgs(m *manifest, c *corev1.Container) (args, problems []string) {
+	values := map[string]string{}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom == nil:
+			values[e.Name] = e.Value
+		case e.ValueFrom.FieldRef != nil && e.ValueFrom.FieldRef.FieldPath == "spec.nodeName":
+			values[e.Name] = "node-1"
+		case e.ValueFrom.ConfigMapKeyRef != nil:
+			if cm, ok := named[*corev1.ConfigMap](m, e.ValueFrom.ConfigMapKeyRef.Name); ok {
+				values[e.Name] = cm.Data[e.ValueFrom.ConfigMapKeyRef.Key]
 			}
-		})
+		}
 	}
+	for _, a := range c.Args {
+		args = append(args, envRef.ReplaceAllStringFunc(a, func(ref string) string {
+			v, ok := values[envRef.FindStringSubmatch(ref)[1]]
+			if !ok {
+				problems = append(problems, fmt.Sprintf("container %s: argument %s refers to %s, which its env does not define", c.Name, a, ref))
+				return ref
+			}
+			return v
+		}))
+	}
+	return args, problems
 }
