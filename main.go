@@ -11,10 +11,13 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -124,4 +127,71 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	}
 	log.Info("stopped")
 	return err
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	switch strings.ToLower(s) {
+	case "debug":
+		return slog.LevelDebug, nil
+	case "info", "":
+		return slog.LevelInfo, nil
+	case "warn", "warning":
+		return slog.LevelWarn, nil
+	case "error":
+		return slog.LevelError, nil
+	}
+	return 0, fmt.Errorf("--log-level %q is not valid: use debug, info, warn or error", s)
+}
+
+// newLogger builds the process logger from validated settings.
+func newLogger(w io.Writer, format, level string) *slog.Logger {
+	lvl, _ := parseLevel(level)
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+const redacted = "***redacted***"
+
+// redactSecrets returns a copy of msg in which every map field named "secrets", at any depth,
+// has its values replaced, so requests can be logged. The original is not modified.
+func redactSecrets(msg proto.Message) proto.Message {
+	if msg == nil {
+		return nil
+	}
+	c := proto.Clone(msg)
+	redactMessage(c.ProtoReflect())
+	return c
+}
+
+func redactMessage(m protoreflect.Message) {
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsMap() && fd.Name() == "secrets":
+			mp := m.Mutable(fd).Map()
+			mp.Range(func(k protoreflect.MapKey, _ protoreflect.Value) bool {
+				mp.Set(k, protoreflect.ValueOfString(redacted))
+				return true
+			})
+		case fd.IsMap():
+			if fd.MapValue().Kind() == protoreflect.MessageKind {
+				v.Map().Range(func(_ protoreflect.MapKey, mv protoreflect.Value) bool {
+					redactMessage(mv.Message())
+					return true
+				})
+			}
+		case fd.IsList():
+			if fd.Kind() == protoreflect.MessageKind {
+				l := v.List()
+				for i := 0; i < l.Len(); i++ {
+					redactMessage(l.Get(i).Message())
+				}
+			}
+		case fd.Kind() == protoreflect.MessageKind:
+			redactMessage(v.Message())
+		}
+		return true
+	})
 }
