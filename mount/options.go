@@ -62,8 +62,7 @@ var allowedFlags = func() uintptr {
 // kernel's to check (it refuses a bad one with EINVAL, which Mount
 // explains); here a value only has to be a safe token (checkShape). A word
 // stays a word on purpose: the kernel also reads "barrier=00" as nobarrier.
-// Value options contradict themselves with another value; group names
-// other options they contradict.
+// Options of one group contradict each other.
 type dataOption struct {
 	takesValue bool
 	group      string
@@ -71,13 +70,15 @@ type dataOption struct {
 
 // dataOptions builds an allow-list: words are plain options, values take
 // name=value, and each group ("a/b") lists options that contradict each other.
+// A value option is its own group until put in another: a second value for the
+// same name contradicts the first.
 func dataOptions(words, values string, groups ...string) map[string]dataOption {
 	set := map[string]dataOption{}
 	for _, w := range strings.Fields(words) {
 		set[w] = dataOption{}
 	}
 	for _, v := range strings.Fields(values) {
-		set[v] = dataOption{takesValue: true}
+		set[v] = dataOption{takesValue: true, group: v}
 	}
 	for _, g := range groups {
 		for name := range strings.SplitSeq(g, "/") {
@@ -166,9 +167,6 @@ func ParseOptions(fstype string, opts []string) (Options, error) {
 			group = f.group
 		} else {
 			data = append(data, opt)
-			if group == "" && d.takesValue {
-				group = name // a second value for the same name contradicts the first
-			}
 		}
 		if group != "" {
 			if prev, dup := seenGroup[group]; dup {
