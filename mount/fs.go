@@ -168,8 +168,7 @@ func refuseIfMounted(ctx context.Context, path string) error {
 	return err
 }
 
-// isExt reports whether fstype is checked and grown with the e2fsprogs tools;
-// the other supported type is xfs.
+// isExt reports whether fstype is checked and grown with the e2fsprogs tools.
 func isExt(fstype string) bool { return fstype == "ext4" || fstype == "ext3" || fstype == "ext2" }
 
 // unsupported is the error for a filesystem Repair and Grow do not handle.
@@ -215,11 +214,11 @@ func (t fsTools) grow(ctx context.Context, device, mountPoint, fstype string) er
 	default:
 		return unsupported("grow", device, fstype)
 	}
-	if err != nil && strings.Contains(res.output, resize2fsNoCapability) {
+	switch {
+	case err != nil && strings.Contains(res.output, resize2fsNoCapability):
 		return fmt.Errorf("grow %s at %s: online ext4 resize needs CAP_SYS_RESOURCE, which this process lacks; "+
 			"run the node plugin as a privileged container: %w", device, mountPoint, err)
-	}
-	if err != nil {
+	case err != nil:
 		return fmt.Errorf("grow %s at %s: %w", device, mountPoint, err)
 	}
 	return nil
@@ -243,13 +242,11 @@ const (
 // xfsprogs 6.1 after a crash.
 const xfsDirtyLogAlert = "valuable metadata changes in a log"
 
-// Repair checks the filesystem on an unmounted device and applies only
-// the repairs that are safe without a human: e2fsck -p for ext2/3/4 (it also
-// replays a dirty journal), a read-only xfs_repair -n for xfs (a dirty xfs
-// log is left for the mount to replay, and then the check is skipped). It
-// refuses while any mount of the device exists (ErrInUse). nil means the
-// filesystem may be mounted; an error wrapping ErrNeedsRepair means a human
-// must repair it, and says how.
+// Repair checks the filesystem on an unmounted device (ErrInUse while any
+// mount of it exists) and applies only the repairs that are safe without a
+// human: e2fsck -p for ext2/3/4 (it also replays a dirty journal), a read-only
+// xfs_repair -n for xfs. nil means the filesystem may be mounted; an error
+// wrapping ErrNeedsRepair means a human must repair it, and says how.
 func Repair(ctx context.Context, device, fstype string) error {
 	return systemTools.repair(ctx, device, fstype)
 }

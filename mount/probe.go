@@ -281,10 +281,9 @@ func probeOffsets(size int64) []region {
 	return regions
 }
 
-// readRegions reads every region completely from r, in chunks through one pooled
-// buffer, and keeps what classify looks at: the signature windows (probed.windows),
-// where the first non-zero byte is, and how much was read. A failed or short read is an
-// error: a region we could not read is not known to be zero.
+// readRegions reads every region completely from r and keeps what classify looks
+// at (see probed). A failed or short read is an error: a region we could not read
+// is not known to be zero.
 func readRegions(r io.ReaderAt, size int64) (*probed, error) {
 	if size < edgeSize {
 		return nil, fmt.Errorf("device is %d bytes, smaller than the %d bytes a probe needs; it cannot be a volume", size, edgeSize)

@@ -136,9 +136,8 @@ func (g StormGuard) Bind(ctx context.Context, source, target string, readOnly bo
 	return nil
 }
 
-// bindSource resolves source and refuses what must never be bind-mounted:
-// device nodes and anything under /dev, also when reached through a
-// symlink. It returns the resolved path and its filesystem's device.
+// bindSource resolves source, refuses device nodes and /dev also behind a
+// symlink, and returns the resolved path and its filesystem's device.
 func bindSource(source string) (string, devNum, error) {
 	if !filepath.IsAbs(source) {
 		return "", devNum{}, fmt.Errorf("bind source %q is not an absolute path", source)
@@ -169,10 +168,8 @@ var perMountFlagNames = map[string]uintptr{
 	"nodiratime": unix.MS_NODIRATIME, "nosymfollow": unix.MS_NOSYMFOLLOW,
 }
 
-// remount changes only whether the mount at target is read-only, keeping
-// its other per-mount flags (nodev, nosuid, noexec, atime). It changes the
-// mount, not the filesystem: other mounts of the same filesystem keep
-// their mode.
+// remount changes only whether the mount at target is read-only, keeping its
+// other per-mount flags; other mounts of the same filesystem keep their mode.
 func remount(ctx context.Context, target string, readOnly bool) error {
 	entries, err := ByMountPoint(ctx, target)
 	if err != nil {
