@@ -50,15 +50,12 @@ func MakeBlockNode(path string, major, minor uint32, readOnly bool) error {
 			return fmt.Errorf("block node %s: something else is there (%s); refusing to replace it, remove it if it is stale",
 				path, describeNode(st))
 		}
-		err = unix.Mknod(path, unix.S_IFBLK|mode, int(unix.Mkdev(major, minor)))
-		if errors.Is(err, unix.EEXIST) {
-			continue
-		}
-		if err != nil {
+		switch err := unix.Mknod(path, unix.S_IFBLK|mode, int(unix.Mkdev(major, minor))); {
+		case err == nil:
+			return setNodeMode(path, unix.S_IFBLK, mode) // mknod applies the umask; the mode must be exact
+		case !errors.Is(err, unix.EEXIST):
 			return fmt.Errorf("block node %s for device %d:%d: %w", path, major, minor, err)
 		}
-		// mknod applies the umask; the mode must be exact.
-		return setNodeMode(path, unix.S_IFBLK, mode)
 	}
 	return fmt.Errorf("block node %s: something keeps creating and removing it", path)
 }
@@ -74,11 +71,11 @@ func setNodeMode(path string, current, want uint32) error {
 }
 
 func describeNode(st unix.Stat_t) string {
-	switch st.Mode & unix.S_IFMT {
+	switch dev := devNumOf(st.Rdev); st.Mode & unix.S_IFMT {
 	case unix.S_IFBLK:
-		return fmt.Sprintf("block device %d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+		return fmt.Sprintf("block device %d:%d", dev.major, dev.minor)
 	case unix.S_IFCHR:
-		return fmt.Sprintf("character device %d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))
+		return fmt.Sprintf("character device %d:%d", dev.major, dev.minor)
 	case unix.S_IFDIR:
 		return "a directory"
 	case unix.S_IFLNK:

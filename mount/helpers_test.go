@@ -3,6 +3,7 @@ package mount
 import (
 	"context"
 	"encoding/binary"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -170,4 +171,9 @@ func mountedAt(t testing.TB, path string) []*Entry {
 		t.Fatal(err)
 	}
 	return entries
+}
+
+// fileTable reads mountinfo text from path.
+func fileTable(path string) table {
+	return table{open: func() (io.ReadCloser, error) { return os.Open(path) }}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path/filepath"
 
 	"github.com/moby/sys/mountinfo"
@@ -17,20 +16,14 @@ import (
 // Root is the directory of that filesystem that appears at Mountpoint.
 type Entry = mountinfo.Info
 
-// table is a source of mountinfo text. The zero value reads the calling
-// process's own table; tests and benchmarks point open at a file so they can
-// feed synthetic tables or simulate a read that hangs.
+// table is a source of mountinfo text. The zero value, processTable, reads the
+// calling process's own table; tests point open at a file to feed synthetic
+// tables or simulate a read that hangs.
 type table struct {
 	open func() (io.ReadCloser, error)
 }
 
-// processTable is the table every exported function reads.
 var processTable table
-
-// fileTable reads mountinfo text from path (a test and benchmark seam).
-func fileTable(path string) table {
-	return table{open: func() (io.ReadCloser, error) { return os.Open(path) }}
-}
 
 // read parses the table under the context's deadline. Any failure,
 // including a read that does not finish in time, is an error: callers
@@ -58,9 +51,7 @@ func (t table) byMountPoint(ctx context.Context, path string) ([]*Entry, error) 
 	if err != nil {
 		return nil, err
 	}
-	return t.read(ctx, func(e *Entry) (skip, stop bool) {
-		return e.Mountpoint != mp, false
-	})
+	return t.read(ctx, func(e *Entry) (skip, stop bool) { return e.Mountpoint != mp, false })
 }
 
 func (t table) bySource(ctx context.Context, major, minor uint32) ([]*Entry, error) {
@@ -94,9 +85,7 @@ func resolveMountPoint(ctx context.Context, path string) (string, error) {
 	if base == "" {
 		return clean, nil // "/"
 	}
-	resolved, err := bounded(ctx, "resolving "+dir, func() (string, error) {
-		return filepath.EvalSymlinks(dir)
-	})
+	resolved, err := bounded(ctx, "resolving "+dir, func() (string, error) { return filepath.EvalSymlinks(dir) })
 	switch {
 	case err == nil:
 		return filepath.Join(resolved, base), nil
@@ -108,9 +97,7 @@ func resolveMountPoint(ctx context.Context, path string) (string, error) {
 }
 
 // List returns every entry of the process's mount table.
-func List(ctx context.Context) ([]*Entry, error) {
-	return processTable.read(ctx, nil)
-}
+func List(ctx context.Context) ([]*Entry, error) { return processTable.read(ctx, nil) }
 
 // ByMountPoint returns every entry mounted at path, in mount order: more
 // than one means mounts are stacked there, and the last is usually the
@@ -130,8 +117,5 @@ func BySource(ctx context.Context, major, minor uint32) ([]*Entry, error) {
 // mount table is an error, never false.
 func IsMounted(ctx context.Context, path string) (bool, error) {
 	entries, err := processTable.byMountPoint(ctx, path)
-	if err != nil {
-		return false, err
-	}
-	return len(entries) > 0, nil
+	return len(entries) > 0, err
 }

@@ -1,7 +1,9 @@
 package mount
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -60,82 +62,63 @@ var allowedFlags = func() uintptr {
 // kernel's to check (it refuses a bad one with EINVAL, which Mount
 // explains); here a value only has to be a safe token (checkShape). A word
 // stays a word on purpose: the kernel also reads "barrier=00" as nobarrier.
-// Value options contradict themselves with another value; group names
-// other options they contradict.
+// Options of one group contradict each other.
 type dataOption struct {
 	takesValue bool
 	group      string
 }
 
-// The allow-lists hold only options a stock kernel accepts on a
-// filesystem made by Format; TestAllowListMountsOnKernel mounts each one.
-// Left out on purpose: acl/noacl, xfs quotas and project quotas (they depend
-// on kernel config or mkfs features), sunit/swidth (need an aligned mkfs).
-var ext4Options = map[string]dataOption{
-	"discard":              {group: "discard"},
-	"nodiscard":            {group: "discard"},
-	"data":                 {takesValue: true},
-	"errors":               {takesValue: true},
-	"commit":               {takesValue: true},
-	"barrier":              {},
-	"journal_checksum":     {group: "journal_checksum"},
-	"nojournal_checksum":   {group: "journal_checksum"},
-	"auto_da_alloc":        {group: "auto_da_alloc"},
-	"noauto_da_alloc":      {group: "auto_da_alloc"},
-	"delalloc":             {group: "delalloc"},
-	"nodelalloc":           {group: "delalloc"},
-	"dioread_nolock":       {group: "dioread"},
-	"dioread_lock":         {group: "dioread"},
-	"block_validity":       {group: "block_validity"},
-	"noblock_validity":     {group: "block_validity"},
-	"init_itable":          {takesValue: true, group: "init_itable"},
-	"noinit_itable":        {group: "init_itable"},
-	"stripe":               {takesValue: true},
-	"inode_readahead_blks": {takesValue: true},
-	"max_batch_time":       {takesValue: true},
-	"min_batch_time":       {takesValue: true},
-	"journal_ioprio":       {takesValue: true},
-	"user_xattr":           {},
-	"nombcache":            {},
-	"usrquota":             {},
-	"grpquota":             {},
-}
-
-var xfsOptions = map[string]dataOption{
-	"discard":     {group: "discard"},
-	"nodiscard":   {group: "discard"},
-	"inode64":     {group: "inode"},
-	"inode32":     {group: "inode"},
-	"logbsize":    {takesValue: true},
-	"logbufs":     {takesValue: true},
-	"allocsize":   {takesValue: true},
-	"nouuid":      {},
-	"largeio":     {group: "largeio"},
-	"nolargeio":   {group: "largeio"},
-	"swalloc":     {},
-	"wsync":       {},
-	"filestreams": {},
-	"grpid":       {group: "grpid"},
-	"nogrpid":     {group: "grpid"},
+// dataOptions builds an allow-list: words are plain options, values take
+// name=value, and each group ("a/b") lists options that contradict each other.
+// A value option is its own group until put in another: a second value for the
+// same name contradicts the first.
+func dataOptions(words, values string, groups ...string) map[string]dataOption {
+	set := map[string]dataOption{}
+	for _, w := range strings.Fields(words) {
+		set[w] = dataOption{}
+	}
+	for _, v := range strings.Fields(values) {
+		set[v] = dataOption{takesValue: true, group: v}
+	}
+	for _, g := range groups {
+		for name := range strings.SplitSeq(g, "/") {
+			set[name] = dataOption{takesValue: set[name].takesValue, group: g}
+		}
+	}
+	return set
 }
 
 // optionSets maps each supported filesystem to its data options; ""
-// (bind mounts) takes generic flags only.
+// (bind mounts) takes generic flags only. The allow-lists hold only options
+// a stock kernel accepts on a filesystem made by Format;
+// TestAllowListMountsOnKernel mounts each one. Left out on purpose: acl/noacl,
+// xfs quotas and project quotas (they depend on kernel config or mkfs
+// features), sunit/swidth (need an aligned mkfs).
 var optionSets = map[string]map[string]dataOption{
-	"":     {},
-	"ext4": ext4Options,
-	"xfs":  xfsOptions,
+	"": {},
+	"ext4": dataOptions("barrier user_xattr nombcache usrquota grpquota",
+		"data errors commit init_itable stripe inode_readahead_blks max_batch_time min_batch_time journal_ioprio",
+		"discard/nodiscard", "journal_checksum/nojournal_checksum", "auto_da_alloc/noauto_da_alloc",
+		"delalloc/nodelalloc", "dioread_nolock/dioread_lock", "block_validity/noblock_validity",
+		"init_itable/noinit_itable"),
+	"xfs": dataOptions("nouuid swalloc wsync filestreams", "logbsize logbufs allocsize",
+		"discard/nodiscard", "inode64/inode32", "largeio/nolargeio", "grpid/nogrpid"),
 }
+
+const (
+	noOrdering = "it turns off write ordering, so a crash of the node or the storage loses committed data"
+	noReplay   = "it skips journal replay and shows stale or inconsistent data"
+)
 
 // refused explains options that are valid for the kernel but unsafe for
 // volumes holding someone's data. The kernel matches values exactly
 // (errors=PANIC is EINVAL), so the exact spelling is enough.
 var refused = map[string]string{
-	"nobarrier":    "it turns off write ordering, so a crash of the node or the storage loses committed data",
-	"barrier=0":    "it turns off write ordering, so a crash of the node or the storage loses committed data",
+	"nobarrier":    noOrdering,
+	"barrier=0":    noOrdering,
 	"errors=panic": "a filesystem error on one volume would crash the whole node",
-	"norecovery":   "it skips journal replay and shows stale or inconsistent data",
-	"noload":       "it skips journal replay and shows stale or inconsistent data",
+	"norecovery":   noReplay,
+	"noload":       noReplay,
 }
 
 // maxOptionLength bounds one option: the longest allowed name with a
@@ -172,7 +155,7 @@ func ParseOptions(fstype string, opts []string) (Options, error) {
 		switch {
 		case !isFlag && !isData:
 			return Options{}, fmt.Errorf("mount option %q is not supported for %s; allowed: %s",
-				opt, describeFS(fstype), strings.Join(allowedNames(dataSet), ", "))
+				opt, cmp.Or(fstype, "bind mounts"), strings.Join(allowedNames(dataSet), ", "))
 		case hasValue && !d.takesValue:
 			return Options{}, fmt.Errorf("mount option %q takes no value; use %q", opt, name)
 		case !hasValue && d.takesValue:
@@ -184,9 +167,6 @@ func ParseOptions(fstype string, opts []string) (Options, error) {
 			group = f.group
 		} else {
 			data = append(data, opt)
-			if group == "" && d.takesValue {
-				group = name // a second value for the same name contradicts the first
-			}
 		}
 		if group != "" {
 			if prev, dup := seenGroup[group]; dup {
@@ -227,29 +207,16 @@ func checkShape(opt string) error {
 		case r == '=' && i == len(name):
 		case r == '=':
 			return fmt.Errorf("mount option %q has more than one '='; %s", opt, allowed)
-		case !isTokenChar(r):
+		case !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || strings.ContainsRune("_-.", r)):
 			return fmt.Errorf("mount option %q contains %q; %s", opt, r, allowed)
 		}
 	}
 	return nil
 }
 
-func isTokenChar(r rune) bool {
-	return 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '_' || r == '-' || r == '.'
-}
-
-func describeFS(fstype string) string {
-	if fstype == "" {
-		return "bind mounts"
-	}
-	return fstype
-}
-
+// allowedNames lists every option fstype's set allows, for error messages.
 func allowedNames(dataSet map[string]dataOption) []string {
-	var names []string
-	for name := range flagOptions {
-		names = append(names, name)
-	}
+	names := slices.Collect(maps.Keys(flagOptions))
 	for name, d := range dataSet {
 		if d.takesValue {
 			name += "=..."

@@ -18,6 +18,40 @@ const maxUnmounts = 1000
 // undoTimeout bounds the unmount that undoes a half-done read-only bind.
 const undoTimeout = 10 * time.Second
 
+// DefaultStormLimit is the number of mount-table entries one source may
+// have before StormGuard refuses another. A node with a healthy workload
+// has a handful per volume; thousands mean mount propagation is
+// multiplying them (seen: 2048 devtmpfs mounts, a soft lockup, an OOM kill).
+const DefaultStormLimit = 100
+
+// StormGuard refuses to add a mount whose source device already has Limit
+// or more entries in the mount table. The zero value uses DefaultStormLimit.
+// Mount and Bind apply the default guard; use the guard's own methods for
+// another limit.
+type StormGuard struct {
+	Limit int
+}
+
+// check returns an error wrapping ErrMountStorm when major:minor already has
+// Limit or more entries in t, or when t cannot be read.
+func (g StormGuard) check(ctx context.Context, t table, major, minor uint32) error {
+	entries, err := t.bySource(ctx, major, minor)
+	if err != nil {
+		return fmt.Errorf("mount-storm guard for device %d:%d: %w", major, minor, err)
+	}
+	limit := g.Limit
+	if limit <= 0 {
+		limit = DefaultStormLimit
+	}
+	if n := len(entries); n >= limit {
+		return fmt.Errorf("%w: refusing another mount of device %d:%d, which already has %d mount-table entries (limit %d); "+
+			"this usually means mount propagation is multiplying mounts: list them with `grep ' %d:%d ' /proc/self/mountinfo`, "+
+			"look for bind mounts of /dev or of a shared kubelet directory, and unmount the extras",
+			ErrMountStorm, major, minor, n, limit, major, minor)
+	}
+	return nil
+}
+
 // Mount mounts the filesystem on the block device source at target with the
 // default StormGuard. See StormGuard.Mount.
 func Mount(ctx context.Context, source, target, fstype string, o Options) error {
@@ -29,14 +63,15 @@ func Mount(ctx context.Context, source, target, fstype string, o Options) error 
 // when source already has g.Limit mounts. When the deadline passes first
 // the mount may still happen later: check mountinfo before retrying.
 func (g StormGuard) Mount(ctx context.Context, source, target, fstype string, o Options) error {
-	if err := checkOptionsFor(fstype, o); err != nil {
-		return fmt.Errorf("mount %s at %s: %w", source, target, err)
+	err := checkOptionsFor(fstype, o)
+	if err == nil {
+		var src devNum
+		src, err = bounded(ctx, "stat "+source, func() (devNum, error) { return blockDeviceOf(source) })
+		if err == nil {
+			err = g.check(ctx, processTable, src.major, src.minor)
+		}
 	}
-	src, err := bounded(ctx, "stat "+source, func() (devNum, error) { return blockDeviceOf(source) })
 	if err != nil {
-		return fmt.Errorf("mount %s at %s: %w", source, target, err)
-	}
-	if err := g.check(ctx, processTable, src.major, src.minor); err != nil {
 		return fmt.Errorf("mount %s at %s: %w", source, target, err)
 	}
 	what := fmt.Sprintf("mount %s (%s, options %q) at %s", source, fstype, strings.Join(o.Strings, ","), target)
@@ -85,11 +120,8 @@ func (g StormGuard) Bind(ctx context.Context, source, target string, readOnly bo
 		return fmt.Errorf("bind %s at %s: %w", source, target, err)
 	}
 	what := fmt.Sprintf("bind %s at %s", source, target)
-	if err := mountCall(ctx, what, src.path, target, "", unix.MS_BIND, ""); err != nil {
+	if err := mountCall(ctx, what, src.path, target, "", unix.MS_BIND, ""); err != nil || !readOnly {
 		return err
-	}
-	if !readOnly {
-		return nil
 	}
 	if err := remount(ctx, target, true); err != nil {
 		// The undo gets its own budget: ctx may be what just expired.
@@ -104,9 +136,8 @@ func (g StormGuard) Bind(ctx context.Context, source, target string, readOnly bo
 	return nil
 }
 
-// bindSource resolves source and refuses what must never be bind-mounted:
-// device nodes and anything under /dev, also when reached through a
-// symlink. It returns the resolved path and its filesystem's device.
+// bindSource resolves source, refuses device nodes and /dev also behind a
+// symlink, and returns the resolved path and its filesystem's device.
 func bindSource(source string) (string, devNum, error) {
 	if !filepath.IsAbs(source) {
 		return "", devNum{}, fmt.Errorf("bind source %q is not an absolute path", source)
@@ -129,10 +160,16 @@ func bindSource(source string) (string, devNum, error) {
 	return resolved, devNumOf(st.Dev), nil
 }
 
-// remount changes only whether the mount at target is read-only, keeping
-// its other per-mount flags (nodev, nosuid, noexec, atime). It changes the
-// mount, not the filesystem: other mounts of the same filesystem keep
-// their mode.
+// perMountFlagNames maps mountinfo's per-mount options to MS_* flags.
+// A remount with MS_BIND replaces all per-mount flags, so each one must be
+// carried over or it would be silently dropped.
+var perMountFlagNames = map[string]uintptr{
+	"ro": unix.MS_RDONLY, "nosuid": unix.MS_NOSUID, "nodev": unix.MS_NODEV, "noexec": unix.MS_NOEXEC,
+	"nodiratime": unix.MS_NODIRATIME, "nosymfollow": unix.MS_NOSYMFOLLOW,
+}
+
+// remount changes only whether the mount at target is read-only, keeping its
+// other per-mount flags; other mounts of the same filesystem keep their mode.
 func remount(ctx context.Context, target string, readOnly bool) error {
 	entries, err := ByMountPoint(ctx, target)
 	if err != nil {
@@ -141,46 +178,21 @@ func remount(ctx context.Context, target string, readOnly bool) error {
 	if len(entries) == 0 {
 		return fmt.Errorf("remount %s: nothing is mounted there", target)
 	}
-	flags := perMountFlags(entries[len(entries)-1].Options)
-	if readOnly {
-		flags |= unix.MS_RDONLY
-	} else {
-		flags &^= unix.MS_RDONLY
-	}
-	what := "remount " + target + " read-write"
-	if readOnly {
-		what = "remount " + target + " read-only"
-	}
-	return mountCall(ctx, what, "", target, "", unix.MS_REMOUNT|unix.MS_BIND|flags, "")
-}
-
-// perMountFlags converts mountinfo's per-mount option field to MS_* flags.
-// A remount with MS_BIND replaces all per-mount flags, so each one must be
-// carried over or it would be silently dropped.
-func perMountFlags(options string) uintptr {
-	var flags uintptr
-	atime := uintptr(unix.MS_STRICTATIME)
-	for opt := range strings.SplitSeq(options, ",") {
+	flags, atime := uintptr(0), uintptr(unix.MS_STRICTATIME)
+	for opt := range strings.SplitSeq(entries[len(entries)-1].Options, ",") {
+		flags |= perMountFlagNames[opt]
 		switch opt {
-		case "ro":
-			flags |= unix.MS_RDONLY
-		case "nosuid":
-			flags |= unix.MS_NOSUID
-		case "nodev":
-			flags |= unix.MS_NODEV
-		case "noexec":
-			flags |= unix.MS_NOEXEC
-		case "nodiratime":
-			flags |= unix.MS_NODIRATIME
-		case "nosymfollow":
-			flags |= unix.MS_NOSYMFOLLOW
 		case "noatime":
 			atime = unix.MS_NOATIME
 		case "relatime":
 			atime = unix.MS_RELATIME
 		}
 	}
-	return flags | atime
+	flags, what := flags&^unix.MS_RDONLY|atime, "remount "+target+" read-write"
+	if readOnly {
+		flags, what = flags|unix.MS_RDONLY, "remount "+target+" read-only"
+	}
+	return mountCall(ctx, what, "", target, "", unix.MS_REMOUNT|unix.MS_BIND|flags, "")
 }
 
 // unmountOnce unmounts the top mount at target once and reports whether a
@@ -189,11 +201,8 @@ func perMountFlags(options string) uintptr {
 // filesystem stays alive and hides that it is busy.
 func unmountOnce(ctx context.Context, target string) (bool, error) {
 	what := "unmount " + target
-	err := boundedErr(ctx, what, func() error {
-		// UMOUNT_NOFOLLOW: a symlink planted at target must not redirect
-		// the unmount to another mount.
-		return unix.Unmount(target, unix.UMOUNT_NOFOLLOW)
-	})
+	// UMOUNT_NOFOLLOW: a symlink planted at target must not redirect the unmount to another mount.
+	err := boundedErr(ctx, what, func() error { return unix.Unmount(target, unix.UMOUNT_NOFOLLOW) })
 	switch {
 	case err == nil:
 		return true, nil
@@ -235,31 +244,29 @@ func UnmountAll(ctx context.Context, target string) error {
 		target, ErrMountStorm, maxUnmounts)
 }
 
+// mountHints say what usually causes the errno mount(2) returned.
+var mountHints = []struct {
+	errno unix.Errno
+	hint  string
+}{
+	{unix.EBUSY, "the device is in use or already mounted elsewhere with conflicting options"},
+	{unix.EINVAL, "wrong filesystem type, a bad option, or no filesystem on the device; dmesg shows the kernel's reason"},
+	{unix.EUCLEAN, "the filesystem is corrupted and needs repair"},
+	{unix.ENODEV, "the kernel does not support this filesystem type"},
+	{unix.EROFS, "the device is read-only; mount it read-only"},
+}
+
 // mountCall runs mount(2) under ctx's bound and explains a failure; what
 // names the operation in errors.
 func mountCall(ctx context.Context, what, source, target, fstype string, flags uintptr, data string) error {
 	err := boundedErr(ctx, what, func() error { return unix.Mount(source, target, fstype, flags, data) })
-	return explainMountError(what, err)
-}
-
-// explainMountError adds what usually causes the errno mount(2) returned.
-func explainMountError(what string, err error) error {
-	var hint string
-	switch {
-	case err == nil:
+	if err == nil {
 		return nil
-	case errors.Is(err, unix.EBUSY):
-		hint = "the device is in use or already mounted elsewhere with conflicting options"
-	case errors.Is(err, unix.EINVAL):
-		hint = "wrong filesystem type, a bad option, or no filesystem on the device; dmesg shows the kernel's reason"
-	case errors.Is(err, unix.EUCLEAN):
-		hint = "the filesystem is corrupted and needs repair"
-	case errors.Is(err, unix.ENODEV):
-		hint = "the kernel does not support this filesystem type"
-	case errors.Is(err, unix.EROFS):
-		hint = "the device is read-only; mount it read-only"
-	default:
-		return fmt.Errorf("%s: %w", what, err)
 	}
-	return fmt.Errorf("%s: %s: %w", what, hint, err)
+	for _, h := range mountHints {
+		if errors.Is(err, h.errno) {
+			return fmt.Errorf("%s: %s: %w", what, h.hint, err)
+		}
+	}
+	return fmt.Errorf("%s: %w", what, err)
 }

@@ -1,6 +1,7 @@
 package mount
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -56,10 +57,7 @@ func Users(ctx context.Context, dev Device, cfg UsersConfig) ([]string, error) {
 		}
 		u := users{ctx: ctx, cfg: cfg, devs: devs}
 		for _, check := range []func() error{u.mounts, u.holders, u.loops, u.nodes, u.descriptors} {
-			if err := check(); err != nil {
-				return nil, err
-			}
-			if err := ctx.Err(); err != nil {
+			if err := cmp.Or(check(), ctx.Err()); err != nil {
 				return nil, err
 			}
 		}
@@ -179,33 +177,21 @@ func (u *users) loops() error {
 		}
 		backing := strings.TrimSuffix(strings.TrimSpace(string(raw)), " (deleted)")
 		node, isBlock, err := blockNodeAt(backing)
-		if err != nil {
-			if u.couldBeNode(backing) {
-				u.add("%s is backed by %s, which cannot be inspected (%v)", loop, backing, err)
-			}
-			continue
-		}
-		if !isBlock {
-			continue
-		}
-		if d, ok := u.match(node); ok {
+		if err != nil && u.couldBeNode(backing) {
+			u.add("%s is backed by %s, which cannot be inspected (%v)", loop, backing, err)
+		} else if d, ok := u.match(node); ok && err == nil && isBlock {
 			u.add("%s is backed by %s, a device node of %s", loop, backing, d.Name)
 		}
 	}
 	return nil
 }
 
+// couldBeNode reports whether path is under /dev, or is or is below a NodeDirs directory.
 func (u *users) couldBeNode(path string) bool {
-	if strings.HasPrefix(path, "/dev/") {
-		return true
-	}
-	return slices.ContainsFunc(u.cfg.NodeDirs, func(dir string) bool { return within(path, dir) })
-}
-
-// within reports whether path is dir or below it.
-func within(path, dir string) bool {
-	dir = filepath.Clean(dir)
-	return path == dir || strings.HasPrefix(path, dir+"/")
+	return strings.HasPrefix(path, "/dev/") || slices.ContainsFunc(u.cfg.NodeDirs, func(dir string) bool {
+		dir = filepath.Clean(dir)
+		return path == dir || strings.HasPrefix(path, dir+"/")
+	})
 }
 
 // nodes walks NodeDirs for device nodes with the device's number. It stays on each
@@ -285,12 +271,10 @@ func (u *users) descriptors() error {
 			if err != nil || !strings.HasPrefix(target, "/") {
 				continue // closed meanwhile, or a socket, pipe or anonymous inode
 			}
-			node, isBlock, err := blockNodeAt(link)
-			if err != nil || !isBlock {
-				continue
-			}
-			if d, ok := u.match(node); ok {
-				u.add("process %d (%s) has %s open as %s", pid, comm(u.cfg.ProcRoot, p.Name()), d.Name, target)
+			if node, isBlock, err := blockNodeAt(link); err == nil && isBlock {
+				if d, ok := u.match(node); ok {
+					u.add("process %d (%s) has %s open as %s", pid, comm(u.cfg.ProcRoot, p.Name()), d.Name, target)
+				}
 			}
 		}
 	}
