@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -103,7 +104,7 @@ func (h *Host) controllerFromReply(reply, nqn string) (string, bool, error) {
 		return "", false, fmt.Errorf("connect %s: unexpected reply %q from /dev/nvme-fabrics", nqn, reply)
 	}
 	name := "nvme" + strconv.Itoa(inst) // the kernel's controller name (class/nvme/nvmeN), not a disk
-	if got, err := readAttr(h.sys.controllerClassDir() + "/" + name + "/subsysnqn"); err == nil && got != nqn {
+	if got, err := readAttr(h.sys.ctrlDir(name) + "/subsysnqn"); err == nil && got != nqn {
 		return "", false, fmt.Errorf("connect %s: the kernel answered with controller %s, which belongs to %q", nqn, name, got)
 	}
 	return name, false, nil
@@ -121,7 +122,7 @@ func (h *Host) lateConnect(target, reply string, err error) {
 
 // findExisting returns the live-or-recovering controller matching t and this host.
 func (h *Host) findExisting(t Target) (Controller, bool, error) {
-	ctrls, nqns, err := h.sys.allControllers()
+	ctrls, nqns, err := h.sys.controllersIn(h.sys.controllerClassDir(), nil)
 	if err != nil {
 		return Controller{}, false, err
 	}
@@ -133,9 +134,6 @@ func (h *Host) findExisting(t Target) (Controller, bool, error) {
 	}
 	return Controller{}, false, nil
 }
-
-// dying reports a controller state from which the kernel never recovers.
-func dying(state string) bool { return strings.HasPrefix(state, "deleting") || state == "dead" }
 
 // connectError maps the errno of a failed connect to a typed error that says what to check.
 func (h *Host) connectError(err error, t Target, target string) error {
@@ -165,12 +163,9 @@ func (h *Host) connectError(err error, t Target, target string) error {
 	}
 }
 
-// endpoint is "address:port" for messages.
-func (t Target) endpoint() string { return fmt.Sprintf("%s:%d", t.Address, t.Port) }
-
 // identityConflict finds a controller whose host NQN/ID pairing contradicts ours.
 func (h *Host) identityConflict() (Controller, bool) {
-	ctrls, _, err := h.sys.allControllers()
+	ctrls, _, err := h.sys.controllersIn(h.sys.controllerClassDir(), nil)
 	if err != nil {
 		return Controller{}, false
 	}
@@ -187,16 +182,12 @@ func (h *Host) identityConflict() (Controller, bool) {
 // ones: a controller made earlier (by an older driver, or with the kernel's 600 s
 // ctrl_loss_tmo) must not drop the volume during the next appliance reboot.
 func (h *Host) applyReconnectSettings(ctrl string, o Options) {
-	dir := h.sys.controllerClassDir() + "/" + ctrl
 	for _, s := range o.options() {
-		if s.name != "reconnect_delay" && s.name != "ctrl_loss_tmo" && s.name != "fast_io_fail_tmo" {
-			continue // not writable at run time
-		}
 		want := cmp.Or(s.val, s.def)
-		if want == nil {
+		if !s.runtime || want == nil {
 			continue
 		}
-		path := dir + "/" + s.name
+		path := h.sys.ctrlDir(ctrl) + "/" + s.name
 		cur, err := readAttr(path)
 		if err != nil || cur == strconv.Itoa(*want) || (cur == "off" && *want < 0) {
 			continue
@@ -237,4 +228,12 @@ func (h *Host) waitDisk(ctx context.Context, nqn string, nsid int) (*Disk, error
 		}
 		interval = min(interval*2, 5*time.Millisecond)
 	}
+}
+
+// sameIP compares addresses as IPs when both parse (IPv6 has many spellings).
+func sameIP(a, b string) bool {
+	if ia, ib := net.ParseIP(a), net.ParseIP(b); ia != nil && ib != nil {
+		return ia.Equal(ib)
+	}
+	return a == b
 }
