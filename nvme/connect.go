@@ -13,18 +13,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Connect attaches namespace t.NSID of subsystem t.NQN and returns its disk once it is
-// resolvable. It writes one option string to /dev/nvme-fabrics (with this host's identity
-// and the options, defaults filled in), reads the new controller from the same fd, then
-// polls sysfs at a short interval until the disk and its device node appear.
+// Connect attaches namespace t.NSID of subsystem t.NQN: it writes one option string to
+// /dev/nvme-fabrics, then polls sysfs until the disk and its device node appear. A matching
+// controller that already exists (EALREADY) is reused, its reconnect settings brought to o.
 //
-// If a matching controller already exists (same NQN, address, port and host NQN; the
-// kernel answers EALREADY), it is used, and its reconnect settings are brought to o.
-//
-// The fabrics write runs under the context's deadline (at most ConnectTimeout): when the
-// deadline passes, Connect returns ErrTimeout even if the kernel is still connecting. If
-// that late connect then succeeds, the controller exists: a retry gets EALREADY and
-// finds it in sysfs, and if nothing retries, the sweep disconnects it as unclaimed.
+// The fabrics write runs under the context's deadline (at most ConnectTimeout), past which
+// Connect returns ErrTimeout even if the kernel is still connecting. If that late connect
+// succeeds, a retry gets EALREADY and finds it, or else the sweep disconnects it as unclaimed.
 //
 // Errors: ErrNotManaged, ErrFabricsMissing, ErrBadOption, ErrUnreachable,
 // ErrSubsystemUnknown, ErrIdentityConflict, ErrNoDisk, ErrTimeout.
@@ -33,12 +28,7 @@ func (h *Host) Connect(ctx context.Context, t Target, o Options) (d *Disk, err e
 	if err := h.guard.Check(t.NQN); err != nil {
 		return nil, err
 	}
-	if t.Port == 0 {
-		t.Port = DefaultPort
-	}
-	if t.NSID == 0 {
-		t.NSID = 1
-	}
+	t.Port, t.NSID = cmp.Or(t.Port, DefaultPort), cmp.Or(t.NSID, 1)
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.ConnectTimeout)
 	defer cancel()
 	start := time.Now()

@@ -1,10 +1,12 @@
 package nvme
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io/fs"
+	"slices"
 	"strings"
 	"time"
 
@@ -22,9 +24,7 @@ func (h *Host) Resolve(nqn string, nsid int) (*Disk, error) {
 	if err := h.guard.Check(nqn); err != nil {
 		return nil, err
 	}
-	if nsid == 0 {
-		nsid = 1
-	}
+	nsid = cmp.Or(nsid, 1)
 	return h.resolve(nqn, nsid)
 }
 
@@ -37,17 +37,15 @@ func (h *Host) resolve(nqn string, nsid int) (*Disk, error) {
 		return nil, fmt.Errorf("%w: no NVMe subsystem with NQN %q on this host", ErrNotConnected, nqn)
 	}
 	ctrls, err := h.sys.controllers(sub)
-	if err != nil {
-		return nil, fmt.Errorf("resolve the disk of %s: %w", nqn, err)
+	var disks []Disk
+	if err == nil {
+		disks, err = h.sys.disks(sub, ctrls, nsid)
 	}
-	disks, err := h.sys.disks(sub, ctrls, nsid)
 	if err != nil {
 		return nil, fmt.Errorf("resolve the disk of %s: %w", nqn, err)
 	}
 	if len(disks) == 0 {
 		if len(ctrls) == 0 {
-			// The kernel keeps a subsystem whose controllers are all gone while something
-			// (typically a stale mount of its old disk) still holds it open.
 			return nil, fmt.Errorf("%w: NVMe subsystem %s (%s) has no controllers left; it lingers only while its old disk is held open (unmount stale mounts of it) and a new connect is needed", ErrNotConnected, sub.name, nqn)
 		}
 		return nil, fmt.Errorf("%w: NVMe subsystem %s (%s) is connected (%s) but shows no disk for namespace %d%s", ErrNoDisk, sub.name, nqn, describeControllers(ctrls), nsid, h.namespaceHint(sub, ctrls))
@@ -101,11 +99,7 @@ func (h *Host) Health(nqn string) (Health, error) {
 	if err != nil {
 		return Health{}, fmt.Errorf("read the controllers of %s: %w", nqn, err)
 	}
-	hl := Health{Controllers: ctrls, Connected: len(ctrls) > 0}
-	for _, c := range ctrls {
-		hl.Live = hl.Live || c.Live()
-	}
-	return hl, nil
+	return Health{Controllers: ctrls, Live: slices.ContainsFunc(ctrls, Controller.Live), Connected: len(ctrls) > 0}, nil
 }
 
 // Subsystems lists every NVMe subsystem on the host, managed or not, with its controllers
@@ -139,9 +133,7 @@ func (h *Host) Rescan(ctx context.Context, nqn string, nsid int) (d *Disk, err e
 	if err := h.guard.Check(nqn); err != nil {
 		return nil, err
 	}
-	if nsid == 0 {
-		nsid = 1
-	}
+	nsid = cmp.Or(nsid, 1)
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.OpTimeout)
 	defer cancel()
 	before, err := h.resolve(nqn, nsid)
@@ -180,10 +172,10 @@ func (h *Host) Rescan(ctx context.Context, nqn string, nsid int) (d *Disk, err e
 		}
 		select {
 		case <-ctx.Done():
-			return d, nil
 		case <-settle.C:
-			return d, nil
 		case <-time.After(5 * time.Millisecond):
+			continue
 		}
+		return d, nil
 	}
 }
