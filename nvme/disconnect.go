@@ -10,11 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Disconnect detaches subsystem nqn: for each of its controllers, it lowers
-// ctrl_loss_tmo and reconnect_delay if the controller is not live (so the delete does not
-// wait for reconnect attempts), writes 1 to delete_controller, and then verifies in sysfs
-// that no controller of the NQN remains (bounded wait). Not connected is success.
-//
+// Disconnect detaches subsystem nqn: it deletes each of its controllers (lowering the
+// reconnect settings of one that is not live first, so the delete does not wait for
+// retries), then waits until sysfs shows none (bounded). Not connected is success.
 // The caller must unmount the disk first: deleting a controller under a mounted
 // filesystem hangs or loses data. Such a hang returns ErrTimeout at the deadline.
 func (h *Host) Disconnect(ctx context.Context, nqn string) (err error) {
@@ -46,7 +44,6 @@ func (h *Host) Disconnect(ctx context.Context, nqn string) (err error) {
 	return nil
 }
 
-// deleteController deletes one controller of nqn.
 func (h *Host) deleteController(ctx context.Context, nqn string, c Controller) error {
 	dir := h.sys.ctrlDir(c.Name)
 	// Read the owner again just before writing: controller names are reused, and this
@@ -126,15 +123,11 @@ type SweepKept struct {
 }
 
 // Sweep disconnects the connections this driver made and abandoned: managed subsystems
-// that owned proves the driver connected (its intent records), that no staged volume
-// claims (claimed holds the NQNs the node knows from its state) and whose disks are not
-// in use (inUse reports every user of a disk; it is required, as a sweep without that
-// evidence could disconnect a used volume). A managed prefix is no proof of ownership:
-// an unowned subsystem is kept and reported in Unowned. Unmanaged subsystems are never
-// touched. Everything left is listed with its reason and logged. The caller must not
-// stage volumes while a sweep runs: a volume connected but not yet claimed would look
-// orphaned.
-//
+// that owned proves it connected (its intent records), that no staged volume claims
+// (claimed) and whose disks inUse reports unused (required: without that evidence a sweep
+// could disconnect a used volume). A managed prefix is no proof of ownership: an unowned
+// subsystem is kept and reported in Unowned; unmanaged ones are never touched. The caller
+// must not stage volumes meanwhile: one connected but not yet claimed would look orphaned.
 // A failed disconnect does not stop the sweep; the errors are returned joined.
 func (h *Host) Sweep(ctx context.Context, claimed, owned map[string]bool, inUse func(Disk) bool) (SweepReport, error) {
 	var rep SweepReport
@@ -153,7 +146,7 @@ func (h *Host) Sweep(ctx context.Context, claimed, owned map[string]bool, inUse 
 	for _, s := range subs {
 		if reason := h.sweepKeepReason(s, claimed, owned, inUse); reason != "" {
 			keep(s.NQN, reason)
-			if s.Managed && !claimed[s.NQN] && !owned[s.NQN] {
+			if reason == UnownedReason {
 				rep.Unowned = append(rep.Unowned, SweepKept{NQN: s.NQN, Reason: reason})
 			}
 			continue

@@ -327,19 +327,19 @@ func connectString(t Target, id Identity, o Options, f Features) (string, error)
 	if err := validHostID(id.HostID); err != nil {
 		return "", fmt.Errorf("%w: host ID %q: %v", ErrIdentityConflict, id.HostID, err)
 	}
-	opts := []string{
-		"transport=tcp", "traddr=" + t.Address, "trsvcid=" + strconv.Itoa(t.Port), "nqn=" + t.NQN,
-		"hostnqn=" + id.HostNQN, "hostid=" + id.HostID,
-	}
+	vals := map[string]string{"transport": "tcp", "traddr": t.Address, "trsvcid": strconv.Itoa(t.Port),
+		"nqn": t.NQN, "hostnqn": id.HostNQN, "hostid": id.HostID}
 	for _, c := range o.options() {
 		if v := cmp.Or(c.val, c.def); v != nil {
-			opts = append(opts, c.name+"="+strconv.Itoa(*v))
+			vals[c.name] = strconv.Itoa(*v)
 		}
 	}
-	for _, kv := range opts {
-		if name, _, _ := strings.Cut(kv, "="); !f.Supports(name) {
+	var opts []string
+	for _, name := range o.Sent() {
+		if !f.Supports(name) {
 			return "", fmt.Errorf("%w: this host's kernel does not support the NVMe connect option %q; remove the StorageClass parameter that sets it, or use a newer kernel", ErrBadOption, name)
 		}
+		opts = append(opts, name+"="+vals[name])
 	}
 	return strings.Join(opts, ","), nil
 }
