@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 	"time"
@@ -12,18 +13,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Connect attaches namespace t.NSID of subsystem t.NQN and returns its disk once it is
-// resolvable. It writes one option string to /dev/nvme-fabrics (with this host's identity
-// and the options, defaults filled in), reads the new controller from the same fd, then
-// polls sysfs at a short interval until the disk and its device node appear.
+// Connect attaches namespace t.NSID of subsystem t.NQN: it writes one option string to
+// /dev/nvme-fabrics, then polls sysfs until the disk and its device node appear. A matching
+// controller that already exists (EALREADY) is reused, its reconnect settings brought to o.
 //
-// If a matching controller already exists (same NQN, address, port and host NQN; the
-// kernel answers EALREADY), it is used, and its reconnect settings are brought to o.
-//
-// The fabrics write runs under the context's deadline (at most ConnectTimeout): when the
-// deadline passes, Connect returns ErrTimeout even if the kernel is still connecting. If
-// that late connect then succeeds, the controller exists: a retry gets EALREADY and
-// finds it in sysfs, and if nothing retries, the sweep disconnects it as unclaimed.
+// The fabrics write runs under the context's deadline (at most ConnectTimeout), past which
+// Connect returns ErrTimeout even if the kernel is still connecting. If that late connect
+// succeeds, a retry gets EALREADY and finds it, or else the sweep disconnects it as unclaimed.
 //
 // Errors: ErrNotManaged, ErrFabricsMissing, ErrBadOption, ErrUnreachable,
 // ErrSubsystemUnknown, ErrIdentityConflict, ErrNoDisk, ErrTimeout.
@@ -32,12 +28,7 @@ func (h *Host) Connect(ctx context.Context, t Target, o Options) (d *Disk, err e
 	if err := h.guard.Check(t.NQN); err != nil {
 		return nil, err
 	}
-	if t.Port == 0 {
-		t.Port = DefaultPort
-	}
-	if t.NSID == 0 {
-		t.NSID = 1
-	}
+	t.Port, t.NSID = cmp.Or(t.Port, DefaultPort), cmp.Or(t.NSID, 1)
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.ConnectTimeout)
 	defer cancel()
 	start := time.Now()
@@ -103,7 +94,7 @@ func (h *Host) controllerFromReply(reply, nqn string) (string, bool, error) {
 		return "", false, fmt.Errorf("connect %s: unexpected reply %q from /dev/nvme-fabrics", nqn, reply)
 	}
 	name := "nvme" + strconv.Itoa(inst) // the kernel's controller name (class/nvme/nvmeN), not a disk
-	if got, err := readAttr(h.sys.controllerClassDir() + "/" + name + "/subsysnqn"); err == nil && got != nqn {
+	if got, err := readAttr(h.sys.ctrlDir(name) + "/subsysnqn"); err == nil && got != nqn {
 		return "", false, fmt.Errorf("connect %s: the kernel answered with controller %s, which belongs to %q", nqn, name, got)
 	}
 	return name, false, nil
@@ -121,7 +112,7 @@ func (h *Host) lateConnect(target, reply string, err error) {
 
 // findExisting returns the live-or-recovering controller matching t and this host.
 func (h *Host) findExisting(t Target) (Controller, bool, error) {
-	ctrls, nqns, err := h.sys.allControllers()
+	ctrls, nqns, err := h.sys.controllersIn(h.sys.controllerClassDir(), nil)
 	if err != nil {
 		return Controller{}, false, err
 	}
@@ -133,9 +124,6 @@ func (h *Host) findExisting(t Target) (Controller, bool, error) {
 	}
 	return Controller{}, false, nil
 }
-
-// dying reports a controller state from which the kernel never recovers.
-func dying(state string) bool { return strings.HasPrefix(state, "deleting") || state == "dead" }
 
 // connectError maps the errno of a failed connect to a typed error that says what to check.
 func (h *Host) connectError(err error, t Target, target string) error {
@@ -165,12 +153,9 @@ func (h *Host) connectError(err error, t Target, target string) error {
 	}
 }
 
-// endpoint is "address:port" for messages.
-func (t Target) endpoint() string { return fmt.Sprintf("%s:%d", t.Address, t.Port) }
-
 // identityConflict finds a controller whose host NQN/ID pairing contradicts ours.
 func (h *Host) identityConflict() (Controller, bool) {
-	ctrls, _, err := h.sys.allControllers()
+	ctrls, _, err := h.sys.controllersIn(h.sys.controllerClassDir(), nil)
 	if err != nil {
 		return Controller{}, false
 	}
@@ -187,16 +172,12 @@ func (h *Host) identityConflict() (Controller, bool) {
 // ones: a controller made earlier (by an older driver, or with the kernel's 600 s
 // ctrl_loss_tmo) must not drop the volume during the next appliance reboot.
 func (h *Host) applyReconnectSettings(ctrl string, o Options) {
-	dir := h.sys.controllerClassDir() + "/" + ctrl
 	for _, s := range o.options() {
-		if s.name != "reconnect_delay" && s.name != "ctrl_loss_tmo" && s.name != "fast_io_fail_tmo" {
-			continue // not writable at run time
-		}
 		want := cmp.Or(s.val, s.def)
-		if want == nil {
+		if !s.runtime || want == nil {
 			continue
 		}
-		path := dir + "/" + s.name
+		path := h.sys.ctrlDir(ctrl) + "/" + s.name
 		cur, err := readAttr(path)
 		if err != nil || cur == strconv.Itoa(*want) || (cur == "off" && *want < 0) {
 			continue
@@ -237,4 +218,12 @@ func (h *Host) waitDisk(ctx context.Context, nqn string, nsid int) (*Disk, error
 		}
 		interval = min(interval*2, 5*time.Millisecond)
 	}
+}
+
+// sameIP compares addresses as IPs when both parse (IPv6 has many spellings).
+func sameIP(a, b string) bool {
+	if ia, ib := net.ParseIP(a), net.ParseIP(b); ia != nil && ib != nil {
+		return ia.Equal(ib)
+	}
+	return a == b
 }

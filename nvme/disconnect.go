@@ -10,11 +10,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Disconnect detaches subsystem nqn: for each of its controllers, it lowers
-// ctrl_loss_tmo and reconnect_delay if the controller is not live (so the delete does not
-// wait for reconnect attempts), writes 1 to delete_controller, and then verifies in sysfs
-// that no controller of the NQN remains (bounded wait). Not connected is success.
-//
+// Disconnect detaches subsystem nqn: it deletes each of its controllers (lowering the
+// reconnect settings of one that is not live first, so the delete does not wait for
+// retries), then waits until sysfs shows none (bounded). Not connected is success.
 // The caller must unmount the disk first: deleting a controller under a mounted
 // filesystem hangs or loses data. Such a hang returns ErrTimeout at the deadline.
 func (h *Host) Disconnect(ctx context.Context, nqn string) (err error) {
@@ -46,9 +44,8 @@ func (h *Host) Disconnect(ctx context.Context, nqn string) (err error) {
 	return nil
 }
 
-// deleteController deletes one controller of nqn.
 func (h *Host) deleteController(ctx context.Context, nqn string, c Controller) error {
-	dir := h.sys.controllerClassDir() + "/" + c.Name
+	dir := h.sys.ctrlDir(c.Name)
 	// Read the owner again just before writing: controller names are reused, and this
 	// one may have vanished and been reborn for another subsystem since it was listed.
 	owner, err := readAttr(dir + "/subsysnqn")
@@ -110,59 +107,90 @@ func (h *Host) waitGone(ctx context.Context, nqn string) error {
 	}
 }
 
-// Rescan asks the subsystem's live controllers to rescan their namespaces (after the
-// target grew a volume) and returns the disk with its size read again. The kernel rescans
-// asynchronously: Rescan waits up to a short settle time for the size to change and then
-// returns the disk as it is, so the caller compares SizeBytes with what it expects.
-func (h *Host) Rescan(ctx context.Context, nqn string, nsid int) (d *Disk, err error) {
-	defer func() { h.observe("rescan", err) }()
-	if err := h.guard.Check(nqn); err != nil {
-		return nil, err
+// SweepReport says what a sweep did and what it left alone, and why.
+type SweepReport struct {
+	Disconnected []string    // managed NQNs that no volume claimed and nothing used
+	Kept         []SweepKept // every other subsystem, with the reason
+	// Unowned are the managed subsystems kept because nothing proves this driver made
+	// them (also in Kept): another driver's, or its own from a lost state directory.
+	Unowned []SweepKept
+}
+
+// SweepKept is a subsystem the sweep left alone.
+type SweepKept struct {
+	NQN    string
+	Reason string
+}
+
+// Sweep disconnects the connections this driver made and abandoned: managed subsystems
+// that owned proves it connected (its intent records), that no staged volume claims
+// (claimed) and whose disks inUse reports unused (required: without that evidence a sweep
+// could disconnect a used volume). A managed prefix is no proof of ownership: an unowned
+// subsystem is kept and reported in Unowned; unmanaged ones are never touched. The caller
+// must not stage volumes meanwhile: one connected but not yet claimed would look orphaned.
+// A failed disconnect does not stop the sweep; the errors are returned joined.
+func (h *Host) Sweep(ctx context.Context, claimed, owned map[string]bool, inUse func(Disk) bool) (SweepReport, error) {
+	var rep SweepReport
+	if inUse == nil {
+		return rep, errors.New("nvme: Sweep needs an in-use check for disks: without it, it cannot prove a volume is unused, so it disconnects nothing")
 	}
-	if nsid == 0 {
-		nsid = 1
-	}
-	ctx, cancel := context.WithTimeout(ctx, h.cfg.OpTimeout)
-	defer cancel()
-	before, err := h.resolve(nqn, nsid)
+	subs, err := h.Subsystems()
 	if err != nil {
-		return nil, fmt.Errorf("rescan: %w", err)
+		return rep, fmt.Errorf("sweep: %w", err)
 	}
-	var live []string
-	for _, c := range before.Controllers {
-		if !c.Live() {
+	var errs []error
+	keep := func(nqn, reason string) {
+		rep.Kept = append(rep.Kept, SweepKept{NQN: nqn, Reason: reason})
+		h.log.Info("sweep: left connected", "nqn", nqn, "reason", reason)
+	}
+	for _, s := range subs {
+		if reason := h.sweepKeepReason(s, claimed, owned, inUse); reason != "" {
+			keep(s.NQN, reason)
+			if reason == UnownedReason {
+				rep.Unowned = append(rep.Unowned, SweepKept{NQN: s.NQN, Reason: reason})
+			}
 			continue
 		}
-		path := h.sys.controllerClassDir() + "/" + c.Name + "/rescan_controller"
-		if owner, err := readAttr(h.sys.controllerClassDir() + "/" + c.Name + "/subsysnqn"); err != nil || owner != nqn {
-			continue // vanished or renamed since it was listed
+		if err := ctx.Err(); err != nil {
+			keep(s.NQN, "sweep interrupted: "+err.Error())
+			errs = append(errs, fmt.Errorf("sweep: %w", err))
+			continue
 		}
-		_, err := withDeadline(ctx, "rescan controller "+c.Name, func() (struct{}, error) { return struct{}{}, h.writeAttr(path, "1") }, nil)
-		if err != nil && !vanished(err) {
-			return nil, fmt.Errorf("rescan %s: %w", nqn, err)
+		if err := h.Disconnect(ctx, s.NQN); err != nil {
+			keep(s.NQN, "disconnect failed: "+err.Error())
+			errs = append(errs, err)
+			continue
 		}
-		live = append(live, c.Name)
+		rep.Disconnected = append(rep.Disconnected, s.NQN)
+		h.log.Info("sweep: disconnected an unclaimed volume", "nqn", s.NQN, "controllers", describeControllers(s.Controllers))
 	}
-	if len(live) == 0 {
-		return nil, fmt.Errorf("%w: rescan %s: no live controller (%s); retry when the target is reachable again", ErrNotLive, nqn, describeControllers(before.Controllers))
+	return rep, errors.Join(errs...)
+}
+
+// UnownedReason is why a sweep keeps a managed subsystem that nothing proves this driver
+// connected.
+const UnownedReason = "not proven to be this driver's connection (no intent record of this boot): never disconnected automatically; kubelet's NodeStageVolume adopts it, or remove it by hand once nothing uses it"
+
+// sweepKeepReason says why subsystem s must stay, or "" when it may be disconnected.
+func (h *Host) sweepKeepReason(s Subsystem, claimed, owned map[string]bool, inUse func(Disk) bool) string {
+	switch {
+	case !s.Managed:
+		return fmt.Sprintf("outside the managed prefix %q", h.guard.Prefix())
+	case claimed[s.NQN]:
+		return "claimed by a staged volume"
+	case !owned[s.NQN]:
+		return UnownedReason
+	case len(s.Controllers) == 0:
+		return "no controllers left: the subsystem lingers only while its old disk is held open (a stale mount); nothing to disconnect"
 	}
-	settle := time.NewTimer(h.settle)
-	defer settle.Stop()
-	for {
-		d, err := h.resolve(nqn, nsid)
-		if err != nil {
-			return nil, fmt.Errorf("rescan: %w", err)
-		}
-		if d.SizeBytes != before.SizeBytes {
-			h.log.Info("rescanned", "nqn", nqn, "disk", d.Name, "size", d.SizeBytes, "was", before.SizeBytes, "controllers", strings.Join(live, ","))
-			return d, nil
-		}
-		select {
-		case <-ctx.Done():
-			return d, nil
-		case <-settle.C:
-			return d, nil
-		case <-time.After(5 * time.Millisecond):
+	var used []string
+	for _, d := range s.Disks {
+		if inUse(d) {
+			used = append(used, d.Name)
 		}
 	}
+	if len(used) > 0 {
+		return "disk in use: " + strings.Join(used, ", ")
+	}
+	return ""
 }

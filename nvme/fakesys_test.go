@@ -441,3 +441,6 @@ func (k *fakeKernel) connect(opts string) (string, error) {
 	}
 	return fmt.Sprintf("instance=%d,cntlid=%d\n", c, c+1), nil
 }
+
+// Identity returns the host identity passed in every connect.
+func (h *Host) Identity() Identity { return h.id }

@@ -1,9 +1,11 @@
 package nvme
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -52,32 +54,22 @@ type Host struct {
 // NewHost loads (or creates once) the host identity and returns a Host. It succeeds even
 // when /dev/nvme-fabrics is missing, because the module may be loaded later: it logs a
 // warning, and Probe and Connect report ErrFabricsMissing until then.
-func NewHost(cfg Config) (*Host, error) {
-	return newHost(cfg, nil)
-}
+func NewHost(cfg Config) (*Host, error) { return newHost(cfg, nil) }
 
 // newHost is NewHost with a fabrics implementation chosen by tests (nil = the real one).
 func newHost(cfg Config, fab fabrics) (*Host, error) {
 	if cfg.Guard == nil {
 		return nil, errors.New("nvme: a managed-prefix Guard is required: build one with NewGuard from the configured managed NQN prefix")
 	}
-	if cfg.SysfsRoot == "" {
-		cfg.SysfsRoot = "/sys"
-	}
-	if cfg.DevRoot == "" {
-		cfg.DevRoot = "/dev"
-	}
-	if cfg.HostDir == "" {
-		cfg.HostDir = "/etc/nvme"
-	}
+	cfg.SysfsRoot = cmp.Or(cfg.SysfsRoot, "/sys")
+	cfg.DevRoot = cmp.Or(cfg.DevRoot, "/dev")
+	cfg.HostDir = cmp.Or(cfg.HostDir, "/etc/nvme")
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if cfg.ConnectTimeout <= 0 {
 		cfg.ConnectTimeout = 30 * time.Second
 	}
 	if cfg.OpTimeout <= 0 {
 		cfg.OpTimeout = 30 * time.Second
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
 	}
 	id, created, err := LoadOrCreateIdentity(cfg.HostDir, cfg.SysfsRoot)
 	if err != nil {
@@ -87,16 +79,9 @@ func newHost(cfg Config, fab fabrics) (*Host, error) {
 		fab = devFabrics{path: filepath.Join(cfg.DevRoot, "nvme-fabrics")}
 	}
 	h := &Host{
-		cfg:       cfg,
-		sys:       sysfs{root: cfg.SysfsRoot, hints: new(sync.Map)},
-		id:        id,
-		log:       cfg.Logger.With("component", "nvme"),
-		fab:       fab,
-		guard:     cfg.Guard,
-		writeAttr: writeSysfsAttr,
-		statRdev:  statRdev,
-		diskWait:  10 * time.Second,
-		settle:    2 * time.Second,
+		cfg: cfg, sys: sysfs{root: cfg.SysfsRoot, dev: cfg.DevRoot, hints: new(sync.Map)}, id: id,
+		log: cfg.Logger.With("component", "nvme"), fab: fab, guard: cfg.Guard,
+		writeAttr: writeSysfsAttr, statRdev: statRdev, diskWait: 10 * time.Second, settle: 2 * time.Second,
 	}
 	if created {
 		h.log.Info("created the NVMe host identity", "dir", cfg.HostDir, "hostnqn", id.HostNQN, "hostid", id.HostID)
@@ -107,28 +92,18 @@ func newHost(cfg Config, fab fabrics) (*Host, error) {
 	return h, nil
 }
 
-// Identity returns the host identity passed in every connect.
-func (h *Host) Identity() Identity { return h.id }
-
-// Features is what the kernel's fabrics interface supports.
-type Features struct {
-	// Options lists the connect option names the kernel accepts (e.g. "ctrl_loss_tmo").
-	// nil means the kernel does not list them (before 5.17): every option is then sent
-	// and the kernel rejects what it does not know.
-	Options map[string]bool
+// observe reports an event to the metrics hook.
+func (h *Host) observe(event string, err error) {
+	if h.cfg.Observe != nil {
+		h.cfg.Observe(event, err)
+	}
 }
 
-// Supports reports whether the kernel accepts option name.
-func (f Features) Supports(name string) bool { return f.Options == nil || f.Options[name] }
-
-// probeTimeout bounds Probe: the kernel serialises the probe read behind any connect in
-// progress.
-const probeTimeout = 5 * time.Second
-
 // Probe checks that /dev/nvme-fabrics exists and reads the options the kernel supports,
-// from a fresh fd every time (the module may have been loaded or replaced meanwhile).
+// from a fresh fd every time (the module may have been loaded or replaced meanwhile). It
+// is bounded at 5 s: the kernel serialises the probe read behind any connect in progress.
 func (h *Host) Probe() (Features, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), probeTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return h.probe(ctx)
 }
@@ -146,35 +121,141 @@ func (h *Host) probe(ctx context.Context) (Features, error) {
 	return parseFeatures(text), nil
 }
 
-// parseFeatures reads "instance=-1,cntlid=-1,transport=%s,…,discovery,dhchap_secret=%s".
-func parseFeatures(text string) Features {
-	f := Features{Options: map[string]bool{}}
-	for _, tok := range strings.Split(strings.TrimSpace(text), ",") {
-		name, _, _ := strings.Cut(tok, "=")
-		if name != "" && name != "instance" && name != "cntlid" {
-			f.Options[name] = true
+// Multipath reports whether the kernel's native NVMe multipath is on
+// (/sys/module/nvme_core/parameters/multipath is "Y"). Only then do several controllers
+// of one subsystem share one head disk (nvme<S>n<H>); with it off (nvme_core.multipath=N,
+// or a kernel built without CONFIG_NVME_MULTIPATH, which has no such parameter) every
+// controller brings its own disk of the same namespace, and a volume must use one path.
+// An unreadable parameter is an error: the caller then uses one path.
+func (h *Host) Multipath() (bool, error) {
+	path := filepath.Join(h.cfg.SysfsRoot, "module", "nvme_core", "parameters", "multipath")
+	v, err := readAttr(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if _, derr := readDirNames(filepath.Join(h.cfg.SysfsRoot, "module", "nvme_core")); derr == nil {
+			return false, nil // nvme_core without multipath support
 		}
+		return false, fmt.Errorf("read %s: %w (is nvme_core loaded?)", path, err)
+	case err != nil:
+		return false, fmt.Errorf("read %s: %w", path, err)
 	}
-	return f
+	return v == "Y" || v == "y" || v == "1", nil
 }
 
-// observe reports an event to the metrics hook and returns err unchanged.
-func (h *Host) observe(event string, err error) error {
-	if h.cfg.Observe != nil {
-		h.cfg.Observe(event, err)
+// withDeadline runs f in its own goroutine and returns its result, or ctx's error
+// (wrapped in ErrTimeout) as soon as ctx is done, even if f is still blocked in the
+// kernel. A kernel call cannot be cancelled: f then finishes on its own, and late is
+// called with its result so the caller can log what happened. What a late result means
+// is documented where withDeadline is used.
+func withDeadline[T any](ctx context.Context, what string, f func() (T, error), late func(T, error)) (T, error) {
+	var zero T
+	if err := ctx.Err(); err != nil { // no time left: do not start a kernel call at all
+		return zero, fmt.Errorf("%w: %s: %w", ErrTimeout, what, err)
 	}
-	return err
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1) // buffered: f never blocks on a caller that has left
+	go func() {
+		v, err := f()
+		done <- result{v, err}
+	}()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-ctx.Done():
+		go func() {
+			if r := <-done; late != nil {
+				late(r.v, r.err)
+			}
+		}()
+		return zero, fmt.Errorf("%w: %s: %w", ErrTimeout, what, ctx.Err())
+	}
+}
+
+// fabrics is the kernel's /dev/nvme-fabrics. It is an interface so that tests can return
+// every errno the kernel does, which a regular file or a pipe cannot.
+type fabrics interface {
+	// readOptions reads a freshly opened fd without writing: the kernel (5.17 and later)
+	// answers with the option tokens it supports.
+	readOptions() (string, error)
+	// connect writes one option string to a fresh fd and reads the reply
+	// ("instance=N,cntlid=M") from the same fd. The write blocks until the admin queue is
+	// connected.
+	connect(opts string) (string, error)
+}
+
+// devFabrics is the real /dev/nvme-fabrics. Errors are *fs.PathError wrapping the errno.
+//
+// The kernel serialises every open fd's read and write on one global mutex
+// (nvmf_dev_mutex), so a connect stuck on an unresponsive target delays the others in the
+// kernel; callers bound each call with a deadline (see withDeadline) so that they return.
+type devFabrics struct{ path string }
+
+func (d devFabrics) open() (int, error) {
+	fd, err := retryEINTR(func() (int, error) { return unix.Open(d.path, unix.O_RDWR|unix.O_CLOEXEC, 0) })
+	if err != nil {
+		return -1, &fs.PathError{Op: "open", Path: d.path, Err: err}
+	}
+	return fd, nil
+}
+
+func (d devFabrics) readOptions() (string, error) {
+	fd, err := d.open()
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(fd)
+	var sb strings.Builder
+	buf := make([]byte, 4096)
+	for {
+		n, err := retryEINTR(func() (int, error) { return unix.Read(fd, buf) })
+		if err != nil {
+			return "", &fs.PathError{Op: "read", Path: d.path, Err: err}
+		}
+		if n == 0 {
+			return sb.String(), nil
+		}
+		sb.Write(buf[:n])
+	}
+}
+
+func (d devFabrics) connect(opts string) (string, error) {
+	fd, err := d.open()
+	if err != nil {
+		return "", err
+	}
+	defer unix.Close(fd)
+	// No EINTR retry here: a retried write could create a second controller.
+	if _, err := unix.Write(fd, []byte(opts)); err != nil {
+		return "", &fs.PathError{Op: "write", Path: d.path, Err: err}
+	}
+	buf := make([]byte, 256)
+	n, err := retryEINTR(func() (int, error) { return unix.Read(fd, buf) })
+	if err != nil {
+		return "", &fs.PathError{Op: "read", Path: d.path, Err: err}
+	}
+	return string(buf[:n]), nil
+}
+
+// fabricsMissing reports whether err from opening /dev/nvme-fabrics means the
+// nvme-fabrics module is not loaded (no device node, or a node without a driver).
+func fabricsMissing(err error) bool {
+	var pe *fs.PathError
+	return errors.As(err, &pe) && pe.Op == "open" &&
+		(errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO))
 }
 
 // writeSysfsAttr writes value to an existing sysfs attribute. It never creates a file
 // (O_CREAT is not given): a missing attribute is an error, not a new file.
 func writeSysfsAttr(path, value string) error {
 	fd, err := retryEINTR(func() (int, error) { return unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0) })
-	if err != nil {
-		return fmt.Errorf("write %q to %s: %w", value, path, err)
+	if err == nil {
+		defer unix.Close(fd)
+		_, err = unix.Write(fd, []byte(value))
 	}
-	defer unix.Close(fd)
-	if _, err := unix.Write(fd, []byte(value)); err != nil {
+	if err != nil {
 		return fmt.Errorf("write %q to %s: %w", value, path, err)
 	}
 	return nil

@@ -1,11 +1,14 @@
 package nvme
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
-	"path/filepath"
+	"slices"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -21,9 +24,7 @@ func (h *Host) Resolve(nqn string, nsid int) (*Disk, error) {
 	if err := h.guard.Check(nqn); err != nil {
 		return nil, err
 	}
-	if nsid == 0 {
-		nsid = 1
-	}
+	nsid = cmp.Or(nsid, 1)
 	return h.resolve(nqn, nsid)
 }
 
@@ -36,34 +37,23 @@ func (h *Host) resolve(nqn string, nsid int) (*Disk, error) {
 		return nil, fmt.Errorf("%w: no NVMe subsystem with NQN %q on this host", ErrNotConnected, nqn)
 	}
 	ctrls, err := h.sys.controllers(sub)
-	if err != nil {
-		return nil, fmt.Errorf("resolve the disk of %s: %w", nqn, err)
+	var disks []Disk
+	if err == nil {
+		disks, err = h.sys.disks(sub, ctrls, nsid)
 	}
-	disks, err := h.sys.disks(sub, ctrls, nsid)
 	if err != nil {
 		return nil, fmt.Errorf("resolve the disk of %s: %w", nqn, err)
 	}
 	if len(disks) == 0 {
 		if len(ctrls) == 0 {
-			// The kernel keeps a subsystem whose controllers are all gone while something
-			// (typically a stale mount of its old disk) still holds it open.
 			return nil, fmt.Errorf("%w: NVMe subsystem %s (%s) has no controllers left; it lingers only while its old disk is held open (unmount stale mounts of it) and a new connect is needed", ErrNotConnected, sub.name, nqn)
 		}
 		return nil, fmt.Errorf("%w: NVMe subsystem %s (%s) is connected (%s) but shows no disk for namespace %d%s", ErrNoDisk, sub.name, nqn, describeControllers(ctrls), nsid, h.namespaceHint(sub, ctrls))
 	}
-	d := h.disk(nqn, disks[0], ctrls)
-	if err := h.checkDevNode(d); err != nil {
+	if err := h.checkDevNode(&disks[0]); err != nil {
 		return nil, err
 	}
-	return d, nil
-}
-
-func (h *Host) disk(nqn string, a diskAttrs, ctrls []Controller) *Disk {
-	return &Disk{
-		Name: a.name, DevPath: filepath.Join(h.cfg.DevRoot, a.name),
-		Major: a.major, Minor: a.minor, SizeBytes: a.sizeBytes,
-		NSID: a.nsid, NQN: nqn, WWID: a.wwid, Controllers: ctrls,
-	}
+	return &disks[0], nil
 }
 
 // checkDevNode verifies that the disk's device node exists and is this disk: a /dev that
@@ -90,17 +80,9 @@ func (h *Host) namespaceHint(sub subsys, ctrls []Controller) string {
 	}
 	ids := make([]string, len(all))
 	for i, d := range all {
-		ids[i] = fmt.Sprint(d.nsid)
+		ids[i] = fmt.Sprint(d.NSID)
 	}
 	return fmt.Sprintf(" (it has namespace IDs %s; check the volume's nsid)", strings.Join(ids, ", "))
-}
-
-func describeControllers(ctrls []Controller) string {
-	parts := make([]string, len(ctrls))
-	for i, c := range ctrls {
-		parts[i] = c.Name + " " + c.State
-	}
-	return strings.Join(parts, ", ")
 }
 
 // Health returns the state of a volume's controllers. A subsystem that is not connected
@@ -117,11 +99,7 @@ func (h *Host) Health(nqn string) (Health, error) {
 	if err != nil {
 		return Health{}, fmt.Errorf("read the controllers of %s: %w", nqn, err)
 	}
-	hl := Health{Controllers: ctrls, Connected: len(ctrls) > 0}
-	for _, c := range ctrls {
-		hl.Live = hl.Live || c.Live()
-	}
-	return hl, nil
+	return Health{Controllers: ctrls, Live: slices.ContainsFunc(ctrls, Controller.Live), Connected: len(ctrls) > 0}, nil
 }
 
 // Subsystems lists every NVMe subsystem on the host, managed or not, with its controllers
@@ -137,15 +115,67 @@ func (h *Host) Subsystems() ([]Subsystem, error) {
 		if err != nil {
 			return nil, fmt.Errorf("list the controllers of %s: %w", sub.nqn, err)
 		}
-		attrs, err := h.sys.disks(sub, ctrls, 0)
+		disks, err := h.sys.disks(sub, ctrls, 0)
 		if err != nil {
 			return nil, fmt.Errorf("list the disks of %s: %w", sub.nqn, err)
 		}
-		s := Subsystem{Name: sub.name, NQN: sub.nqn, Managed: h.guard.Manages(sub.nqn), Controllers: ctrls}
-		for _, a := range attrs {
-			s.Disks = append(s.Disks, *h.disk(sub.nqn, a, ctrls))
-		}
-		out = append(out, s)
+		out = append(out, Subsystem{Name: sub.name, NQN: sub.nqn, Managed: h.guard.Manages(sub.nqn), Controllers: ctrls, Disks: disks})
 	}
 	return out, nil
+}
+
+// Rescan asks the subsystem's live controllers to rescan their namespaces (after the
+// target grew a volume) and returns the disk with its size read again. The kernel rescans
+// asynchronously: Rescan waits up to a short settle time for the size to change and then
+// returns the disk as it is, so the caller compares SizeBytes with what it expects.
+func (h *Host) Rescan(ctx context.Context, nqn string, nsid int) (d *Disk, err error) {
+	defer func() { h.observe("rescan", err) }()
+	if err := h.guard.Check(nqn); err != nil {
+		return nil, err
+	}
+	nsid = cmp.Or(nsid, 1)
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.OpTimeout)
+	defer cancel()
+	before, err := h.resolve(nqn, nsid)
+	if err != nil {
+		return nil, fmt.Errorf("rescan: %w", err)
+	}
+	var live []string
+	for _, c := range before.Controllers {
+		if !c.Live() {
+			continue
+		}
+		if owner, err := readAttr(h.sys.ctrlDir(c.Name) + "/subsysnqn"); err != nil || owner != nqn {
+			continue // vanished or renamed since it was listed
+		}
+		_, err := withDeadline(ctx, "rescan controller "+c.Name, func() (struct{}, error) {
+			return struct{}{}, h.writeAttr(h.sys.ctrlDir(c.Name)+"/rescan_controller", "1")
+		}, nil)
+		if err != nil && !vanished(err) {
+			return nil, fmt.Errorf("rescan %s: %w", nqn, err)
+		}
+		live = append(live, c.Name)
+	}
+	if len(live) == 0 {
+		return nil, fmt.Errorf("%w: rescan %s: no live controller (%s); retry when the target is reachable again", ErrNotLive, nqn, describeControllers(before.Controllers))
+	}
+	settle := time.NewTimer(h.settle)
+	defer settle.Stop()
+	for {
+		d, err := h.resolve(nqn, nsid)
+		if err != nil {
+			return nil, fmt.Errorf("rescan: %w", err)
+		}
+		if d.SizeBytes != before.SizeBytes {
+			h.log.Info("rescanned", "nqn", nqn, "disk", d.Name, "size", d.SizeBytes, "was", before.SizeBytes, "controllers", strings.Join(live, ","))
+			return d, nil
+		}
+		select {
+		case <-ctx.Done():
+		case <-settle.C:
+		case <-time.After(5 * time.Millisecond):
+			continue
+		}
+		return d, nil
+	}
 }

@@ -1,14 +1,18 @@
 package nvme
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // sysfs reads the kernel's NVMe objects under root (normally /sys). It never caches:
@@ -26,6 +30,7 @@ import (
 // is never trusted. It keeps resolving cheap on hosts with hundreds of subsystems.
 type sysfs struct {
 	root  string
+	dev   string    // where the disks' device nodes are (Disk.DevPath)
 	hints *sync.Map // NQN -> subsystem name
 }
 
@@ -36,17 +41,9 @@ type subsys struct {
 	nqn  string
 }
 
-// diskAttrs is a block device of a namespace, as sysfs shows it.
-type diskAttrs struct {
-	name         string
-	nsid         int
-	major, minor uint32
-	sizeBytes    int64
-	wwid         string
-}
-
 func (s sysfs) subsystemClassDir() string  { return filepath.Join(s.root, "class", "nvme-subsystem") }
 func (s sysfs) controllerClassDir() string { return filepath.Join(s.root, "class", "nvme") }
+func (s sysfs) ctrlDir(name string) string { return s.controllerClassDir() + "/" + name }
 
 // subsystems lists every NVMe subsystem on the host, sorted by name.
 func (s sysfs) subsystems() ([]subsys, error) {
@@ -70,11 +67,10 @@ func (s sysfs) findSubsystem(nqn string) (subsys, bool, error) {
 	}
 	var found subsys
 	err := s.eachSubsystem(func(sub subsys) bool {
-		if sub.nqn != nqn {
-			return true
+		if sub.nqn == nqn {
+			found = sub
 		}
-		found = sub
-		return false
+		return sub.nqn != nqn
 	})
 	if err != nil || found.name == "" {
 		return subsys{}, false, err
@@ -105,7 +101,6 @@ func (s sysfs) eachSubsystem(fn func(subsys) bool) error {
 		if !strings.HasPrefix(name, "nvme-subsys") {
 			continue
 		}
-		dir := s.subsystemClassDir() + "/" + name
 		nqn, err := readAttrAt(classFD, name+"/subsysnqn")
 		if vanished(err) {
 			continue
@@ -113,31 +108,25 @@ func (s sysfs) eachSubsystem(fn func(subsys) bool) error {
 		if err != nil {
 			return err
 		}
-		if !fn(subsys{name: name, dir: dir, nqn: nqn}) {
+		if !fn(subsys{name: name, dir: s.subsystemClassDir() + "/" + name, nqn: nqn}) {
 			return nil
 		}
 	}
 	return nil
 }
 
-// controllers returns the subsystem's controllers, sorted by name. A controller whose
-// subsysnqn is not the subsystem's (which the kernel never shows) is left out rather than
-// trusted.
+// controllers returns the subsystem's controllers. A controller whose subsysnqn is not
+// the subsystem's (which the kernel never shows) is left out rather than trusted.
 func (s sysfs) controllers(sub subsys) ([]Controller, error) {
 	ctrls, _, err := s.controllersIn(sub.dir, func(nqn string) bool { return nqn == sub.nqn })
 	return ctrls, err
 }
 
-// controllersOf returns every controller on the host whose subsystem is nqn, sorted by
-// name, whether or not its subsystem directory still links it.
+// controllersOf returns every controller on the host whose subsystem is nqn, whether or
+// not its subsystem directory still links it.
 func (s sysfs) controllersOf(nqn string) ([]Controller, error) {
 	ctrls, _, err := s.controllersIn(s.controllerClassDir(), func(got string) bool { return got == nqn })
 	return ctrls, err
-}
-
-// allControllers reads every controller on the host with its subsystem NQN.
-func (s sysfs) allControllers() ([]Controller, []string, error) {
-	return s.controllersIn(s.controllerClassDir(), nil)
 }
 
 // controllersIn reads the controllers named in dir (class/nvme, or a subsystem's
@@ -159,7 +148,7 @@ func (s sysfs) controllersIn(dir string, want func(nqn string) bool) ([]Controll
 		if !isControllerName(name) {
 			continue
 		}
-		nqn, err := readAttr(s.controllerClassDir() + "/" + name + "/subsysnqn")
+		nqn, err := readAttr(s.ctrlDir(name) + "/subsysnqn")
 		if err == nil && want != nil && !want(nqn) {
 			continue
 		}
@@ -180,17 +169,23 @@ func (s sysfs) controllersIn(dir string, want func(nqn string) bool) ([]Controll
 
 // controller reads the attributes of controller name (other than its subsysnqn).
 func (s sysfs) controller(name string) (Controller, error) {
-	dir := s.controllerClassDir() + "/" + name + "/"
 	var v [5]string
 	for i, attr := range [...]string{"state", "transport", "address", "hostnqn", "hostid"} {
-		val, err := readAttr(dir + attr)
+		val, err := readAttr(s.ctrlDir(name) + "/" + attr)
 		if err != nil && !(attr == "hostid" && errors.Is(err, fs.ErrNotExist)) {
 			return Controller{}, err
 		}
 		v[i] = val
 	}
 	c := Controller{Name: name, State: v[0], Transport: v[1], Address: v[2], HostNQN: v[3], HostID: v[4]}
-	c.TrAddr, c.TrSvcID = parseAddress(v[2])
+	for _, kv := range strings.Split(c.Address, ",") { // traddr=127.0.0.1,trsvcid=4420,src_addr=…
+		switch k, v, _ := strings.Cut(kv, "="); k {
+		case "traddr":
+			c.TrAddr = v
+		case "trsvcid":
+			c.TrSvcID, _ = strconv.Atoi(v)
+		}
+	}
 	return c, nil
 }
 
@@ -199,12 +194,12 @@ func (s sysfs) controller(name string) (Controller, error) {
 // does not treat as multipath-capable) the per-controller disks nvme<C>n<H>. Hidden
 // per-path disks (nvme<S>c<C>n<H>) have no /dev node and are skipped. When nsid > 0, only
 // that namespace's disks are read, and the search stops at the first match.
-func (s sysfs) disks(sub subsys, ctrls []Controller, nsid int) ([]diskAttrs, error) {
+func (s sysfs) disks(sub subsys, ctrls []Controller, nsid int) ([]Disk, error) {
 	dirs := []string{sub.dir}
 	for _, c := range ctrls {
-		dirs = append(dirs, filepath.Join(s.controllerClassDir(), c.Name))
+		dirs = append(dirs, s.ctrlDir(c.Name))
 	}
-	var out []diskAttrs
+	var out []Disk
 	for _, dir := range dirs {
 		names, err := readDirNames(dir)
 		if vanished(err) {
@@ -217,15 +212,15 @@ func (s sysfs) disks(sub subsys, ctrls []Controller, nsid int) ([]diskAttrs, err
 			if !isDiskName(name) {
 				continue
 			}
-			d, err := readDisk(filepath.Join(dir, name), name, nsid)
+			d, err := readDisk(filepath.Join(dir, name), nsid)
 			if vanished(err) || errors.Is(err, errOtherNamespace) {
 				continue
 			}
 			if err != nil {
 				return nil, err
 			}
-			out = append(out, d)
-			if nsid > 0 {
+			d.Name, d.DevPath, d.NQN, d.Controllers = name, filepath.Join(s.dev, name), sub.nqn, ctrls
+			if out = append(out, d); nsid > 0 {
 				return out, nil
 			}
 		}
@@ -237,40 +232,140 @@ var errOtherNamespace = errors.New("another namespace")
 
 // readDisk reads the disk at dir; with wantNSID > 0 it stops early (errOtherNamespace)
 // when the disk belongs to another namespace.
-func readDisk(dir, name string, wantNSID int) (diskAttrs, error) {
-	nsidText, err := readAttr(filepath.Join(dir, "nsid"))
+func readDisk(dir string, wantNSID int) (d Disk, err error) {
+	attr := func(name string) (string, error) { return readAttr(filepath.Join(dir, name)) }
+	nsidText, err := attr("nsid")
 	if err != nil {
-		return diskAttrs{}, err
+		return d, err
 	}
-	nsid, err := strconv.Atoi(nsidText)
+	if d.NSID, err = strconv.Atoi(nsidText); err != nil {
+		return d, fmt.Errorf("parse %s: %q is not a namespace ID", filepath.Join(dir, "nsid"), nsidText)
+	}
+	if wantNSID > 0 && d.NSID != wantNSID {
+		return d, errOtherNamespace
+	}
+	if hidden, err := attr("hidden"); err == nil && hidden == "1" {
+		return d, errOtherNamespace // a path, not a usable disk
+	}
+	dev, err := attr("dev")
 	if err != nil {
-		return diskAttrs{}, fmt.Errorf("parse %s: %q is not a namespace ID", filepath.Join(dir, "nsid"), nsidText)
+		return d, err
 	}
-	if wantNSID > 0 && nsid != wantNSID {
-		return diskAttrs{}, errOtherNamespace
+	if d.Major, d.Minor, err = parseDevNumber(dev); err != nil {
+		return d, fmt.Errorf("parse %s: %w", filepath.Join(dir, "dev"), err)
 	}
-	if hidden, err := readAttr(filepath.Join(dir, "hidden")); err == nil && hidden == "1" {
-		return diskAttrs{}, errOtherNamespace // a path, not a usable disk
-	}
-	d := diskAttrs{name: name, nsid: nsid}
-	dev, err := readAttr(filepath.Join(dir, "dev"))
+	size, err := attr("size")
 	if err != nil {
-		return diskAttrs{}, err
-	}
-	if d.major, d.minor, err = parseDevNumber(dev); err != nil {
-		return diskAttrs{}, fmt.Errorf("parse %s: %w", filepath.Join(dir, "dev"), err)
-	}
-	size, err := readAttr(filepath.Join(dir, "size"))
-	if err != nil {
-		return diskAttrs{}, err
+		return d, err
 	}
 	sectors, err := strconv.ParseInt(size, 10, 64)
 	if err != nil || sectors < 0 {
-		return diskAttrs{}, fmt.Errorf("parse %s: %q is not a sector count", filepath.Join(dir, "size"), size)
+		return d, fmt.Errorf("parse %s: %q is not a sector count", filepath.Join(dir, "size"), size)
 	}
-	d.sizeBytes = sectors * 512 // sysfs sizes are in 512-byte sectors whatever the block size
-	if wwid, err := readAttr(filepath.Join(dir, "wwid")); err == nil {
-		d.wwid = wwid
-	}
+	d.SizeBytes = sectors * 512 // sysfs sizes are in 512-byte sectors whatever the block size
+	d.WWID, _ = attr("wwid")
 	return d, nil
+}
+
+// isDiskName matches "nvme<digits>n<digits>" (not hidden paths "nvme<S>c<C>n<H>", not
+// the generic char devices "ng<S>n<H>").
+func isDiskName(name string) bool {
+	rest, ok := strings.CutPrefix(name, "nvme")
+	a, b, found := strings.Cut(rest, "n")
+	return ok && found && isDigits(a) && isDigits(b)
+}
+
+func parseDevNumber(s string) (major, minor uint32, err error) {
+	a, b, ok := strings.Cut(s, ":")
+	ma, err1 := strconv.ParseUint(a, 10, 32)
+	mi, err2 := strconv.ParseUint(b, 10, 32)
+	if !ok || err1 != nil || err2 != nil {
+		return 0, 0, fmt.Errorf("%q is not major:minor", s)
+	}
+	return uint32(ma), uint32(mi), nil
+}
+
+// isControllerName matches "nvme<digits>".
+func isControllerName(name string) bool {
+	rest, ok := strings.CutPrefix(name, "nvme")
+	return ok && isDigits(rest)
+}
+
+func isDigits(s string) bool { return s != "" && strings.Trim(s, "0123456789") == "" }
+
+// sortByNumber orders kernel object names by their numbers (nvme2 before nvme10).
+func sortByNumber[T any](xs []T, name func(T) string) {
+	key := func(x T) (string, int) {
+		s := name(x)
+		i := len(s)
+		for i > 0 && s[i-1] >= '0' && s[i-1] <= '9' {
+			i--
+		}
+		n, _ := strconv.Atoi(s[i:])
+		return s[:i], n
+	}
+	slices.SortStableFunc(xs, func(x, y T) int {
+		px, nx := key(x)
+		py, ny := key(y)
+		return cmp.Or(strings.Compare(px, py), cmp.Compare(nx, ny))
+	})
+}
+
+// vanished reports whether err means the object disappeared while we read it: the kernel
+// removes controllers, subsystems and disks at any time.
+func vanished(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO)
+}
+
+// readDirNames lists a directory without stat-ing its entries. A missing class directory
+// (nvme-core not loaded yet) reads as empty.
+func readDirNames(dir string) ([]string, error) {
+	f, err := os.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) && (strings.HasSuffix(dir, "class/nvme") || strings.HasSuffix(dir, "class/nvme-subsystem")) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	names, err := f.Readdirnames(-1)
+	if err != nil {
+		return nil, fmt.Errorf("list %s: %w", dir, err)
+	}
+	return names, nil
+}
+
+// readAttr reads a small sysfs attribute, trimmed. It avoids os.ReadFile's stat and
+// poller registration: resolving a disk among hundreds of subsystems reads hundreds of
+// attributes, and the budget for that is 2 ms.
+func readAttr(path string) (string, error) { return readAttrAt(unix.AT_FDCWD, path) }
+
+// readAttrAt reads the attribute at path relative to the directory dirfd, which saves
+// resolving a long common prefix again for each of hundreds of reads.
+func readAttrAt(dirfd int, path string) (string, error) {
+	fd, err := retryEINTR(func() (int, error) { return unix.Openat(dirfd, path, unix.O_RDONLY|unix.O_CLOEXEC, 0) })
+	if err != nil {
+		return "", &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	defer unix.Close(fd)
+	var buf [4096]byte // sysfs attributes are at most one page
+	n := 0
+	for {
+		m, err := retryEINTR(func() (int, error) { return unix.Read(fd, buf[n:]) })
+		if err != nil {
+			return "", &fs.PathError{Op: "read", Path: path, Err: err}
+		}
+		if n += m; m == 0 || n < len(buf) {
+			break // sysfs and regular files read short only at the end
+		}
+	}
+	return strings.TrimSpace(string(buf[:n])), nil
+}
+
+func retryEINTR(f func() (int, error)) (int, error) {
+	for {
+		if n, err := f(); err != unix.EINTR {
+			return n, err
+		}
+	}
 }

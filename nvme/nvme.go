@@ -1,0 +1,345 @@
+// Package nvme attaches and detaches NVMe/TCP volumes with the Linux kernel's own
+// interface: it writes connect strings to /dev/nvme-fabrics and reads sysfs itself (no
+// nvme-cli, no udev). It knows nothing of CSI or RouterOS.
+//
+// Safety rests on two rules. First, every operation that names a subsystem goes through a
+// Guard built from the node's managed NQN prefix, so the package cannot touch subsystems it
+// does not own (a diskless node may boot its own /var over NVMe/TCP). Second, device names
+// are never built from numbers: a volume's disk is found in sysfs on every call, by the
+// subsystem's NQN and the namespace ID, because the kernel renumbers disks after a
+// controller is lost and re-created.
+//
+// The kernel interface this package relies on is described in the project's
+// reference/nvme-tcp-kernel.md.
+package nvme
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+)
+
+// Errors returned by this package, for errors.Is. Every returned error wraps one of these
+// and carries a message that names what is wrong and how to fix it.
+var (
+	ErrFabricsMissing   = errors.New("NVMe over Fabrics is not available on this host") // nvme-tcp not loaded
+	ErrUnreachable      = errors.New("NVMe/TCP target unreachable")
+	ErrSubsystemUnknown = errors.New("NVMe subsystem unknown to the target or host not allowed")
+	ErrBadOption        = errors.New("invalid NVMe connect option") // or unsupported by this kernel
+	// ErrIdentityConflict: the host NQN/ID pair conflicts with one already in use on this
+	// host, or the identity files are unusable.
+	ErrIdentityConflict = errors.New("NVMe host identity conflict")
+	ErrNotManaged       = errors.New("NQN is not managed by this driver") // outside the managed prefix
+	ErrNotConnected     = errors.New("NVMe subsystem not connected")      // no controller on this host
+	ErrNotLive          = errors.New("no live NVMe controller")           // connected, all reconnecting
+	ErrNoDisk           = errors.New("NVMe namespace has no disk")        // connected, no usable disk
+	ErrTimeout          = errors.New("NVMe operation timed out")
+)
+
+// maxNQNLen is the kernel's limit: NVMF_NQN_SIZE is 223 including the terminating NUL.
+const maxNQNLen = 223
+
+var (
+	// slotPrefixRe is the slot-style prefix: it matches the part of an NQN after its last
+	// ':' (the RDS slot, which is the volume ID, e.g. "pvc-<uuid>").
+	slotPrefixRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{3,}$`)
+	// slotNameRe is a whole RDS slot name, the subsystem NQN of RouterOS before 7.21.
+	slotNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+)
+
+// ValidatePrefix checks a managed NQN prefix. Two forms are accepted:
+//   - an NQN prefix: starts with "nqn.", has a naming authority, a ':' and at least one
+//     character after it, and is shorter than 223 bytes (e.g. "nqn.2000-02.com.mikrotik:pvc-");
+//   - a slot prefix: at least 4 characters of [a-z0-9-] (e.g. "pvc-"), matched against the
+//     part of each NQN after its last ':'.
+//
+// A prefix that stops at the ':' is refused: it would claim every NQN of that naming
+// authority, which on a diskless node includes the subsystem holding its own /var.
+func ValidatePrefix(prefix string) error {
+	const example = `e.g. "nqn.2000-02.com.mikrotik:pvc-" or the slot prefix "pvc-"`
+	switch {
+	case prefix == "":
+		return fmt.Errorf("the managed NQN prefix is empty: set it to the prefix of the NQNs this driver creates (%s); the driver never touches subsystems outside it", example)
+	case strings.HasPrefix(prefix, "nqn."):
+		if bad := badNQNChar(prefix); bad != "" {
+			return fmt.Errorf("managed NQN prefix %q contains %s: NQNs cannot contain it; use %s", prefix, bad, example)
+		}
+		if len(prefix) >= maxNQNLen {
+			return fmt.Errorf("managed NQN prefix %q is %d bytes: NQNs are limited to %d bytes, so nothing could match; shorten it, %s", prefix, len(prefix), maxNQNLen-1, example)
+		}
+		colon := strings.IndexByte(prefix, ':')
+		if colon < 0 {
+			return fmt.Errorf("managed NQN prefix %q has no ':': an NQN is nqn.<date>.<reversed-domain>:<name>; include the ':' and the start of the volume names, %s", prefix, example)
+		}
+		if colon == len("nqn.") {
+			return fmt.Errorf("managed NQN prefix %q has no naming authority before the ':'; use %s", prefix, example)
+		}
+		if colon == len(prefix)-1 {
+			return fmt.Errorf("managed NQN prefix %q ends at the ':', so it would claim every NQN of that naming authority (a diskless node's own /var may be one of them); add the start of the volume names, e.g. %q", prefix, prefix+"pvc-")
+		}
+		return nil
+	case slotPrefixRe.MatchString(prefix):
+		return nil
+	case len(prefix) < 4 && strings.Trim(prefix, "abcdefghijklmnopqrstuvwxyz0123456789-") == "":
+		return fmt.Errorf("managed slot prefix %q is too short (%d characters, want at least 4) to tell volumes from other subsystems; use %s", prefix, len(prefix), example)
+	default:
+		return fmt.Errorf("managed NQN prefix %q is neither an NQN prefix (starting with \"nqn.\") nor a slot prefix (lower-case letters, digits and '-', at least 4); use %s", prefix, example)
+	}
+}
+
+// badNQNChar describes the first character of s that has no place in an NQN we send to
+// the kernel: a ',' would inject options into the connect string, and whitespace or
+// control characters never occur in real NQNs. It returns "" when s is clean.
+func badNQNChar(s string) string {
+	for _, r := range s {
+		switch {
+		case r == ',':
+			return "a ','"
+		case r <= ' ' || r == 0x7f:
+			return fmt.Sprintf("the control or space character %q", r)
+		}
+	}
+	return ""
+}
+
+// Guard decides which NQNs this driver may touch. It is the only gate: connect,
+// disconnect, rescan, resolve, health and the sweep all ask it first.
+type Guard struct {
+	prefix string
+	slot   bool // prefix applies to the part after the NQN's last ':'
+}
+
+// NewGuard validates prefix (see ValidatePrefix) and returns a Guard for it.
+func NewGuard(prefix string) (*Guard, error) {
+	if err := ValidatePrefix(prefix); err != nil {
+		return nil, err
+	}
+	return &Guard{prefix: prefix, slot: !strings.HasPrefix(prefix, "nqn.")}, nil
+}
+
+// Prefix returns the managed prefix the guard was built from.
+func (g *Guard) Prefix() string { return g.prefix }
+
+// Manages reports whether nqn is a well-formed NQN inside the managed prefix. The part
+// after the prefix must be non-empty: the prefix alone names no volume.
+func (g *Guard) Manages(nqn string) bool {
+	return g != nil && g.reject(nqn) == ""
+}
+
+// Check returns nil when nqn is managed, else an error wrapping ErrNotManaged that names it.
+func (g *Guard) Check(nqn string) error {
+	if g == nil {
+		return fmt.Errorf("%w: no managed prefix is configured, so NQN %q is refused", ErrNotManaged, nqn)
+	}
+	if why := g.reject(nqn); why != "" {
+		return fmt.Errorf("%w: refusing to touch NQN %q: %s", ErrNotManaged, nqn, why)
+	}
+	return nil
+}
+
+// reject explains why nqn is not managed, or returns "".
+func (g *Guard) reject(nqn string) string {
+	// RouterOS before 7.21 names each export's subsystem after its slot ("pvc-…", no
+	// "nqn." form); a slot-style prefix exists for exactly those, so there a bare slot name
+	// is a valid subsystem name.
+	bareSlot := g.slot && !strings.Contains(nqn, ":") && slotNameRe.MatchString(nqn)
+	if !bareSlot && !strings.HasPrefix(nqn, "nqn.") || len(nqn) >= maxNQNLen {
+		return fmt.Sprintf("it is not a valid NQN (must start with \"nqn.\" and be under %d bytes)", maxNQNLen)
+	}
+	if bad := badNQNChar(nqn); bad != "" {
+		return "it is not a valid NQN: it contains " + bad
+	}
+	name, what := nqn, "managed prefix"
+	if g.slot {
+		// The slot is the part after the NQN's last ':', or the whole bare slot name.
+		name, what = nqn[strings.LastIndexByte(nqn, ':')+1:], "managed slot prefix (matched after the last ':')"
+	}
+	if !strings.HasPrefix(name, g.prefix) || len(name) == len(g.prefix) {
+		return fmt.Sprintf("it is outside the %s %q; this driver never touches subsystems it does not own", what, g.prefix)
+	}
+	return ""
+}
+
+// Target is where a volume's subsystem is exported.
+type Target struct {
+	Address string // IP address of the target (NVMe/TCP takes no host names)
+	Port    int    // TCP port; 0 means 4420 (the kernel's own default for tcp is 8009)
+	NQN     string // subsystem NQN, inside the managed prefix
+	NSID    int    // namespace ID; 0 means 1
+}
+
+// endpoint is "address:port" for messages.
+func (t Target) endpoint() string { return fmt.Sprintf("%s:%d", t.Address, t.Port) }
+
+// Options are the per-connection kernel options; nil leaves the field at its default
+// (DefaultCtrlLossTmo, DefaultReconnectDelay, else the kernel's).
+type Options struct {
+	CtrlLossTmo    *int // seconds; -1 = never give up
+	ReconnectDelay *int // seconds between reconnect attempts, >= 1
+	KeepAliveTmo   *int // seconds, >= 1
+	FastIOFailTmo  *int // seconds; -1 = off (I/O is queued until the controller is lost)
+	NrIOQueues     *int // >= 1
+	QueueSize      *int // 16..1024
+}
+
+// Defaults sent when Options leaves them nil: never give up on a controller (appliance
+// reboots must not turn volumes read-only), retry every 5 s.
+const (
+	DefaultCtrlLossTmo    = -1
+	DefaultReconnectDelay = 5
+	DefaultPort           = 4420
+)
+
+// Controller is one NVMe controller (a path to a subsystem), as sysfs shows it.
+type Controller struct {
+	Name      string // nvme3
+	State     string // live, connecting, resetting, deleting, "deleting (no IO)", dead, new
+	Transport string // tcp
+	Address   string // the raw address attribute: traddr=…,trsvcid=…[,src_addr=…]
+	TrAddr    string // parsed from Address
+	TrSvcID   int    // parsed from Address
+	HostNQN   string
+	HostID    string
+}
+
+// Live reports whether the controller can carry I/O now.
+func (c Controller) Live() bool { return c.State == "live" }
+
+// dying reports a controller state from which the kernel never recovers.
+func dying(state string) bool { return strings.HasPrefix(state, "deleting") || state == "dead" }
+
+func describeControllers(ctrls []Controller) string {
+	parts := make([]string, len(ctrls))
+	for i, c := range ctrls {
+		parts[i] = c.Name + " " + c.State
+	}
+	return strings.Join(parts, ", ")
+}
+
+// Disk is the usable block device of a namespace.
+type Disk struct {
+	Name         string // nvme1n2: found in sysfs, never built from numbers
+	DevPath      string // <DevRoot>/<Name>
+	Major, Minor uint32
+	SizeBytes    int64
+	NSID         int
+	NQN          string
+	WWID         string       // stable namespace identifier (e.g. uuid.…), "" if the kernel shows none
+	Controllers  []Controller // all controllers of the subsystem
+}
+
+// Health is the state of a volume's controllers, for the node's volume condition.
+type Health struct {
+	Controllers []Controller
+	Live        bool // at least one controller is live
+	Connected   bool // at least one controller exists (false = gone)
+}
+
+// Subsystem is one kernel NVMe subsystem, managed by this driver or not.
+type Subsystem struct {
+	Name        string // nvme-subsys1
+	NQN         string
+	Managed     bool // inside the guard's prefix
+	Controllers []Controller
+	Disks       []Disk
+}
+
+// Features is what the kernel's fabrics interface supports.
+type Features struct {
+	// Options lists the connect option names the kernel accepts (e.g. "ctrl_loss_tmo").
+	// nil means the kernel does not list them (before 5.17): every option is then sent
+	// and the kernel rejects what it does not know.
+	Options map[string]bool
+}
+
+// Supports reports whether the kernel accepts option name.
+func (f Features) Supports(name string) bool { return f.Options == nil || f.Options[name] }
+
+// parseFeatures reads "instance=-1,cntlid=-1,transport=%s,…,discovery,dhchap_secret=%s".
+func parseFeatures(text string) Features {
+	f := Features{Options: map[string]bool{}}
+	for _, tok := range strings.Split(strings.TrimSpace(text), ",") {
+		if name, _, _ := strings.Cut(tok, "="); name != "" && name != "instance" && name != "cntlid" {
+			f.Options[name] = true
+		}
+	}
+	return f
+}
+
+// connectOption is one per-connection option: its kernel name, value, the default sent
+// when the value is nil (nil: leave it to the kernel), and whether sysfs can change it on
+// a live controller.
+type connectOption struct {
+	name     string
+	val, def *int
+	runtime  bool
+}
+
+func intp(v int) *int { return &v }
+
+// Values are not range-checked here: the driver checks each against its one table of
+// volume options before it gets this far, and the kernel refuses what it cannot use.
+func (o Options) options() []connectOption {
+	return []connectOption{
+		{"ctrl_loss_tmo", o.CtrlLossTmo, intp(DefaultCtrlLossTmo), true},
+		{"reconnect_delay", o.ReconnectDelay, intp(DefaultReconnectDelay), true},
+		{"keep_alive_tmo", o.KeepAliveTmo, nil, false},
+		{"fast_io_fail_tmo", o.FastIOFailTmo, nil, true},
+		{"nr_io_queues", o.NrIOQueues, nil, false},
+		{"queue_size", o.QueueSize, nil, false},
+	}
+}
+
+// Sent returns the kernel names of every connect option a connect with o sends, in the
+// order it sends them.
+func (o Options) Sent() []string {
+	names := []string{"transport", "traddr", "trsvcid", "nqn", "hostnqn", "hostid"}
+	for _, c := range o.options() {
+		if c.val != nil || c.def != nil {
+			names = append(names, c.name)
+		}
+	}
+	return names
+}
+
+// connectString builds the option string written to /dev/nvme-fabrics. Every value is
+// validated first; options the kernel does not list are refused rather than sent.
+func connectString(t Target, id Identity, o Options, f Features) (string, error) {
+	if net.ParseIP(t.Address) == nil {
+		return "", fmt.Errorf("%w: target address %q is not an IP address: NVMe/TCP connects to an IP (the kernel resolves no host names); set the volume's nvmeAddress to the RDS's IP", ErrBadOption, t.Address)
+	}
+	if t.Port < 1 || t.Port > 65535 {
+		return "", fmt.Errorf("%w: target port %d is not a TCP port; set the volume's nvmePort (usually 4420)", ErrBadOption, t.Port)
+	}
+	if t.NSID < 1 {
+		return "", fmt.Errorf("%w: namespace ID %d: namespace IDs start at 1", ErrBadOption, t.NSID)
+	}
+	if bad := badNQNChar(t.NQN); bad != "" {
+		return "", fmt.Errorf("%w: subsystem NQN %q contains %s", ErrBadOption, t.NQN, bad)
+	}
+	if err := validHostNQN(id.HostNQN); err != nil {
+		return "", fmt.Errorf("%w: host NQN %q: %v", ErrIdentityConflict, id.HostNQN, err)
+	}
+	if err := validHostID(id.HostID); err != nil {
+		return "", fmt.Errorf("%w: host ID %q: %v", ErrIdentityConflict, id.HostID, err)
+	}
+	vals := map[string]string{"transport": "tcp", "traddr": t.Address, "trsvcid": strconv.Itoa(t.Port),
+		"nqn": t.NQN, "hostnqn": id.HostNQN, "hostid": id.HostID}
+	for _, c := range o.options() {
+		if v := cmp.Or(c.val, c.def); v != nil {
+			vals[c.name] = strconv.Itoa(*v)
+		}
+	}
+	var opts []string
+	for _, name := range o.Sent() {
+		if !f.Supports(name) {
+			return "", fmt.Errorf("%w: this host's kernel does not support the NVMe connect option %q; remove the StorageClass parameter that sets it, or use a newer kernel", ErrBadOption, name)
+		}
+		opts = append(opts, name+"="+vals[name])
+	}
+	return strings.Join(opts, ","), nil
+}
