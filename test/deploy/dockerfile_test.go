@@ -118,7 +118,7 @@ func findStage(stages []stage, name string) (stage, bool) {
 // execedTools reads the tools the mount package runs, and the Debian package of each.
 func execedTools(t *testing.T) map[string]string {
 	t.Helper()
-	src, err := os.ReadFile(filepath.Join(repoRoot, "mount", "tools.go"))
+	src, err := os.ReadFile(filepath.Join(repoRoot, "mount", "fs.go"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,11 +14,11 @@ import (
 var toolPackagesTable = regexp.MustCompile(`(?s)var toolPackages = map\[string\]string\{(.*?)\n\}`)
 
 // toolTable reads the mount package's toolPackages table (tool → Debian package) from
-// mount/tools.go's source: the image and the code cannot drift apart.
+// mount/fs.go's source: the image and the code cannot drift apart.
 func toolTable(src string) (map[string]string, error) {
 	block := toolPackagesTable.FindStringSubmatch(src)
 	if block == nil {
-		return nil, errors.New("mount/tools.go has no `var toolPackages = map[string]string{...}`")
+		return nil, errors.New("mount/fs.go has no `var toolPackages = map[string]string{...}`")
 	}
 	tools := map[string]string{}
 	for _, m := range regexp.MustCompile(`"([^"]+)":\s*"([^"]+)"`).FindAllStringSubmatch(block[1], -1) {
@@ -36,7 +36,7 @@ var debianSuites = map[string]string{"12": "bookworm", "13": "trixie"}
 // run the same way (user, entrypoint, environment, binary path, labels).
 func checkDockerfileMatchesImageTool(in *inputs, r *report) {
 	spec := imagebuild.DefaultSpec()
-	execed, err := toolTable(in.files["mount/tools.go"])
+	execed, err := toolTable(in.files["mount/fs.go"])
 	if !r.must(err) {
 		return
 	}

@@ -7,7 +7,7 @@ import (
 
 const (
 	exampleOverlay = "overlays/example/kustomization.yaml"
-	mountTools     = "mount/tools.go"
+	mountTools     = "mount/fs.go"
 )
 
 // mutations break one input in one place each, the way a careless edit would, and name the
