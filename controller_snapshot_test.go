@@ -492,7 +492,7 @@ func TestRestoreWaitsForTheCopy(t *testing.T) {
 	holds(t, e.volumeFile(vol.VolumeId), data, 32<<20)
 
 	// the same with the waiting done inside the call
-	e.c.copies.waitMax = defaultCopyWaitMax
+	e.c.copies.waitMax = newCopyTracker(nil, discardLog, 1).waitMax // the default
 	clone, err := e.c.CreateVolume(testCtx(t), fromVolume(createReq("pvc-clone", 32<<20), src.VolumeId))
 	if err != nil {
 		t.Fatalf("a clone waited for within the call: %v", err)
