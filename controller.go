@@ -7,9 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
-	"path"
 	"slices"
 	"strconv"
 	"strings"
@@ -69,9 +69,8 @@ func newControllerService(cfg *Config, log *slog.Logger, m *metrics) (*controlle
 	return newController(cfg, log, m, rdsClientConfig(cfg, log, m), source)
 }
 
-// newController wires the controller around a RouterOS client built from rc and the
-// cluster's attachments (nil: none, fencing is in-memory only). The client does not dial
-// yet. Tests build controllers with it, over the simulator.
+// newController wires the controller around a RouterOS client built from rc (not dialled
+// yet) and the cluster's attachments (nil: fencing is in-memory only). Tests use it.
 func newController(cfg *Config, log *slog.Logger, m *metrics, rc routeros.Config, source attachmentLister) (*controllerService, error) {
 	bases, err := volumeBases(cfg)
 	if err != nil {
@@ -84,11 +83,7 @@ func newController(cfg *Config, log *slog.Logger, m *metrics, rc routeros.Config
 		migrationCheckEvery: 10 * time.Second, poolRefreshEvery: time.Minute,
 	}
 	c.health = newRDSHealth(func(ctx context.Context) error { return c.client.Ping(ctx) }, log, func(up bool) {
-		if up {
-			m.rdsConnected.Set(1)
-		} else {
-			m.rdsConnected.Set(0)
-		}
+		m.rdsConnected.Set(map[bool]float64{true: 1}[up])
 	})
 	// every operation's outcome also tells the health loop whether the RDS answers
 	observe := rc.Observe
@@ -105,9 +100,7 @@ func newController(cfg *Config, log *slog.Logger, m *metrics, rc routeros.Config
 	c.copies = newCopyTracker(c.client.CopyFile, log, cfg.RDSMaxSessions/2)
 	c.fencing = newFencing(source, cfg.DriverName, log)
 	c.fencing.onMigrationTimeout = func(string, []string, time.Duration) { m.migrationTimeouts.Inc() }
-	if nr, ok := source.(nodeRegistry); ok {
-		c.nodes = nr
-	}
+	c.nodes, _ = source.(nodeRegistry)
 	return c, nil
 }
 
@@ -140,10 +133,8 @@ func (c *controllerService) ready() bool                   { return c.health.rea
 func (c *controllerService) supportsOnlineExpansion() bool { return true }
 func (c *controllerService) close()                        { _ = c.client.Close() }
 
-// controllerCapabilities are what the controller does. LIST_VOLUMES with published nodes
-// lets the external-attacher reconcile attachments; GET/LIST_VOLUME_HEALTH replace the
-// VOLUME_CONDITION of CSI before 1.13. Snapshots, restores and clones copy the volume's
-// file on the RDS (controller_snapshot*.go).
+// controllerCapabilities: LIST_VOLUMES with published nodes lets the external-attacher
+// reconcile attachments; GET/LIST_VOLUME_HEALTH replace CSI's pre-1.13 VOLUME_CONDITION.
 var controllerCapabilities = []csi.ControllerServiceCapability_RPC_Type{
 	csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME,
 	csi.ControllerServiceCapability_RPC_PUBLISH_UNPUBLISH_VOLUME,
@@ -162,52 +153,12 @@ var controllerCapabilities = []csi.ControllerServiceCapability_RPC_Type{
 }
 
 func (c *controllerService) ControllerGetCapabilities(context.Context, *csi.ControllerGetCapabilitiesRequest) (*csi.ControllerGetCapabilitiesResponse, error) {
-	caps := make([]*csi.ControllerServiceCapability, 0, len(controllerCapabilities))
+	resp := &csi.ControllerGetCapabilitiesResponse{}
 	for _, t := range controllerCapabilities {
-		caps = append(caps, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
+		resp.Capabilities = append(resp.Capabilities, &csi.ControllerServiceCapability{Type: &csi.ControllerServiceCapability_Rpc{
 			Rpc: &csi.ControllerServiceCapability_RPC{Type: t}}})
 	}
-	return &csi.ControllerGetCapabilitiesResponse{Capabilities: caps}, nil
-}
-
-// rdsStatus turns a RouterOS failure while doing `what` into the gRPC status the CO acts
-// on. An RDS that cannot be reached is Unavailable (retried), never NotFound (which would
-// tell the CO a volume is gone) or Internal.
-func (c *controllerService) rdsStatus(what string, err error) error {
-	var ce *routeros.CommandError
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Errorf(codes.DeadlineExceeded, "%s: the RDS at %s did not answer in time: %v; it is retried — if this persists, check the RDS's load and the network, or raise --rds-command-timeout", what, c.rdsAddr, err)
-	case errors.Is(err, context.Canceled):
-		return status.Errorf(codes.Canceled, "%s: the caller gave up: %v", what, err)
-	case errors.Is(err, routeros.ErrTransport):
-		return status.Errorf(codes.Unavailable, "%s: cannot reach the RDS at %s over SSH: %v; check that the RDS is up and reachable from the controller, and the controller's --rds-address, --rds-ssh-port, SSH key and known_hosts", what, c.rdsAddr, err)
-	case errors.Is(err, routeros.ErrNotFound):
-		return status.Errorf(codes.NotFound, "%s: %v", what, err)
-	case errors.Is(err, routeros.ErrAlreadyExists):
-		return status.Errorf(codes.AlreadyExists, "%s: %v", what, err)
-	case errors.Is(err, routeros.ErrNoSpace):
-		return status.Errorf(codes.ResourceExhausted, "%s: the RDS pool is full: %v; free space on the pool", what, err)
-	case errors.Is(err, routeros.ErrInvalidArgument) && !errors.As(err, &ce):
-		// refused before anything was sent: a value from the request
-		return status.Errorf(codes.InvalidArgument, "%s: %v", what, err)
-	case errors.Is(err, routeros.ErrInvalidArgument):
-		return status.Errorf(codes.Internal, "%s: the RDS rejected the command rds-csi sent: %v; this RouterOS version may not support it: report it with the output of /system resource print", what, err)
-	}
-	return status.Errorf(codes.Internal, "%s: the RDS refused: %v", what, err)
-}
-
-// noSpaceStatus is ResourceExhausted for an RDS pool too full for need bytes, with the
-// pool's free space read back so the user sees how much is missing.
-func (c *controllerService) noSpaceStatus(ctx context.Context, what, volumePath string, need int64, cause error) error {
-	pool, err := c.client.PoolCapacity(ctx, volumePath)
-	if err != nil {
-		return status.Errorf(codes.ResourceExhausted, "%s: the RDS has not enough space for %s (%v); its free space could not be read: %v; free space on the pool holding %s",
-			what, humanBytes(need), cause, err, volumePath)
-	}
-	c.recordPool(pool)
-	return status.Errorf(codes.ResourceExhausted, "%s: the RDS pool %q has %s free (%d bytes) and this needs %s (%d bytes): free space on the pool (delete unused volumes) or ask for less",
-		what, pool.Name, humanBytes(pool.Free), pool.Free, humanBytes(need), need)
+	return resp, nil
 }
 
 // busy is the answer when another operation holds the volume: the sidecars retry Aborted.
@@ -231,13 +182,11 @@ const derivedIDPrefix = "vol-"
 // same, so a node's --managed-nqn-prefix covers the volumes of both.
 const nqnPrefix = "nqn.2000-02.com.mikrotik:"
 
-// volumeIDFor maps a CreateVolume name to the volume ID, which is also the RDS slot and the
-// file name. A name that is a valid slot is used as it is: that is the provisioner's
-// pvc-<uuid>, so PVs made by the earlier RDS driver (which did the same) keep their IDs.
-// Any other name — the CSI spec makes the name an arbitrary idempotency key, and
-// csi-sanity sends upper-case names longer than 63 characters — maps to a deterministic
-// slot, "vol-" and the first 24 hex digits (96 bits) of the name's SHA-256, so a retried
-// CreateVolume with the same name always finds the same volume.
+// volumeIDFor maps a CreateVolume name to the volume ID (also the RDS slot and file name).
+// A name that is a valid slot — the provisioner's pvc-<uuid>, as the earlier RDS driver
+// used too — is the ID. Any other (the CSI name is an arbitrary idempotency key; csi-sanity
+// sends long upper-case ones) maps to a deterministic "vol-<96 bits of SHA-256>", so a
+// retried CreateVolume finds the same volume.
 func volumeIDFor(name string) string { return idFor(name, derivedIDPrefix) }
 
 // idFor is name when it can be an ID, else prefix and 96 bits of the name's SHA-256.
@@ -249,9 +198,9 @@ func idFor(name, prefix string) string {
 	return prefix + hex.EncodeToString(sum[:])[:24]
 }
 
-// isVolumeID reports whether id can name a volume of this driver: a slot of at most 63
-// characters of [a-z0-9-], starting and ending with a letter or digit. An ID that is not
-// one can never exist on the RDS: DeleteVolume answers OK for it, the other RPCs NotFound.
+// isVolumeID reports whether id can name a volume (or snapshot) of this driver: a slot of
+// at most 63 characters of [a-z0-9-]. Any other ID can never exist on the RDS:
+// DeleteVolume answers OK for it, the other RPCs NotFound.
 func isVolumeID(id string) bool {
 	return len(id) <= maxVolumeIDLen && routeros.ValidateSlot(id) == nil
 }
@@ -263,45 +212,177 @@ func defaultNQN(id string) string { return nqnPrefix + id }
 // volumeFileName is the backing file's name in its volume path.
 func volumeFileName(id string) string { return id + ".img" }
 
-// isUnder reports whether p is base or lies below it, comparing whole path components
-// (/pool/vol is not under /pool/v). Both are clean absolute paths.
-func isUnder(p, base string) bool {
-	return p == base || strings.HasPrefix(p, strings.TrimSuffix(base, "/")+"/")
+// maxNVMePaths bounds nvmeAddresses: an RDS2216 has six storage ports, and a node that
+// connects more paths per volume only multiplies its reconnect work during an outage.
+const maxNVMePaths = 4
+
+// reservedParamPrefix marks the parameters the external-provisioner adds itself (PVC name,
+// namespace, …); they are accepted and ignored.
+const reservedParamPrefix = "csi.storage.k8s.io/"
+
+// volumeParams are a validated set of StorageClass parameters.
+type volumeParams struct {
+	volumePath  string
+	nvmeAddress string         // "" until resolved for CreateVolume (see withAddress)
+	paths       []string       // nvmeAddresses: every path, nvmeAddress first; nil for one path
+	ints        map[string]int // every parameter that is set or has a default
 }
 
-// volumeBases returns the directories volumes may live in: --rds-volume-path first, then
-// --rds-allowed-paths, each checked to be a clean absolute RouterOS path.
-func volumeBases(cfg *Config) ([]string, error) {
-	bases := append([]string{cfg.RDSVolumePath}, cfg.RDSAllowedPaths...)
-	for i, b := range bases {
-		flag := "--rds-volume-path"
-		if i > 0 {
-			flag = "--rds-allowed-paths"
-		}
-		// a file below the base must be a valid path: that checks the base's form
-		if err := routeros.ValidatePath(b + "/x.img"); err != nil || b == "" || path.Clean(b) != b {
-			return nil, fmt.Errorf("%s %q is not a clean absolute RouterOS path like /storage-pool/metal-csi (letters, digits, '.', '_', '-' and '/' only)", flag, b)
+// parseParams validates StorageClass parameters. Every problem is reported at once, each
+// naming the parameter and what it accepts, so one edit of the StorageClass fixes them all.
+func (c *controllerService) parseParams(params map[string]string) (*volumeParams, error) {
+	p := &volumeParams{volumePath: c.cfg.RDSVolumePath, ints: map[string]int{}}
+	var problems []string
+	add := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
+	for _, o := range volumeOptions {
+		if o.def != nil {
+			p.ints[o.key] = *o.def
 		}
 	}
-	return slices.Compact(bases), nil
+	for _, k := range slices.Sorted(maps.Keys(params)) { // a stable message
+		v := params[k]
+		switch o, known := lookupOption(k); {
+		case strings.HasPrefix(k, reservedParamPrefix):
+		case k == paramVolumePath:
+			if msg := c.checkVolumePath(v); msg != "" {
+				add("%s", msg)
+			}
+			p.volumePath = v
+		case k == paramNVMeAddress:
+			if msg := checkNVMeAddress(v); msg != "" {
+				add("parameter %s %q %s", k, v, msg)
+			}
+			p.nvmeAddress = v
+		case k == paramNVMeAddresses:
+			paths, msg := parseNVMeAddresses(v)
+			if msg != "" {
+				add("parameter %s %q %s", k, v, msg)
+			}
+			p.paths = paths
+		case !known:
+			add("unknown parameter %q: the known ones are %s", k, strings.Join(knownParams(), ", "))
+		default:
+			if n, err := o.parse(v); err != nil {
+				add("parameter %s %q %v", k, v, err)
+			} else {
+				p.ints[k] = n
+			}
+		}
+	}
+	if p.paths != nil {
+		switch {
+		case p.nvmeAddress != "" && checkNVMeAddress(p.nvmeAddress) == "" && !sameAddress(p.nvmeAddress, p.paths[0]):
+			add("parameter %s %q is not the first entry of %s %q: set %s alone (its first address is the primary path) or make %s its first entry",
+				paramNVMeAddress, p.nvmeAddress, paramNVMeAddresses, params[paramNVMeAddresses], paramNVMeAddresses, paramNVMeAddress)
+		case len(p.paths) == 1:
+			p.nvmeAddress, p.paths = p.paths[0], nil // one path is plain nvmeAddress
+		default:
+			p.nvmeAddress = p.paths[0]
+		}
+	}
+	if len(problems) > 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "invalid StorageClass parameters: %s", strings.Join(problems, "; "))
+	}
+	return p, nil
 }
 
-// managedDisk says why a disk found under a volume's slot is not a volume of this driver
-// ("" when it is one): only file disks whose file is <base>/…/<id>.img below a configured
-// base are ever changed or removed.
-func (c *controllerService) managedDisk(d *routeros.Disk) string {
-	switch {
-	case d.Type != "file":
-		return fmt.Sprintf("the disk with slot %q is of type %q, not a file disk made by this driver", d.Slot, d.Type)
-	case path.Base(d.FilePath) != volumeFileName(d.Slot):
-		return fmt.Sprintf("the disk with slot %q uses file %q, not %s", d.Slot, d.FilePath, volumeFileName(d.Slot))
-	case !c.underBases(path.Dir(d.FilePath)):
-		return fmt.Sprintf("the disk with slot %q uses file %q outside --rds-volume-path and --rds-allowed-paths (%s); add its directory to --rds-allowed-paths if this driver should manage it",
-			d.Slot, d.FilePath, strings.Join(c.bases, ", "))
+// checkVolumePath says what is wrong with a volumePath parameter ("" when nothing is).
+func (c *controllerService) checkVolumePath(v string) string {
+	if err := routeros.ValidatePath(v + "/x.img"); err != nil || !strings.HasPrefix(v, "/") {
+		return fmt.Sprintf("parameter %s %q must be a clean absolute RouterOS directory like %s (letters, digits, '.', '_', '-' and '/' only, no trailing '/')",
+			paramVolumePath, v, c.cfg.RDSVolumePath)
+	}
+	if c.underBases(v) {
+		return ""
+	}
+	allowed := "--rds-allowed-paths is empty"
+	if len(c.cfg.RDSAllowedPaths) > 0 {
+		allowed = "--rds-allowed-paths is " + strings.Join(c.cfg.RDSAllowedPaths, ",")
+	}
+	return fmt.Sprintf("parameter %s %q must be --rds-volume-path (%s) or a directory below it or below one of --rds-allowed-paths (%s); add the directory to --rds-allowed-paths to use it",
+		paramVolumePath, v, c.cfg.RDSVolumePath, allowed)
+}
+
+// checkNVMeAddress says what is wrong with an NVMe/TCP target address ("" when nothing).
+// The kernel connects to an IP only: it resolves no host names.
+func checkNVMeAddress(v string) string {
+	switch ip := net.ParseIP(v); {
+	case ip == nil:
+		return "must be the RDS's IP address (NVMe/TCP connects to an IP; the kernel resolves no host names)"
+	case ip.IsUnspecified() || ip.IsMulticast():
+		return "must be the RDS's unicast IP address"
 	}
 	return ""
 }
 
-func (c *controllerService) underBases(dir string) bool {
-	return slices.ContainsFunc(c.bases, func(b string) bool { return isUnder(dir, b) })
+// parseNVMeAddresses splits an nvmeAddresses value ("10.0.0.10,10.0.1.10") and says what
+// is wrong with it ("" when nothing): every entry an IP, none twice (as IPs: "fd00::1" and
+// "fd00:0::1" are one path), at most maxNVMePaths. The node reads the volume context
+// with the same function.
+func parseNVMeAddresses(v string) ([]string, string) {
+	var paths, bad []string
+	for a := range strings.SplitSeq(v, ",") {
+		a = strings.TrimSpace(a)
+		if checkNVMeAddress(a) != "" {
+			bad = append(bad, strconv.Quote(a))
+			continue
+		}
+		if slices.ContainsFunc(paths, func(seen string) bool { return sameAddress(seen, a) }) {
+			return nil, fmt.Sprintf("names %s twice: each entry must be a different path to the RDS", a)
+		}
+		paths = append(paths, a)
+	}
+	switch {
+	case len(bad) > 0:
+		return nil, fmt.Sprintf("has %s, which is not an IP address: list the RDS's IPs on each storage network, comma separated, like 10.0.0.10,10.0.1.10 (NVMe/TCP connects to an IP; the kernel resolves no host names)", strings.Join(bad, ", "))
+	case len(paths) > maxNVMePaths:
+		return nil, fmt.Sprintf("lists %d paths; at most %d are supported: keep one address per storage network", len(paths), maxNVMePaths)
+	}
+	return paths, ""
+}
+
+// sameAddress compares two valid IP addresses.
+func sameAddress(a, b string) bool { return net.ParseIP(a).Equal(net.ParseIP(b)) }
+
+// withAddress fills in the NVMe/TCP address for a new volume: the nvmeAddress parameter,
+// else --rds-address when that is an IP.
+func (p *volumeParams) withAddress(rdsAddress string) error {
+	if p.nvmeAddress != "" {
+		return nil
+	}
+	if msg := checkNVMeAddress(rdsAddress); msg != "" {
+		return status.Errorf(codes.InvalidArgument, "parameter %s is not set and --rds-address %q cannot stand in for it: it %s; set %s in the StorageClass to the RDS's IP on the storage network",
+			paramNVMeAddress, rdsAddress, msg, paramNVMeAddress)
+	}
+	p.nvmeAddress = rdsAddress
+	return nil
+}
+
+// volumeContext is what the node needs to attach the volume, and nothing it must look up:
+// target, NQN as the RDS reports it, and the connection options (only those set or
+// defaulted, so the node's own defaults apply to the rest).
+func (p *volumeParams) volumeContext(d *routeros.Disk) map[string]string {
+	vc := map[string]string{paramVolumePath: p.volumePath, paramNVMeAddress: p.nvmeAddress, contextNQN: d.NQN}
+	if len(p.paths) > 1 {
+		vc[paramNVMeAddresses] = strings.Join(p.paths, ",")
+	}
+	for k, v := range p.ints {
+		vc[k] = strconv.Itoa(v)
+	}
+	if d.NVMePort != 0 {
+		vc[paramNVMePort] = strconv.Itoa(d.NVMePort) // what the RDS really exports on
+	}
+	return vc
+}
+
+// migrationTimeoutFrom reads migrationTimeoutSeconds from a volume context; PVs of the
+// earlier driver, or without the key, get the default, and so does a bad value, with the
+// error saying why.
+func migrationTimeoutFrom(vc map[string]string) (int, error) {
+	o := mustOption(paramMigrationTimeout)
+	seconds, _, err := o.contextValue(vc)
+	if err != nil {
+		return *o.def, err
+	}
+	return seconds, nil
 }

@@ -2,6 +2,12 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -64,7 +70,6 @@ func (c *controllerService) checkNode(ctx context.Context, nodeID string) error 
 	switch {
 	case err != nil:
 		logFrom(ctx).Warn("cannot check the node against the cluster's CSINodes; publishing anyway", "err", err)
-		return nil
 	case !ok:
 		return status.Errorf(codes.NotFound, "node %s does not exist: no CSINode lists the %s node plugin with this node ID; check that the node plugin runs there (kubectl get csinode %s -o yaml)",
 			nodeID, c.cfg.DriverName, nodeID)
@@ -75,14 +80,264 @@ func (c *controllerService) checkNode(ctx context.Context, nodeID string) error 
 // ControllerUnpublishVolume releases a volume from a node, or from every node when none is
 // named. It always succeeds: the volume or the node may be long gone.
 func (c *controllerService) ControllerUnpublishVolume(ctx context.Context, req *csi.ControllerUnpublishVolumeRequest) (*csi.ControllerUnpublishVolumeResponse, error) {
-	id := req.GetVolumeId()
-	if id == "" {
+	if req.GetVolumeId() == "" {
 		return nil, required("volume_id", "ControllerUnpublishVolume")
 	}
-	if req.GetNodeId() == "" {
-		c.fencing.unpublishAll(id)
-	} else {
-		c.fencing.unpublish(id, req.GetNodeId())
-	}
+	c.fencing.unpublish(req.GetVolumeId(), req.GetNodeId())
 	return &csi.ControllerUnpublishVolumeResponse{}, nil
+}
+
+// attachmentLister is the cluster's truth about attachments (VolumeAttachment objects).
+type attachmentLister interface {
+	listVolumeAttachments(ctx context.Context, attacher string) ([]volumeAttachment, error)
+}
+
+// fencing records which nodes each volume is published to, so a single-node volume is never
+// attached to two nodes at once, and a raw block volume in a KubeVirt live migration to at
+// most two. The records are rebuilt from the cluster's VolumeAttachments (never from the
+// driver's own notes, which go stale when an appliance or node crashes); until the first
+// rebuild succeeds, publishing is refused as Unavailable rather than guessed.
+type fencing struct {
+	mu        sync.Mutex
+	published map[string]*volumePublications // volume ID → nodes
+	rebuilt   bool
+
+	source   attachmentLister // nil: out of a cluster, records are in-memory only
+	attacher string
+	log      *slog.Logger
+	now      func() time.Time
+	// onMigrationTimeout is called once per volume that stays on two nodes too long.
+	onMigrationTimeout func(volumeID string, nodes []string, since time.Duration)
+}
+
+type volumePublications struct {
+	nodes            []string  // in publish order
+	multiSince       time.Time // when a second node joined
+	migrationTimeout time.Duration
+	timeoutReported  bool
+}
+
+// defaultMigrationTimeout applies to records rebuilt after a restart, whose StorageClass
+// value the controller has not seen yet.
+const defaultMigrationTimeout = 300 * time.Second
+
+const notRebuilt = "attachment records are not rebuilt from the cluster's VolumeAttachments yet (is the API server reachable and may the controller list volumeattachments?); retry shortly"
+
+func newFencing(source attachmentLister, attacher string, log *slog.Logger) *fencing {
+	f := &fencing{published: map[string]*volumePublications{}, source: source, attacher: attacher, log: log, now: time.Now}
+	if source == nil {
+		f.rebuilt = true
+		log.Warn("no Kubernetes API configured (not in a cluster and no --kubeconfig): attachment fencing state is in-memory only and starts empty")
+	}
+	return f
+}
+
+// rebuild replaces the records with what the cluster's VolumeAttachments say. A node holds
+// a volume when its attachment is attached (also while it is being deleted), or when it is
+// still attaching and this controller already confirmed the publish (the attacher has not
+// written attached=true yet). An attachment that is merely attaching holds nothing: kubelet
+// uses a volume only once it is attached, and counting it would let the very attachment
+// being decided fence itself in. A record with no attachment left is stale and dropped.
+func (f *fencing) rebuild(ctx context.Context) error {
+	if f.source == nil {
+		return nil
+	}
+	vas, err := f.source.listVolumeAttachments(ctx, f.attacher)
+	if err != nil {
+		return fmt.Errorf("list VolumeAttachments: %w", err)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fresh := map[string]*volumePublications{}
+	for _, va := range vas {
+		confirmed := f.published[va.PVName] != nil && slices.Contains(f.published[va.PVName].nodes, va.NodeName)
+		if va.NodeName == "" || !va.Attached && (va.Deleting || !confirmed) {
+			continue
+		}
+		p := fresh[va.PVName]
+		if p == nil {
+			p = &volumePublications{}
+			fresh[va.PVName] = p
+		}
+		if !slices.Contains(p.nodes, va.NodeName) {
+			p.nodes = append(p.nodes, va.NodeName)
+		}
+	}
+	for id, p := range fresh {
+		slices.Sort(p.nodes)
+		if old := f.published[id]; old != nil {
+			p.migrationTimeout, p.multiSince, p.timeoutReported = old.migrationTimeout, old.multiSince, old.timeoutReported
+		}
+		if len(p.nodes) > 1 && p.multiSince.IsZero() {
+			p.multiSince = f.now()
+		}
+	}
+	f.published = fresh
+	if !f.rebuilt {
+		f.log.Info("attachment records rebuilt from VolumeAttachments", "volumes", len(fresh))
+	}
+	f.rebuilt = true
+	return nil
+}
+
+// runRebuild retries the initial rebuild with backoff until it succeeds or ctx ends.
+func (f *fencing) runRebuild(ctx context.Context) {
+	for delay := time.Second; ; delay = min(delay*2, 30*time.Second) {
+		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		err := f.rebuild(rctx)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		f.log.Warn("cannot rebuild attachment records yet; ControllerPublish answers Unavailable until it works", "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+// recheck re-reads the cluster's attachments for a volume the records show on holders.
+func (f *fencing) recheck(ctx context.Context, volumeID string, holders []string) error {
+	if err := f.rebuild(ctx); err != nil {
+		return status.Errorf(codes.Unavailable, "volume %s looks attached to %s; could not confirm with the cluster's VolumeAttachments: %v", volumeID, strings.Join(holders, ", "), err)
+	}
+	return nil
+}
+
+// publish records nodeID for volumeID, or refuses with FailedPrecondition when the volume's
+// access mode allows no further node. maxNodes is 1 for single-node modes and 2 for raw
+// block multi-node (live migration). A refusal first re-reads the cluster's attachments, so a
+// stale record never blocks a legitimate attach.
+func (f *fencing) publish(ctx context.Context, volumeID, nodeID string, maxNodes int, migrationTimeout time.Duration) error {
+	err := f.tryPublish(volumeID, nodeID, maxNodes, migrationTimeout)
+	var conflict *fencingConflict
+	if !errors.As(err, &conflict) || f.source == nil {
+		return err
+	}
+	if err := f.recheck(ctx, volumeID, conflict.holders); err != nil {
+		return err
+	}
+	return f.tryPublish(volumeID, nodeID, maxNodes, migrationTimeout)
+}
+
+type fencingConflict struct {
+	volumeID string
+	holders  []string
+	maxNodes int
+}
+
+func (c *fencingConflict) Error() string {
+	if c.maxNodes == maxNodesSingle {
+		return fmt.Sprintf("volume %s is attached to node %s and its access mode allows one node: detach it there first (delete the pod using it, or wait for Kubernetes to detach it), or use volumeMode: Block with ReadWriteMany for KubeVirt live migration", c.volumeID, c.holders[0])
+	}
+	return fmt.Sprintf("volume %s is attached to nodes %s; a raw block volume may be on at most %d nodes (the source and target of one live migration): let the running migration finish first", c.volumeID, strings.Join(c.holders, " and "), c.maxNodes)
+}
+
+func (c *fencingConflict) GRPCStatus() *status.Status {
+	return status.New(codes.FailedPrecondition, c.Error())
+}
+
+func (f *fencing) tryPublish(volumeID, nodeID string, maxNodes int, migrationTimeout time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.rebuilt {
+		return status.Error(codes.Unavailable, notRebuilt)
+	}
+	p := f.published[volumeID]
+	if p == nil {
+		p = &volumePublications{}
+		f.published[volumeID] = p
+	}
+	switch {
+	case slices.Contains(p.nodes, nodeID):
+		return nil // idempotent
+	case len(p.nodes) >= maxNodes:
+		return &fencingConflict{volumeID: volumeID, holders: slices.Clone(p.nodes), maxNodes: maxNodes}
+	}
+	p.nodes = append(p.nodes, nodeID)
+	p.migrationTimeout = migrationTimeout
+	if len(p.nodes) > 1 {
+		p.multiSince, p.timeoutReported = f.now(), false
+	}
+	return nil
+}
+
+// unpublish forgets nodeID for volumeID, or every node when nodeID is ""; unknown volumes
+// and nodes are fine (idempotent, and the node may no longer exist).
+func (f *fencing) unpublish(volumeID, nodeID string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := f.published[volumeID]
+	if p == nil {
+		return
+	}
+	p.nodes = slices.DeleteFunc(p.nodes, func(n string) bool { return n == nodeID || nodeID == "" })
+	if len(p.nodes) < 2 {
+		p.multiSince, p.timeoutReported = time.Time{}, false
+	}
+	if len(p.nodes) == 0 {
+		delete(f.published, volumeID)
+	}
+}
+
+// nodes returns the nodes volumeID is published to, sorted.
+func (f *fencing) nodes(volumeID string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p := f.published[volumeID]; p != nil {
+		return slices.Sorted(slices.Values(p.nodes))
+	}
+	return nil
+}
+
+// checkMigrations reports volumes that have stayed on two nodes longer than their
+// migration timeout. The attach itself is left alone: cutting off a running VM would be
+// worse than a long migration; the log and the counter tell the operator.
+func (f *fencing) checkMigrations() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.now()
+	for id, p := range f.published {
+		timeout := p.migrationTimeout
+		if timeout <= 0 {
+			timeout = defaultMigrationTimeout
+		}
+		since := now.Sub(p.multiSince)
+		if len(p.nodes) < 2 || p.timeoutReported || since <= timeout {
+			continue
+		}
+		p.timeoutReported = true
+		f.log.Warn("live migration exceeds migrationTimeoutSeconds: the volume is still attached to two nodes",
+			"volume_id", id, "nodes", strings.Join(p.nodes, ","), "for", since.Round(time.Second), "timeout", timeout)
+		if f.onMigrationTimeout != nil {
+			f.onMigrationTimeout(id, slices.Clone(p.nodes), since)
+		}
+	}
+}
+
+// isRebuilt reports whether the records reflect the cluster (always, out of a cluster).
+func (f *fencing) isRebuilt() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.rebuilt
+}
+
+// attachedNodes returns the nodes volumeID is attached to, for a delete that must not
+// remove a volume in use. Before the first rebuild nothing can be confirmed (Unavailable);
+// a volume the records show attached is re-checked against the cluster, so a stale record
+// does not block the delete.
+func (f *fencing) attachedNodes(ctx context.Context, volumeID string) ([]string, error) {
+	if !f.isRebuilt() {
+		return nil, status.Errorf(codes.Unavailable, "cannot confirm that volume %s is detached: %s", volumeID, notRebuilt)
+	}
+	nodes := f.nodes(volumeID)
+	if len(nodes) == 0 || f.source == nil {
+		return nodes, nil
+	}
+	if err := f.recheck(ctx, volumeID, nodes); err != nil {
+		return nil, err
+	}
+	return f.nodes(volumeID), nil
 }

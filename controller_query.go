@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -31,20 +32,23 @@ func (c *controllerService) ValidateVolumeCapabilities(ctx context.Context, req 
 	if err != nil {
 		return nil, err
 	}
+	var msg string
 	use, err := checkCapabilities(req.GetVolumeCapabilities())
-	if err != nil {
-		return &csi.ValidateVolumeCapabilitiesResponse{Message: status.Convert(err).Message()}, nil
-	}
-	if disk.Size < use.minimum {
-		return &csi.ValidateVolumeCapabilitiesResponse{Message: "volume " + id + " is " + humanBytes(disk.Size) + ", smaller than xfs allows (" + humanBytes(use.minimum) + ")"}, nil
-	}
-	if len(req.GetParameters()) > 0 {
+	switch {
+	case err != nil:
+		msg = status.Convert(err).Message()
+	case disk.Size < use.minimum:
+		msg = "volume " + id + " is " + humanBytes(disk.Size) + ", smaller than xfs allows (" + humanBytes(use.minimum) + ")"
+	case len(req.GetParameters()) > 0:
 		if _, err := c.parseParams(req.GetParameters()); err != nil {
-			return &csi.ValidateVolumeCapabilitiesResponse{Message: status.Convert(err).Message()}, nil
+			msg = status.Convert(err).Message()
 		}
 	}
-	if len(req.GetMutableParameters()) > 0 {
-		return &csi.ValidateVolumeCapabilitiesResponse{Message: "mutable parameters are not supported (no VolumeAttributesClass support)"}, nil
+	if msg == "" && len(req.GetMutableParameters()) > 0 {
+		msg = "mutable parameters are not supported (no VolumeAttributesClass support)"
+	}
+	if msg != "" {
+		return &csi.ValidateVolumeCapabilitiesResponse{Message: msg}, nil
 	}
 	return &csi.ValidateVolumeCapabilitiesResponse{Confirmed: &csi.ValidateVolumeCapabilitiesResponse_Confirmed{
 		VolumeContext:      req.GetVolumeContext(),
@@ -106,14 +110,8 @@ func (c *controllerService) ListVolumes(ctx context.Context, req *csi.ListVolume
 		return nil, err
 	}
 	resp := &csi.ListVolumesResponse{}
+	disks, resp.NextToken = page(disks, func(d routeros.Disk) string { return d.Slot }, after, req.GetMaxEntries())
 	for _, d := range disks {
-		if d.Slot <= after {
-			continue
-		}
-		if limit := int(req.GetMaxEntries()); limit > 0 && len(resp.Entries) == limit {
-			resp.NextToken = encodeListToken(resp.Entries[limit-1].Volume.VolumeId)
-			break
-		}
 		resp.Entries = append(resp.Entries, &csi.ListVolumesResponse_Entry{
 			Volume: &csi.Volume{VolumeId: d.Slot, CapacityBytes: d.Size},
 			Status: &csi.ListVolumesResponse_VolumeStatus{PublishedNodeIds: c.fencing.nodes(d.Slot)},
@@ -122,23 +120,14 @@ func (c *controllerService) ListVolumes(ctx context.Context, req *csi.ListVolume
 	return resp, nil
 }
 
-// volumeDisks returns the disks that are volumes of this driver, sorted by ID.
-func (c *controllerService) volumeDisks(ctx context.Context) ([]routeros.Disk, error) {
-	all, err := c.client.ListDisks(ctx, "") // sorted by slot
-	if err != nil {
-		return nil, c.rdsStatus("list volumes", err)
+// page keeps the items (in ID order) after the ID `after`, at most maxEntries of them, and
+// returns the token that continues the listing ("" at its end).
+func page[T any](items []T, id func(T) string, after string, maxEntries int32) ([]T, string) {
+	items = slices.DeleteFunc(items, func(x T) bool { return id(x) <= after })
+	if limit := int(maxEntries); limit > 0 && len(items) > limit {
+		return items[:limit], base64.RawURLEncoding.EncodeToString([]byte(id(items[limit-1])))
 	}
-	disks := all[:0]
-	for _, d := range all {
-		if isVolumeID(d.Slot) && c.managedDisk(&d) == "" {
-			disks = append(disks, d)
-		}
-	}
-	return disks, nil
-}
-
-func encodeListToken(lastID string) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(lastID))
+	return items, ""
 }
 
 // decodeListToken returns the ID a listing continues after ("" from the start). A token
@@ -155,6 +144,50 @@ func decodeListToken(token string, maxEntries int32) (string, error) {
 		return "", status.Errorf(codes.Aborted, "starting_token %q was not returned by this driver: list again from the start without it", token)
 	}
 	return string(b), nil
+}
+
+// volumeDisks returns the disks that are volumes of this driver, sorted by ID.
+func (c *controllerService) volumeDisks(ctx context.Context) ([]routeros.Disk, error) {
+	all, err := c.client.ListDisks(ctx, "") // sorted by slot
+	if err != nil {
+		return nil, c.rdsStatus("list volumes", err)
+	}
+	return slices.DeleteFunc(all, func(d routeros.Disk) bool { return !isVolumeID(d.Slot) || c.managedDisk(&d) != "" }), nil
+}
+
+// baseFiles lists the files below the volume directories, each once (nested bases list
+// the same files); `what` names the listing for messages.
+func (c *controllerService) baseFiles(ctx context.Context, what string) ([]routeros.File, error) {
+	var found []routeros.File
+	seen := map[string]bool{}
+	for _, b := range c.bases {
+		files, err := c.client.ListFiles(ctx, b)
+		if err != nil {
+			return nil, c.rdsStatus(what+" in "+b, err)
+		}
+		for _, f := range files {
+			if !seen[f.Path] {
+				seen[f.Path] = true
+				found = append(found, f)
+			}
+		}
+	}
+	return found, nil
+}
+
+// volumeFiles finds the regular files named <id>.img below the volume directories.
+func (c *controllerService) volumeFiles(ctx context.Context, id string) ([]routeros.File, error) {
+	files, err := c.baseFiles(ctx, "look for the file of volume "+id)
+	return slices.DeleteFunc(files, func(f routeros.File) bool {
+		fid, ok := volumeIDOfFile(f)
+		return !ok || fid != id
+	}), err
+}
+
+// volumeIDOfFile returns the volume ID a file would belong to: <id>.img with a valid ID.
+func volumeIDOfFile(f routeros.File) (string, bool) {
+	id, isImg := strings.CutSuffix(path.Base(f.Path), ".img")
+	return id, f.Type != "directory" && isImg && isVolumeID(id)
 }
 
 // GetCapacity reports the free space of the pool holding the class's volumePath, less
@@ -174,10 +207,10 @@ func (c *controllerService) GetCapacity(ctx context.Context, req *csi.GetCapacit
 		}
 	}
 	pool, err := c.client.PoolCapacity(ctx, volumePath)
-	if errors.Is(err, routeros.ErrNotFound) {
+	switch {
+	case errors.Is(err, routeros.ErrNotFound):
 		return nil, status.Errorf(codes.FailedPrecondition, "volumePath %s: %v; the first component of volumePath must be the mount point of a pool on the RDS (see /disk print where mount-point)", volumePath, err)
-	}
-	if err != nil {
+	case err != nil:
 		return nil, c.rdsStatus("read the free space of the pool holding "+volumePath, err)
 	}
 	c.recordPool(pool)
@@ -236,11 +269,8 @@ func (c *controllerService) ControllerGetVolumeHealth(ctx context.Context, req *
 	disk, err := c.lookupVolume(ctx, id, "check the health of volume "+id)
 	if status.Code(err) == codes.NotFound && isVolumeID(id) {
 		files, ferr := c.volumeFiles(ctx, id)
-		if ferr != nil {
-			return nil, ferr
-		}
-		if len(files) == 0 {
-			return nil, err
+		if ferr != nil || len(files) == 0 {
+			return nil, cmp.Or(ferr, err)
 		}
 		return &csi.ControllerGetVolumeHealthResponse{VolumeHealth: diskMissingHealth(id, files[0].Path)}, nil
 	}
@@ -263,47 +293,27 @@ func (c *controllerService) ControllerListVolumeHealth(ctx context.Context, req 
 		return nil, err
 	}
 	var all []*csi.VolumeHealth
-	hasDisk := map[string]bool{}
+	seen := map[string]bool{} // volumes with a disk, or reported already
 	for i := range disks {
-		hasDisk[disks[i].Slot] = true
+		seen[disks[i].Slot] = true
 		if h := diskHealth(&disks[i]); len(h.HealthStatuses) > 0 {
 			all = append(all, h)
 		}
 	}
-	seen := map[string]bool{}
-	for _, b := range c.bases {
-		files, err := c.client.ListFiles(ctx, b)
-		if err != nil {
-			return nil, c.rdsStatus("list volume files in "+b, err)
-		}
-		for _, f := range files {
-			id, ok := volumeIDOfFile(f)
-			if ok && !hasDisk[id] && !seen[id] {
-				seen[id] = true
-				all = append(all, diskMissingHealth(id, f.Path))
-			}
+	files, err := c.baseFiles(ctx, "list volume files")
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		if id, ok := volumeIDOfFile(f); ok && !seen[id] {
+			seen[id] = true
+			all = append(all, diskMissingHealth(id, f.Path))
 		}
 	}
-	sortHealth(all)
+	slices.SortFunc(all, func(a, b *csi.VolumeHealth) int { return strings.Compare(a.VolumeId, b.VolumeId) })
 	resp := &csi.ControllerListVolumeHealthResponse{}
-	for _, h := range all {
-		if h.VolumeId <= after {
-			continue
-		}
-		if limit := int(req.GetMaxEntries()); limit > 0 && len(resp.Entries) == limit {
-			resp.NextToken = encodeListToken(resp.Entries[limit-1].VolumeId)
-			break
-		}
-		resp.Entries = append(resp.Entries, h)
-	}
+	resp.Entries, resp.NextToken = page(all, (*csi.VolumeHealth).GetVolumeId, after, req.GetMaxEntries())
 	return resp, nil
-}
-
-// volumeIDOfFile returns the volume ID a file would belong to: <id>.img with a valid ID.
-func volumeIDOfFile(f routeros.File) (string, bool) {
-	name := path.Base(f.Path)
-	id := name[:len(name)-len(path.Ext(name))]
-	return id, f.Type != "directory" && path.Ext(name) == ".img" && isVolumeID(id)
 }
 
 func diskHealth(d *routeros.Disk) *csi.VolumeHealth {
@@ -322,8 +332,4 @@ func diskMissingHealth(id, file string) *csi.VolumeHealth {
 		Status: csi.VolumeHealthErrorType_INACCESSIBLE, Reason: healthDiskMissing,
 		Message: fmt.Sprintf("the RDS has the volume's file %s but no disk for it, so nothing exports it: recreate it with /disk add type=file file-path=%s slot=%s nvme-tcp-export=yes", file, file, id),
 	}}}
-}
-
-func sortHealth(hs []*csi.VolumeHealth) {
-	slices.SortFunc(hs, func(a, b *csi.VolumeHealth) int { return strings.Compare(a.VolumeId, b.VolumeId) })
 }

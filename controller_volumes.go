@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"path"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/container-storage-interface/spec/lib/go/csi"
@@ -52,7 +51,6 @@ func (c *controllerService) CreateVolume(ctx context.Context, req *csi.CreateVol
 	if req.GetVolumeContentSource() != nil {
 		return c.createFromSource(ctx, req, id, params, use.minimum)
 	}
-
 	filePath := path.Join(params.volumePath, volumeFileName(id))
 	disk, err := c.client.CreateDisk(ctx, routeros.CreateDiskRequest{
 		Slot: id, FilePath: filePath, SizeBytes: size, Port: params.ints[paramNVMePort], NQN: defaultNQN(id),
@@ -60,8 +58,8 @@ func (c *controllerService) CreateVolume(ctx context.Context, req *csi.CreateVol
 	if errors.Is(err, routeros.ErrAlreadyExists) {
 		// a retry, or a second request with the same name: the existing disk must fit it
 		if disk, err = c.client.GetDisk(ctx, id); err == nil {
-			if why := c.incompatible(disk, filePath, params, req.GetCapacityRange(), use.minimum); why != "" {
-				return nil, status.Errorf(codes.AlreadyExists, "volume %s (name %q) already exists and does not match this request: %s; use another name or delete the existing volume", id, req.GetName(), why)
+			if err := c.checkExisting(req, disk, filePath, params, use.minimum); err != nil {
+				return nil, err
 			}
 		}
 	}
@@ -71,38 +69,39 @@ func (c *controllerService) CreateVolume(ctx context.Context, req *csi.CreateVol
 	case err != nil:
 		return nil, c.rdsStatus(fmt.Sprintf("create volume %s (%s in %s)", id, humanBytes(size), params.volumePath), err)
 	}
+	return volumeResponse(req, disk, params), nil
+}
+
+// volumeResponse describes a created volume: exactly the size the RDS holds, and what the
+// node needs to attach it.
+func volumeResponse(req *csi.CreateVolumeRequest, disk *routeros.Disk, params *volumeParams) *csi.CreateVolumeResponse {
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
-		VolumeId:      id,
-		CapacityBytes: disk.Size, // exactly what the RDS holds
+		VolumeId:      disk.Slot,
+		CapacityBytes: disk.Size,
 		VolumeContext: params.volumeContext(disk),
-	}}, nil
+		ContentSource: req.GetVolumeContentSource(),
+	}}
 }
 
-// incompatible says why an existing disk cannot stand for the requested volume ("" when
-// it can).
-func (c *controllerService) incompatible(d *routeros.Disk, filePath string, p *volumeParams, cr *csi.CapacityRange, minimum int64) string {
-	if why := c.managedDisk(d); why != "" {
-		return why
-	}
+// checkExisting is AlreadyExists when a disk found for a create's name cannot stand for
+// the requested volume.
+func (c *controllerService) checkExisting(req *csi.CreateVolumeRequest, d *routeros.Disk, filePath string, p *volumeParams, minimum int64) error {
+	why := c.managedDisk(d)
+	cr := req.GetCapacityRange()
 	switch {
+	case why != "":
 	case d.FilePath != filePath:
-		return fmt.Sprintf("it is stored at %s, this request asks for %s", d.FilePath, filePath)
+		why = fmt.Sprintf("it is stored at %s, this request asks for %s", d.FilePath, filePath)
 	case !sizeFits(d.Size, cr, minimum):
-		return fmt.Sprintf("its size is %s (%d bytes), this request asks for %s", humanBytes(d.Size), d.Size, describeRange(cr, minimum))
+		why = fmt.Sprintf("its size is %s (%d bytes), this request asks for %s", humanBytes(d.Size), d.Size, describeRange(cr, minimum))
 	case !d.NVMeExport:
-		return "it is not exported over NVMe/TCP (nvme-tcp-export=no)"
+		why = "it is not exported over NVMe/TCP (nvme-tcp-export=no)"
 	case d.NVMePort != 0 && d.NVMePort != p.ints[paramNVMePort]:
-		return fmt.Sprintf("it is exported on port %d, this request asks for %d", d.NVMePort, p.ints[paramNVMePort])
+		why = fmt.Sprintf("it is exported on port %d, this request asks for %d", d.NVMePort, p.ints[paramNVMePort])
+	default:
+		return nil
 	}
-	return ""
-}
-
-func describeRange(cr *csi.CapacityRange, minimum int64) string {
-	lo := max(cr.GetRequiredBytes(), minimum)
-	if cr.GetLimitBytes() > 0 {
-		return fmt.Sprintf("%d to %d bytes", lo, cr.GetLimitBytes())
-	}
-	return fmt.Sprintf("at least %d bytes", lo)
+	return status.Errorf(codes.AlreadyExists, "volume %s (name %q) already exists and does not match this request: %s; use another name or delete the existing volume", d.Slot, req.GetName(), why)
 }
 
 // DeleteVolume removes the volume's disk and its backing file (RouterOS keeps the file
@@ -177,85 +176,6 @@ func (c *controllerService) removeLeftoverFiles(ctx context.Context, id string) 
 	return nil
 }
 
-// volumeFiles finds the regular files named <id>.img below the volume directories.
-func (c *controllerService) volumeFiles(ctx context.Context, id string) ([]routeros.File, error) {
-	var found []routeros.File
-	for _, b := range c.bases {
-		files, err := c.client.ListFiles(ctx, b)
-		if err != nil {
-			return nil, c.rdsStatus(fmt.Sprintf("look for the file of volume %s in %s", id, b), err)
-		}
-		for _, f := range files {
-			if f.Type != "directory" && path.Base(f.Path) == volumeFileName(id) &&
-				!slices.ContainsFunc(found, func(g routeros.File) bool { return g.Path == f.Path }) {
-				found = append(found, f)
-			}
-		}
-	}
-	return found, nil
-}
-
-const (
-	// defaultVolumeSize is given when a request names no size.
-	defaultVolumeSize = int64(1) << 30
-	// xfsMinimumSize: mkfs.xfs refuses file systems smaller than 300 MiB.
-	xfsMinimumSize = int64(300) << 20
-)
-
-// volumeSize picks the size to allocate for a capacity range: the required bytes (1 GiB
-// when none are given, but within the limit), at least minimum, rounded up to a whole MiB
-// (the unit the RDS allocates in, so a volume never gets less than asked for). A limit
-// that the rounding would exceed is OutOfRange.
-func volumeSize(cr *csi.CapacityRange, minimum int64) (int64, error) {
-	required, limit := cr.GetRequiredBytes(), cr.GetLimitBytes()
-	switch {
-	case required < 0 || limit < 0:
-		return 0, status.Errorf(codes.InvalidArgument, "capacity_range has a negative size (required_bytes %d, limit_bytes %d)", required, limit)
-	case limit > 0 && required > limit:
-		return 0, status.Errorf(codes.InvalidArgument, "capacity_range asks for at least %s but at most %s", humanBytes(required), humanBytes(limit))
-	case required > routeros.MaxDiskSize:
-		return 0, status.Errorf(codes.OutOfRange, "requested size %s is larger than the largest volume rds-csi makes (%s)", humanBytes(required), humanBytes(routeros.MaxDiskSize))
-	}
-	size := required
-	if size == 0 {
-		size = defaultVolumeSize
-		if limit > 0 && limit < size {
-			size = limit
-		}
-	}
-	size = routeros.RoundUpMiB(max(size, minimum))
-	if limit > 0 && size > limit {
-		why := "volumes are allocated in whole MiB"
-		if minimum > 0 && size == routeros.RoundUpMiB(minimum) {
-			why = "xfs volumes are at least " + humanBytes(minimum)
-		}
-		return 0, status.Errorf(codes.OutOfRange, "capacity limit %s is below the smallest size that can be provisioned, %s (%s): raise the limit", humanBytes(limit), humanBytes(size), why)
-	}
-	return size, nil
-}
-
-// sizeFits reports whether an existing volume of size bytes satisfies a capacity range and
-// a minimum (the idempotency check of CreateVolume).
-func sizeFits(size int64, cr *csi.CapacityRange, minimum int64) bool {
-	limit := cr.GetLimitBytes()
-	return size >= max(cr.GetRequiredBytes(), minimum) && (limit == 0 || size <= limit)
-}
-
-// humanBytes renders a byte count for messages, e.g. "1.5 GiB".
-func humanBytes(n int64) string {
-	units := []string{"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"}
-	v, i := float64(n), 0
-	for v >= 1024 && i < len(units)-1 {
-		v /= 1024
-		i++
-	}
-	if i == 0 {
-		return strconv.FormatInt(n, 10) + " bytes"
-	}
-	s := strings.TrimRight(strings.TrimRight(strconv.FormatFloat(v, 'f', 2, 64), "0"), ".")
-	return s + " " + units[i]
-}
-
 // ControllerExpandVolume grows the volume's file disk, also while it is attached (the
 // node then rescans the namespace and, for a filesystem volume, grows the file system).
 // It never shrinks: a request at or below the current size returns the current size.
@@ -289,4 +209,186 @@ func (c *controllerService) ControllerExpandVolume(ctx context.Context, req *csi
 	}
 	// The node rescans the namespace for block volumes too, so it is always asked to.
 	return &csi.ControllerExpandVolumeResponse{CapacityBytes: disk.Size, NodeExpansionRequired: true}, nil
+}
+
+const (
+	// defaultVolumeSize is given when a request names no size.
+	defaultVolumeSize = int64(1) << 30
+	// xfsMinimumSize: mkfs.xfs refuses file systems smaller than 300 MiB.
+	xfsMinimumSize = int64(300) << 20
+)
+
+// volumeSize picks the size to allocate for a capacity range: the required bytes (1 GiB
+// when none are given, but within the limit), at least minimum, rounded up to a whole MiB
+// (the unit the RDS allocates in, so a volume never gets less than asked for). A limit
+// that the rounding would exceed is OutOfRange.
+func volumeSize(cr *csi.CapacityRange, minimum int64) (int64, error) {
+	required, limit := cr.GetRequiredBytes(), cr.GetLimitBytes()
+	switch {
+	case required < 0 || limit < 0:
+		return 0, status.Errorf(codes.InvalidArgument, "capacity_range has a negative size (required_bytes %d, limit_bytes %d)", required, limit)
+	case limit > 0 && required > limit:
+		return 0, status.Errorf(codes.InvalidArgument, "capacity_range asks for at least %s but at most %s", humanBytes(required), humanBytes(limit))
+	case required > routeros.MaxDiskSize:
+		return 0, status.Errorf(codes.OutOfRange, "requested size %s is larger than the largest volume rds-csi makes (%s)", humanBytes(required), humanBytes(routeros.MaxDiskSize))
+	}
+	size := required
+	if size == 0 {
+		size = defaultVolumeSize
+		if limit > 0 {
+			size = min(size, limit)
+		}
+	}
+	size = routeros.RoundUpMiB(max(size, minimum))
+	if limit > 0 && size > limit {
+		why := "volumes are allocated in whole MiB"
+		if minimum > 0 && size == routeros.RoundUpMiB(minimum) {
+			why = "xfs volumes are at least " + humanBytes(minimum)
+		}
+		return 0, status.Errorf(codes.OutOfRange, "capacity limit %s is below the smallest size that can be provisioned, %s (%s): raise the limit", humanBytes(limit), humanBytes(size), why)
+	}
+	return size, nil
+}
+
+// sizeFits reports whether an existing volume of size bytes satisfies a capacity range and
+// a minimum (the idempotency check of CreateVolume).
+func sizeFits(size int64, cr *csi.CapacityRange, minimum int64) bool {
+	limit := cr.GetLimitBytes()
+	return size >= max(cr.GetRequiredBytes(), minimum) && (limit == 0 || size <= limit)
+}
+
+func describeRange(cr *csi.CapacityRange, minimum int64) string {
+	lo := max(cr.GetRequiredBytes(), minimum)
+	if cr.GetLimitBytes() > 0 {
+		return fmt.Sprintf("%d to %d bytes", lo, cr.GetLimitBytes())
+	}
+	return fmt.Sprintf("at least %d bytes", lo)
+}
+
+// contentSource is what a new volume is copied from: a snapshot or another volume, and
+// once resolved (resolveSource) its file and exact size.
+type contentSource struct {
+	kind string // "snapshot" or "volume"
+	id   string
+	file string
+	size int64
+}
+
+func sourceOf(cs *csi.VolumeContentSource) (contentSource, error) {
+	var s contentSource
+	switch t := cs.GetType().(type) {
+	case *csi.VolumeContentSource_Snapshot:
+		s = contentSource{kind: "snapshot", id: t.Snapshot.GetSnapshotId()}
+	case *csi.VolumeContentSource_Volume:
+		s = contentSource{kind: "volume", id: t.Volume.GetVolumeId()}
+	default:
+		return s, status.Error(codes.InvalidArgument, "volume_content_source names neither a snapshot nor a volume")
+	}
+	if s.id == "" {
+		return s, required("volume_content_source."+s.kind+" ID", "CreateVolume")
+	}
+	if !isVolumeID(s.id) { // snapshot IDs have the same form
+		return s, status.Errorf(codes.NotFound, "source %s %s does not exist: it is not an ID this driver makes", s.kind, s.id)
+	}
+	return s, nil
+}
+
+// comment is recorded on the new volume's disk, so a retry can tell a volume made from
+// this source from one made otherwise.
+func (s contentSource) comment() string { return "rds-csi: copy of " + s.kind + " " + s.id }
+
+func (s contentSource) String() string { return s.kind + " " + s.id }
+
+// copySize is the size of a volume copied from a source of from.size bytes: at least the
+// source's and what was asked for (in whole MiB), at most the limit. Asking for less than
+// the source holds is OutOfRange.
+func copySize(cr *csi.CapacityRange, minimum int64, from contentSource) (int64, error) {
+	req, limit := cr.GetRequiredBytes(), cr.GetLimitBytes()
+	if req > 0 && req < from.size || limit > 0 && limit < from.size {
+		return 0, status.Errorf(codes.OutOfRange, "%s holds %s (%d bytes) and the request asks for %s: ask for at least %d bytes",
+			from, humanBytes(from.size), from.size, describeRange(cr, 0), from.size)
+	}
+	size := max(from.size, routeros.RoundUpMiB(max(req, minimum)))
+	if limit > 0 && size > limit {
+		return 0, status.Errorf(codes.OutOfRange, "a volume copied from %s (%s) must be at least %s (%d bytes; whole MiB, and xfs needs %s), above the limit of %d bytes",
+			from, humanBytes(from.size), humanBytes(size), size, humanBytes(minimum), limit)
+	}
+	return size, nil
+}
+
+// existingCopy answers a create whose disk exists already: a retry (growing the volume if
+// the earlier call was cut off before its grow), or a conflict.
+func (c *controllerService) existingCopy(ctx context.Context, req *csi.CreateVolumeRequest, disk *routeros.Disk, dst string, params *volumeParams, src contentSource, minimum int64) (*csi.CreateVolumeResponse, error) {
+	if disk.Comment != src.comment() {
+		return nil, status.Errorf(codes.AlreadyExists, "volume %s (name %q) already exists and was not made from %s (its disk's comment is %q); use another name or delete the existing volume",
+			disk.Slot, req.GetName(), src, disk.Comment)
+	}
+	want := routeros.RoundUpMiB(max(req.GetCapacityRange().GetRequiredBytes(), minimum))
+	if disk.Size < want && disk.FilePath == dst && c.managedDisk(disk) == "" {
+		var err error
+		if disk, err = c.growCopy(ctx, disk.Slot, want, dst); err != nil {
+			return nil, err
+		}
+	}
+	if err := c.checkExisting(req, disk, dst, params, minimum); err != nil {
+		return nil, err
+	}
+	return volumeResponse(req, disk, params), nil
+}
+
+// growCopy grows a copied volume to the size asked for.
+func (c *controllerService) growCopy(ctx context.Context, id string, size int64, dst string) (*routeros.Disk, error) {
+	disk, err := c.client.ResizeDisk(ctx, id, size)
+	switch {
+	case errors.Is(err, routeros.ErrNoSpace):
+		return nil, c.noSpaceStatus(ctx, "grow the copied volume "+id, path.Dir(dst), size, err)
+	case err != nil:
+		return nil, c.rdsStatus(fmt.Sprintf("grow the copied volume %s to %s (its data is in place; the retry grows it)", id, humanBytes(size)), err)
+	}
+	return disk, nil
+}
+
+// resolveSource finds the source's file and size and takes its lock. A snapshot must be
+// complete to be copied.
+func (c *controllerService) resolveSource(ctx context.Context, src *contentSource, id string) (release func(), err error) {
+	if src.kind == "volume" && src.id == id {
+		return nil, status.Errorf(codes.InvalidArgument, "volume %s cannot be cloned into itself", id)
+	}
+	key, busyErr := src.id, busy
+	if src.kind == "snapshot" {
+		key, busyErr = snapshotLockKey(src.id), busySnapshot
+	}
+	unlock, ok := c.locks.tryLock(key)
+	if !ok {
+		return nil, busyErr(src.id)
+	}
+	defer func() {
+		if err != nil {
+			unlock()
+		}
+	}()
+	if src.kind == "volume" {
+		disk, err := c.lookupVolume(ctx, src.id, "clone volume "+src.id)
+		if err != nil {
+			return nil, err
+		}
+		src.file, src.size = disk.FilePath, disk.Size
+		return unlock, nil
+	}
+	snaps, err := c.findSnapshot(ctx, src.id)
+	switch {
+	case err != nil:
+		return nil, err
+	case len(snaps) == 0:
+		return nil, status.Errorf(codes.NotFound, "snapshot %s does not exist", src.id)
+	}
+	src.file, src.size = snaps[0].file.Path, snaps[0].size
+	st, err := c.awaitCopy(ctx, src.file, src.size)
+	switch {
+	case err != nil:
+		return nil, c.rdsStatus("check snapshot "+src.id, err)
+	case st.phase != copyDone:
+		return nil, status.Errorf(codes.Aborted, "snapshot %s is not ready yet (%s); retry when it is ready to use", src.id, st.detail)
+	}
+	return unlock, nil
 }

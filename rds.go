@@ -3,9 +3,18 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"srvlab.io/rds-csi/routeros"
 )
@@ -33,21 +42,24 @@ func rdsClientConfig(cfg *Config, log *slog.Logger, m *metrics) routeros.Config 
 	}
 }
 
-// routerosErrorKind labels an error for metrics.
+// routerosErrorKinds label errors for metrics; the first that matches counts.
+var routerosErrorKinds = []struct {
+	err  error
+	kind string
+}{
+	{routeros.ErrTransport, "transport"}, {routeros.ErrNotFound, "not_found"},
+	{routeros.ErrAlreadyExists, "already_exists"}, {routeros.ErrNoSpace, "no_space"},
+	{routeros.ErrInvalidArgument, "invalid_argument"},
+}
+
 func routerosErrorKind(err error) string {
-	switch {
-	case err == nil:
+	if err == nil {
 		return ""
-	case errors.Is(err, routeros.ErrTransport):
-		return "transport"
-	case errors.Is(err, routeros.ErrNotFound):
-		return "not_found"
-	case errors.Is(err, routeros.ErrAlreadyExists):
-		return "already_exists"
-	case errors.Is(err, routeros.ErrNoSpace):
-		return "no_space"
-	case errors.Is(err, routeros.ErrInvalidArgument):
-		return "invalid_argument"
+	}
+	for _, k := range routerosErrorKinds {
+		if errors.Is(err, k.err) {
+			return k.kind
+		}
 	}
 	return "other"
 }
@@ -82,17 +94,15 @@ func (h *rdsHealth) ready() bool {
 func (h *rdsHealth) observe(op string, err error) {
 	var ce *routeros.CommandError
 	if op != "Ping" && (err == nil || errors.As(err, &ce) && ce.Kind != routeros.KindTransport) {
-		h.markOK()
+		h.setUp(true)
 	}
 }
 
-// markOK records a successful contact.
-func (h *rdsHealth) markOK() {
-	h.lastOK.Store(time.Now().UnixNano())
-	h.setUp(true)
-}
-
+// setUp records whether the RDS answered (a contact when up) and reports a change.
 func (h *rdsHealth) setUp(up bool) {
+	if up {
+		h.lastOK.Store(time.Now().UnixNano())
+	}
 	if h.up.Swap(up) == up {
 		return
 	}
@@ -116,7 +126,7 @@ func (h *rdsHealth) run(ctx context.Context) {
 		case ctx.Err() != nil:
 			return
 		case err == nil:
-			h.markOK()
+			h.setUp(true)
 			delay = time.Second
 		default:
 			if h.up.Load() || h.lastOK.Load() == 0 && delay == time.Second {
@@ -131,4 +141,202 @@ func (h *rdsHealth) run(ctx context.Context) {
 		case <-time.After(next):
 		}
 	}
+}
+
+// Breaker settings: after breakerThreshold consecutive staging failures of one volume
+// the node stops trying it for breakerCooldown, then lets one trial through.
+const (
+	breakerThreshold = 3
+	breakerCooldown  = 5 * time.Minute
+)
+
+// breaker is a per-volume circuit breaker for staging. kubelet retries a failing
+// NodeStageVolume with a short backoff; when the cause is on the RDS side (a volume not
+// exported, a target refusing the host), each retry costs a connect attempt and log noise
+// on both ends. After a few failures in a row the breaker answers at once, and says when
+// it tries again.
+//
+// States: closed (failures below the threshold); open (answering Unavailable until the
+// cooldown ends); half-open (cooldown over: one call is let through as a trial; success
+// closes the breaker, failure opens it again for another cooldown). It lives in memory
+// only, so restarting the node plugin resets every breaker, as the message promises.
+type breaker struct {
+	threshold int
+	cooldown  time.Duration
+	now       func() time.Time
+	onChange  func(open int) // reports how many volumes are not closed (for a gauge)
+
+	mu   sync.Mutex
+	vols map[string]*breakerState
+}
+
+type breakerState struct {
+	failures  int
+	openUntil time.Time // end of the current cooldown; meaningful once failures >= threshold
+	trial     bool      // a half-open trial is running
+	lastErr   string
+}
+
+func newBreaker(now func() time.Time, onChange func(int)) *breaker {
+	return &breaker{threshold: breakerThreshold, cooldown: breakerCooldown, now: now, onChange: onChange, vols: map[string]*breakerState{}}
+}
+
+// allow returns nil when a staging attempt may go ahead, or an Unavailable status that
+// says when the next attempt happens and what resets the breaker.
+func (b *breaker) allow(id string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.vols[id]
+	if s == nil || s.failures < b.threshold {
+		return nil
+	}
+	now := b.now()
+	if !now.Before(s.openUntil) && !s.trial {
+		s.trial = true // half-open: this call is the one trial
+		return nil
+	}
+	retry := s.openUntil
+	if !now.Before(retry) {
+		retry = now.Add(time.Second) // a trial is running; the next call after it decides
+	}
+	return status.Errorf(codes.Unavailable,
+		"volume %s: staging failed %d times in a row (last error: %s); the node plugin pauses staging it and retries automatically at %s; a successful stage or restarting the node plugin resets it",
+		id, s.failures, s.lastErr, retry.UTC().Format("15:04:05 MST"))
+}
+
+// success closes the breaker of id.
+func (b *breaker) success(id string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if _, ok := b.vols[id]; ok {
+		delete(b.vols, id)
+		b.changed()
+	}
+}
+
+// failure counts a failed staging attempt; at the threshold, or when a half-open trial
+// fails, the breaker opens for a cooldown.
+func (b *breaker) failure(id string, err error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.vols[id]
+	if s == nil {
+		s = &breakerState{}
+		b.vols[id] = s
+	}
+	s.failures++
+	s.lastErr = status.Convert(err).Message()
+	s.trial = false
+	if s.failures >= b.threshold {
+		s.openUntil = b.now().Add(b.cooldown)
+	}
+	b.changed()
+}
+
+// changed reports the number of breakers not closed; the caller holds b.mu.
+func (b *breaker) changed() {
+	if b.onChange == nil {
+		return
+	}
+	n := 0
+	for _, s := range b.vols {
+		if s.failures >= b.threshold {
+			n++
+		}
+	}
+	b.onChange(n)
+}
+
+// rdsStatus turns a RouterOS failure while doing `what` into the gRPC status the CO acts
+// on. An RDS that cannot be reached is Unavailable (retried), never NotFound (which would
+// tell the CO a volume is gone) or Internal.
+func (c *controllerService) rdsStatus(what string, err error) error {
+	var ce *routeros.CommandError
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Errorf(codes.DeadlineExceeded, "%s: the RDS at %s did not answer in time: %v; it is retried — if this persists, check the RDS's load and the network, or raise --rds-command-timeout", what, c.rdsAddr, err)
+	case errors.Is(err, context.Canceled):
+		return status.Errorf(codes.Canceled, "%s: the caller gave up: %v", what, err)
+	case errors.Is(err, routeros.ErrTransport):
+		return status.Errorf(codes.Unavailable, "%s: cannot reach the RDS at %s over SSH: %v; check that the RDS is up and reachable from the controller, and the controller's --rds-address, --rds-ssh-port, SSH key and known_hosts", what, c.rdsAddr, err)
+	case errors.Is(err, routeros.ErrNotFound):
+		return status.Errorf(codes.NotFound, "%s: %v", what, err)
+	case errors.Is(err, routeros.ErrAlreadyExists):
+		return status.Errorf(codes.AlreadyExists, "%s: %v", what, err)
+	case errors.Is(err, routeros.ErrNoSpace):
+		return status.Errorf(codes.ResourceExhausted, "%s: the RDS pool is full: %v; free space on the pool", what, err)
+	case errors.Is(err, routeros.ErrInvalidArgument) && !errors.As(err, &ce):
+		// refused before anything was sent: a value from the request
+		return status.Errorf(codes.InvalidArgument, "%s: %v", what, err)
+	case errors.Is(err, routeros.ErrInvalidArgument):
+		return status.Errorf(codes.Internal, "%s: the RDS rejected the command rds-csi sent: %v; this RouterOS version may not support it: report it with the output of /system resource print", what, err)
+	}
+	return status.Errorf(codes.Internal, "%s: the RDS refused: %v", what, err)
+}
+
+// noSpaceStatus is ResourceExhausted for an RDS pool too full for need bytes, with the
+// pool's free space read back so the user sees how much is missing.
+func (c *controllerService) noSpaceStatus(ctx context.Context, what, volumePath string, need int64, cause error) error {
+	pool, err := c.client.PoolCapacity(ctx, volumePath)
+	if err != nil {
+		return status.Errorf(codes.ResourceExhausted, "%s: the RDS has not enough space for %s (%v); its free space could not be read: %v; free space on the pool holding %s",
+			what, humanBytes(need), cause, err, volumePath)
+	}
+	c.recordPool(pool)
+	return status.Errorf(codes.ResourceExhausted, "%s: the RDS pool %q has %s free (%d bytes) and this needs %s (%d bytes): free space on the pool (delete unused volumes) or ask for less",
+		what, pool.Name, humanBytes(pool.Free), pool.Free, humanBytes(need), need)
+}
+
+// volumeBases returns the directories volumes may live in: --rds-volume-path first, then
+// --rds-allowed-paths, each checked to be a clean absolute RouterOS path.
+func volumeBases(cfg *Config) ([]string, error) {
+	bases := append([]string{cfg.RDSVolumePath}, cfg.RDSAllowedPaths...)
+	for i, b := range bases {
+		flag := "--rds-volume-path"
+		if i > 0 {
+			flag = "--rds-allowed-paths"
+		}
+		// a file below the base must be a valid path: that checks the base's form
+		if err := routeros.ValidatePath(b + "/x.img"); err != nil || b == "" || path.Clean(b) != b {
+			return nil, fmt.Errorf("%s %q is not a clean absolute RouterOS path like /storage-pool/metal-csi (letters, digits, '.', '_', '-' and '/' only)", flag, b)
+		}
+	}
+	return slices.Compact(bases), nil
+}
+
+// managedDisk says why a disk found under a volume's slot is not a volume of this driver
+// ("" when it is one): only file disks whose file is <base>/…/<id>.img below a configured
+// base are ever changed or removed.
+func (c *controllerService) managedDisk(d *routeros.Disk) string {
+	switch {
+	case d.Type != "file":
+		return fmt.Sprintf("the disk with slot %q is of type %q, not a file disk made by this driver", d.Slot, d.Type)
+	case path.Base(d.FilePath) != volumeFileName(d.Slot):
+		return fmt.Sprintf("the disk with slot %q uses file %q, not %s", d.Slot, d.FilePath, volumeFileName(d.Slot))
+	case !c.underBases(path.Dir(d.FilePath)):
+		return fmt.Sprintf("the disk with slot %q uses file %q outside --rds-volume-path and --rds-allowed-paths (%s); add its directory to --rds-allowed-paths if this driver should manage it",
+			d.Slot, d.FilePath, strings.Join(c.bases, ", "))
+	}
+	return ""
+}
+
+// underBases reports whether dir is a base or below one, by whole path components
+// (/pool/vol is not under /pool/v).
+func (c *controllerService) underBases(dir string) bool {
+	return slices.ContainsFunc(c.bases, func(b string) bool {
+		return dir == b || strings.HasPrefix(dir, strings.TrimSuffix(b, "/")+"/")
+	})
+}
+
+// humanBytes renders a byte count for messages, e.g. "1.5 GiB".
+func humanBytes(n int64) string {
+	units := []string{"bytes", "KiB", "MiB", "GiB", "TiB", "PiB"}
+	v, i := float64(n), 0
+	for ; v >= 1024 && i < len(units)-1; i++ {
+		v /= 1024
+	}
+	if i == 0 {
+		return strconv.FormatInt(n, 10) + " bytes"
+	}
+	return strings.TrimRight(strings.TrimRight(strconv.FormatFloat(v, 'f', 2, 64), "0"), ".") + " " + units[i]
 }

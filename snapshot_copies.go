@@ -2,11 +2,18 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
+	"path"
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"srvlab.io/rds-csi/routeros"
 )
@@ -59,21 +66,11 @@ type copyTracker struct {
 	from map[string]map[string]bool // by source: destinations of running copy commands
 }
 
-// Defaults of the copy timing (see copyTracker).
-const (
-	defaultCopySettle         = 3 * time.Second
-	defaultCopyStall          = 5 * time.Minute
-	defaultCopyCommandTimeout = 6 * time.Hour
-	defaultCopyPoll           = time.Second
-	defaultCopyWaitMax        = time.Minute
-	defaultCopyMargin         = 2 * time.Second
-)
-
 func newCopyTracker(run func(ctx context.Context, src, dst string) error, log *slog.Logger, concurrent int) *copyTracker {
 	return &copyTracker{
 		run: run, log: log, now: time.Now,
-		settle: defaultCopySettle, stall: defaultCopyStall, commandTimeout: defaultCopyCommandTimeout,
-		poll: defaultCopyPoll, waitMax: defaultCopyWaitMax, margin: defaultCopyMargin,
+		settle: 3 * time.Second, stall: 5 * time.Minute, commandTimeout: 6 * time.Hour,
+		poll: time.Second, waitMax: time.Minute, margin: 2 * time.Second,
 		slots: make(chan struct{}, max(concurrent, 1)),
 		runs:  map[string]*copyRun{}, seen: map[string]copyObservation{},
 		done: map[string]copyObservation{}, from: map[string]map[string]bool{},
@@ -82,7 +79,6 @@ func newCopyTracker(run func(ctx context.Context, src, dst string) error, log *s
 
 // copyRun is one copy command started by this process.
 type copyRun struct {
-	src      string
 	finished chan struct{}
 	err      error     // set before finished is closed
 	ended    time.Time // set before finished is closed
@@ -135,7 +131,7 @@ func (t *copyTracker) start(src, dst string) {
 		t.mu.Unlock()
 		return
 	}
-	r := &copyRun{src: src, finished: make(chan struct{})}
+	r := &copyRun{finished: make(chan struct{})}
 	t.runs[dst] = r
 	delete(t.seen, dst)
 	delete(t.done, dst)
@@ -148,7 +144,14 @@ func (t *copyTracker) start(src, dst string) {
 	go func() {
 		defer close(r.finished)
 		defer func() { r.ended = t.now() }()
-		defer t.finished(src, dst)
+		defer func() {
+			t.mu.Lock()
+			defer t.mu.Unlock()
+			delete(t.from[src], dst)
+			if len(t.from[src]) == 0 {
+				delete(t.from, src)
+			}
+		}()
 		ctx, cancel := context.WithTimeout(context.Background(), t.commandTimeout)
 		defer cancel()
 		select {
@@ -165,15 +168,6 @@ func (t *copyTracker) start(src, dst string) {
 		}
 		t.log.Info("the copy command returned", "from", src, "to", dst, "took", t.now().Sub(began).Round(time.Millisecond))
 	}()
-}
-
-func (t *copyTracker) finished(src, dst string) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	delete(t.from[src], dst)
-	if len(t.from[src]) == 0 {
-		delete(t.from, src)
-	}
 }
 
 // state judges a copy from one observation of its destination (nil: not listed), asked
@@ -196,10 +190,10 @@ func (t *copyTracker) state(dst string, f *routeros.File, want int64, asked time
 			return copyState{phase: copyRunning, recheck: now, detail: "the copy command has just returned"}
 		}
 	}
-	if f == nil {
-		if running {
-			return copyState{phase: copyRunning, detail: "the copy command has not created the file yet"}
-		}
+	switch {
+	case f == nil && running:
+		return copyState{phase: copyRunning, detail: "the copy command has not created the file yet"}
+	case f == nil:
 		t.forgetLocked(dst)
 		return copyState{phase: copyAbsent}
 	}
@@ -221,10 +215,9 @@ func (t *copyTracker) state(dst string, f *routeros.File, want int64, asked time
 	switch {
 	case running:
 		return copyState{phase: copyRunning, detail: progress + "; the copy command is still running"}
+	case !routeros.PrintedSizeMatches(f.SizeText, want) && quiet >= t.stall:
+		return copyState{phase: copyStalled, detail: fmt.Sprintf("%s, and nothing changed for %v", progress, quiet.Round(time.Second))}
 	case !routeros.PrintedSizeMatches(f.SizeText, want):
-		if quiet >= t.stall {
-			return copyState{phase: copyStalled, detail: fmt.Sprintf("%s, and nothing changed for %v", progress, quiet.Round(time.Second))}
-		}
 		return copyState{phase: copyRunning, detail: progress}
 	case quiet >= t.settle:
 		delete(t.seen, dst)
@@ -242,12 +235,7 @@ func (t *copyTracker) state(dst string, f *routeros.File, want int64, asked time
 func (t *copyTracker) inFlight() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]string, 0, len(t.runs))
-	for dst := range t.runs {
-		out = append(out, dst)
-	}
-	slices.Sort(out)
-	return out
+	return slices.Sorted(maps.Keys(t.runs))
 }
 
 // forget drops what is known of dst (its file was removed, or became a volume's disk).
@@ -293,4 +281,95 @@ func (t *copyTracker) mayWait(ctx context.Context, began, until time.Time) bool 
 	}
 	deadline, ok := ctx.Deadline()
 	return !ok || time.Until(deadline) >= until.Sub(t.now())+t.margin
+}
+
+// createFromSource makes volume id a copy of a snapshot (restore) or of a volume (clone):
+// the source's file is copied to the volume's file, and only once the copy is confirmed
+// complete (see copyTracker) is the exported disk created on it, then grown to the size
+// asked for. While the copy runs the answer is Aborted, which the provisioner retries; a
+// half-copied volume is never exported. It is idempotent like CreateVolume: a retry
+// follows the running copy, or finds the disk (growing it when a retry was cut off before
+// the grow).
+//
+// The caller holds the volume's lock and has validated the capacity range.
+func (c *controllerService) createFromSource(ctx context.Context, req *csi.CreateVolumeRequest, id string, params *volumeParams, minimum int64) (*csi.CreateVolumeResponse, error) {
+	src, err := sourceOf(req.GetVolumeContentSource())
+	if err != nil {
+		return nil, err
+	}
+	dst := path.Join(params.volumePath, volumeFileName(id))
+	disk, err := c.client.GetDisk(ctx, id)
+	switch {
+	case err == nil:
+		return c.existingCopy(ctx, req, disk, dst, params, src, minimum)
+	case !errors.Is(err, routeros.ErrNotFound):
+		return nil, c.rdsStatus("create volume "+id, err)
+	}
+	what := fmt.Sprintf("create volume %s from %s", id, src)
+	size, err := c.startVolumeCopy(ctx, &src, id, what, dst, req.GetCapacityRange(), minimum)
+	if err != nil {
+		return nil, err
+	}
+	st, err := c.awaitCopy(ctx, dst, src.size)
+	switch {
+	case err != nil:
+		return nil, c.rdsStatus(what+": check the copy", err)
+	case st.phase == copyFailed:
+		return nil, c.copyFailure(ctx, what, dst, params.volumePath, src.size, st.err)
+	case st.phase == copyAbsent:
+		return nil, status.Errorf(codes.Aborted, "%s: the copy %s disappeared from the RDS; retry", what, dst)
+	case st.phase != copyDone:
+		return nil, status.Errorf(codes.Aborted, "%s: copying %s into %s: %s; the volume is created when the copy is complete, retry", what, src.file, dst, st.detail)
+	}
+	disk, err = c.client.CreateDisk(ctx, routeros.CreateDiskRequest{
+		Slot: id, FilePath: dst, Port: params.ints[paramNVMePort], NQN: defaultNQN(id), Comment: src.comment(),
+	})
+	switch {
+	case errors.Is(err, routeros.ErrAlreadyExists):
+		if disk, err = c.client.GetDisk(ctx, id); err == nil {
+			return c.existingCopy(ctx, req, disk, dst, params, src, minimum)
+		}
+		return nil, c.rdsStatus(what, err)
+	case err != nil:
+		return nil, c.rdsStatus(what+": create its disk on the copied file "+dst, err)
+	}
+	c.copies.forget(dst) // a volume's file from now on: written, never judged as a copy again
+	if disk.Size < size {
+		if disk, err = c.growCopy(ctx, id, size, dst); err != nil {
+			return nil, err
+		}
+	}
+	return volumeResponse(req, disk, params), nil
+}
+
+// startVolumeCopy resolves the source, checks the size asked for against it, and starts
+// the copy into dst unless it runs already (a stalled copy is removed and started again).
+// It holds the source's lock meanwhile, so the source is neither deleted nor resized
+// between being read and the copy starting. It returns the size the new volume gets.
+func (c *controllerService) startVolumeCopy(ctx context.Context, src *contentSource, id, what, dst string, cr *csi.CapacityRange, minimum int64) (int64, error) {
+	release, err := c.resolveSource(ctx, src, id)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
+	size, err := copySize(cr, minimum, *src)
+	if err != nil {
+		return 0, err
+	}
+	st, err := c.copyState(ctx, dst, src.size)
+	if err == nil && st.phase == copyStalled {
+		c.log.Warn("a copy on the RDS stopped before it was complete; starting it again", "from", src.file, "to", dst, "state", st.detail)
+		if err = c.client.RemoveFile(ctx, dst); err == nil {
+			c.copies.forget(dst)
+		}
+	}
+	switch {
+	case err != nil:
+		return 0, c.rdsStatus(what+": start the copy", err)
+	case st.phase == copyFailed:
+		return 0, c.copyFailure(ctx, what, dst, path.Dir(dst), src.size, st.err)
+	case st.phase == copyStalled || st.phase == copyAbsent:
+		c.copies.start(src.file, dst)
+	}
+	return size, nil
 }

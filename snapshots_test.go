@@ -492,7 +492,7 @@ func TestRestoreWaitsForTheCopy(t *testing.T) {
 	holds(t, e.volumeFile(vol.VolumeId), data, 32<<20)
 
 	// the same with the waiting done inside the call
-	e.c.copies.waitMax = defaultCopyWaitMax
+	e.c.copies.waitMax = newCopyTracker(nil, discardLog, 1).waitMax // the default
 	clone, err := e.c.CreateVolume(testCtx(t), fromVolume(createReq("pvc-clone", 32<<20), src.VolumeId))
 	if err != nil {
 		t.Fatalf("a clone waited for within the call: %v", err)
@@ -683,4 +683,11 @@ func TestSnapshotRetryFollowsTheCopyInFlight(t *testing.T) {
 	if files, _ := os.ReadDir(e.sim.HostPath(testVolumePath + "/.snapshots")); len(files) != 1 {
 		t.Fatalf("snapshot files: %v, want exactly one", files)
 	}
+}
+
+// quickCopies shortens the copy timing for tests. The simulator's copies grow their file
+// and reach the full size only when complete, so a short settle is still right there; the
+// tests of preallocating copies set a settle that spans last-modified's one-second ticks.
+func quickCopies(t *copyTracker) {
+	t.settle, t.poll, t.margin = 20*time.Millisecond, 5*time.Millisecond, 100*time.Millisecond
 }

@@ -205,7 +205,7 @@ func TestSnapshotNames(t *testing.T) {
 	if id := snapshotIDFor("snapshot-0b7d2c4e-5d4f-4d0a-9a56-2f1e9c3b8a71"); id != "snapshot-0b7d2c4e-5d4f-4d0a-9a56-2f1e9c3b8a71" {
 		t.Errorf("a valid name is not its own ID: %s", id)
 	}
-	if a, b := snapshotIDFor("Sanity-Snapshot-1"), snapshotIDFor("Sanity-Snapshot-1"); a != b || !isSnapshotID(a) || len(a) != len("snap-")+24 {
+	if a, b := snapshotIDFor("Sanity-Snapshot-1"), snapshotIDFor("Sanity-Snapshot-1"); a != b || !isVolumeID(a) || len(a) != len("snap-")+24 {
 		t.Errorf("derived IDs %q, %q", a, b)
 	}
 }

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +19,103 @@ import (
 
 	"srvlab.io/rds-csi/routeros"
 )
+
+// A snapshot is a copy of its volume's backing file in the .snapshots directory beside it,
+// named <snapshot-id>_<source-volume-id>_<size-bytes>_<unix-seconds>.img. The name carries
+// everything the CSI calls need — the ID, the source, the exact size (RouterOS prints file
+// sizes rounded) and the creation time (last-modified moves while a copy is written, and
+// the RDS prints no zone) — so the snapshots are recovered from the RDS alone after a
+// controller restart, also once their source volume is gone. A snapshot is never a /disk
+// item and never exported: nothing can write to it.
+const snapshotDirName = ".snapshots"
+
+// snapshotIDFor maps a CreateSnapshot name to the snapshot ID, as volumeIDFor does for
+// volumes: the external-snapshotter's snapshot-<uuid> is used as it is, any other name
+// maps to "snap-" and 96 bits of its SHA-256. Snapshot IDs have the form of volume IDs.
+func snapshotIDFor(name string) string { return idFor(name, "snap-") }
+
+// snapshotLockKey is the lock of a snapshot ID in volumeLocks; ':' never occurs in a
+// volume ID, so the keys cannot collide.
+func snapshotLockKey(id string) string { return "snapshot:" + id }
+
+// busySnapshot is Aborted while another operation holds the snapshot ID.
+func busySnapshot(id string) error {
+	return status.Errorf(codes.Aborted, "an operation on snapshot %s is already in progress; retry when it has finished", id)
+}
+
+// snapshot is one snapshot as its file on the RDS describes it.
+type snapshot struct {
+	id, source string
+	size       int64
+	created    time.Time
+	file       routeros.File // as listed: path, printed size, last-modified
+}
+
+// snapshotPath is the file of a new snapshot of a volume whose file lies in volumeDir.
+func snapshotPath(volumeDir, id, source string, size int64, created time.Time) string {
+	return path.Join(volumeDir, snapshotDirName, fmt.Sprintf("%s_%s_%d_%d.img", id, source, size, created.Unix()))
+}
+
+// parseSnapshot reads a listed file as a snapshot; ok is false for anything else.
+func parseSnapshot(f routeros.File) (s snapshot, ok bool) {
+	dir, name := path.Split(f.Path)
+	stem, isImg := strings.CutSuffix(name, ".img")
+	parts := strings.Split(stem, "_")
+	if f.Type == "directory" || path.Base(dir) != snapshotDirName || !isImg || len(parts) != 4 ||
+		!isVolumeID(parts[0]) || !isVolumeID(parts[1]) {
+		return snapshot{}, false
+	}
+	size, err1 := strconv.ParseInt(parts[2], 10, 64)
+	secs, err2 := strconv.ParseInt(parts[3], 10, 64)
+	if err1 != nil || err2 != nil || size <= 0 || secs <= 0 ||
+		strconv.FormatInt(size, 10) != parts[2] || strconv.FormatInt(secs, 10) != parts[3] {
+		return snapshot{}, false
+	}
+	return snapshot{id: parts[0], source: parts[1], size: size, created: time.Unix(secs, 0).UTC(), file: f}, true
+}
+
+// listSnapshots returns every snapshot below the volume directories, sorted by ID and
+// then path (one ID has one file unless something went wrong).
+func (c *controllerService) listSnapshots(ctx context.Context) ([]snapshot, error) {
+	files, err := c.baseFiles(ctx, "list the snapshots")
+	if err != nil {
+		return nil, err
+	}
+	// A copy this process started may not have created its file when the RDS was listed:
+	// it is a snapshot all the same (CreateSnapshot answered for it). Without this a retry
+	// would start a second copy, and a listing would miss a snapshot it was just told of.
+	for _, dst := range c.copies.inFlight() {
+		if !slices.ContainsFunc(files, func(f routeros.File) bool { return f.Path == dst }) {
+			files = append(files, routeros.File{Path: dst})
+		}
+	}
+	var found []snapshot
+	for _, f := range files {
+		if s, ok := parseSnapshot(f); ok {
+			found = append(found, s)
+		}
+	}
+	slices.SortFunc(found, func(a, b snapshot) int {
+		return cmp.Or(strings.Compare(a.id, b.id), strings.Compare(a.file.Path, b.file.Path))
+	})
+	return found, nil
+}
+
+// findSnapshot returns the files of snapshot id (none when it does not exist).
+func (c *controllerService) findSnapshot(ctx context.Context, id string) ([]snapshot, error) {
+	if !isVolumeID(id) {
+		return nil, nil
+	}
+	all, err := c.listSnapshots(ctx)
+	return slices.DeleteFunc(all, func(s snapshot) bool { return s.id != id }), err
+}
+
+func snapshotInfo(s snapshot, ready bool) *csi.Snapshot {
+	return &csi.Snapshot{
+		SnapshotId: s.id, SourceVolumeId: s.source, SizeBytes: s.size,
+		CreationTime: timestamppb.New(s.created), ReadyToUse: ready,
+	}
+}
 
 // CreateSnapshot copies the source volume's file into <volumePath>/.snapshots/ (see
 // snapshotPath). It answers ready_to_use=false while the copy runs and true once the copy
@@ -36,8 +136,11 @@ func (c *controllerService) CreateSnapshot(ctx context.Context, req *csi.CreateS
 	case source == "":
 		return nil, required("source_volume_id", "CreateSnapshot")
 	}
-	if err := checkSnapshotParams(req.GetParameters()); err != nil {
-		return nil, err
+	// VolumeSnapshotClass parameters are not used; the sidecar's own are ignored.
+	if unknown := slices.DeleteFunc(slices.Sorted(maps.Keys(req.GetParameters())), func(k string) bool {
+		return strings.HasPrefix(k, reservedParamPrefix)
+	}); len(unknown) > 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "unknown VolumeSnapshotClass parameters %s: rds-csi snapshots take none; remove them", strings.Join(unknown, ", "))
 	}
 	id := snapshotIDFor(name)
 	release, ok := c.locks.tryLock(snapshotLockKey(id))
@@ -45,7 +148,6 @@ func (c *controllerService) CreateSnapshot(ctx context.Context, req *csi.CreateS
 		return nil, busySnapshot(id)
 	}
 	defer release()
-
 	existing, err := c.findSnapshot(ctx, id)
 	if err != nil {
 		return nil, err
@@ -63,7 +165,7 @@ func (c *controllerService) CreateSnapshot(ctx context.Context, req *csi.CreateS
 		case st.phase == copyFailed:
 			return nil, c.copyFailure(ctx, "snapshot "+id+" of volume "+source, s.file.Path, path.Dir(s.file.Path), s.size, st.err)
 		case st.phase == copyDone || st.phase == copyRunning:
-			return snapshotResponse(s, st.phase == copyDone), nil
+			return &csi.CreateSnapshotResponse{Snapshot: snapshotInfo(s, st.phase == copyDone)}, nil
 		case st.phase == copyStalled:
 			c.log.Warn("the copy of a snapshot stopped before it was complete; taking the snapshot again", "snapshot_id", id, "state", st.detail)
 			if err := c.client.RemoveFile(ctx, s.file.Path); err != nil {
@@ -102,39 +204,7 @@ func (c *controllerService) newSnapshot(ctx context.Context, id, source string) 
 	case st.phase == copyAbsent:
 		return nil, status.Errorf(codes.Aborted, "snapshot %s: its copy %s disappeared from the RDS while it was made; retry", id, s.file.Path)
 	}
-	return snapshotResponse(s, st.phase == copyDone), nil
-}
-
-func snapshotResponse(s snapshot, ready bool) *csi.CreateSnapshotResponse {
-	return &csi.CreateSnapshotResponse{Snapshot: snapshotInfo(s, ready)}
-}
-
-func snapshotInfo(s snapshot, ready bool) *csi.Snapshot {
-	return &csi.Snapshot{
-		SnapshotId: s.id, SourceVolumeId: s.source, SizeBytes: s.size,
-		CreationTime: timestamppb.New(s.created), ReadyToUse: ready,
-	}
-}
-
-// checkSnapshotParams: VolumeSnapshotClass parameters are not used; the sidecar's own
-// (csi.storage.k8s.io/…) are accepted and ignored.
-func checkSnapshotParams(params map[string]string) error {
-	var unknown []string
-	for k := range params {
-		if !strings.HasPrefix(k, reservedParamPrefix) {
-			unknown = append(unknown, k)
-		}
-	}
-	if len(unknown) > 0 {
-		slices.Sort(unknown)
-		return status.Errorf(codes.InvalidArgument, "unknown VolumeSnapshotClass parameters %s: rds-csi snapshots take none; remove them", strings.Join(unknown, ", "))
-	}
-	return nil
-}
-
-// busySnapshot is Aborted while another operation holds the snapshot ID.
-func busySnapshot(id string) error {
-	return status.Errorf(codes.Aborted, "an operation on snapshot %s is already in progress; retry when it has finished", id)
+	return &csi.CreateSnapshotResponse{Snapshot: snapshotInfo(s, st.phase == copyDone)}, nil
 }
 
 // DeleteSnapshot removes the snapshot's file, nothing else. It is idempotent; a snapshot
@@ -182,15 +252,12 @@ func (c *controllerService) ListSnapshots(ctx context.Context, req *csi.ListSnap
 			return nil, err
 		}
 		snaps = slices.DeleteFunc(snaps, func(s snapshot) bool {
-			return s.id <= after || req.GetSnapshotId() != "" && s.id != req.GetSnapshotId() ||
+			return req.GetSnapshotId() != "" && s.id != req.GetSnapshotId() ||
 				req.GetSourceVolumeId() != "" && s.source != req.GetSourceVolumeId()
 		})
 		snaps = slices.CompactFunc(snaps, func(a, b snapshot) bool { return a.id == b.id })
 		resp := &csi.ListSnapshotsResponse{}
-		if limit := int(req.GetMaxEntries()); limit > 0 && len(snaps) > limit {
-			snaps = snaps[:limit]
-			resp.NextToken = encodeListToken(snaps[limit-1].id)
-		}
+		snaps, resp.NextToken = page(snaps, func(s snapshot) string { return s.id }, after, req.GetMaxEntries())
 		var recheck time.Time
 		for _, s := range snaps {
 			st := c.copies.state(s.file.Path, &s.file, s.size, asked)
@@ -270,29 +337,6 @@ func (c *controllerService) awaitCopy(ctx context.Context, dst string, want int6
 			return st, nil
 		}
 	}
-}
-
-// startCopy starts the copy of src into dst unless dst is already there or being written;
-// a stalled copy is removed and started again. It returns the copy's state before the
-// start, for copyFailed to report.
-func (c *controllerService) startCopy(ctx context.Context, src, dst string, want int64) (copyState, error) {
-	st, err := c.copyState(ctx, dst, want)
-	if err != nil {
-		return st, err
-	}
-	switch st.phase {
-	case copyStalled:
-		c.log.Warn("a copy on the RDS stopped before it was complete; starting it again", "from", src, "to", dst, "state", st.detail)
-		if err := c.client.RemoveFile(ctx, dst); err != nil {
-			return st, err
-		}
-		c.copies.forget(dst)
-		fallthrough
-	case copyAbsent:
-		c.copies.start(src, dst)
-		return copyState{phase: copyRunning}, nil
-	}
-	return st, nil
 }
 
 // copyFailure cleans up after a copy command that failed — the partial file is removed,
