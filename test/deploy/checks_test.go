@@ -559,12 +559,12 @@ func checkImages(in *inputs, r *report) {
 }
 
 // checkStorageClasses: every parameter is one the controller accepts (volume_options.go's
-// param constants, or controller_params.go's reserved prefix); volumePath lies under the
+// param constants, or controller.go's reserved prefix); volumePath lies under the
 // controller's --rds-volume-path; every fstype (a class's, the provisioner's default) is
 // one the driver formats (capability.go's fs constants).
 func checkStorageClasses(in *inputs, r *report) {
 	params, err1 := goStringConsts(in.files["volume_options.go"], "param")
-	reserved, err2 := goStringConsts(in.files["controller_params.go"], "reservedParamPrefix")
+	reserved, err2 := goStringConsts(in.files["controller.go"], "reservedParamPrefix")
 	fsTypes, err3 := goStringConsts(in.files["capability.go"], "fs")
 	p, err4 := in.m.controller()
 	if !r.must(errors.Join(err1, err2, err3, err4)) {

@@ -41,7 +41,7 @@ const (
 var inputFiles = []string{
 	"deploy.yaml", "kustomization.yaml", "overlays/example/kustomization.yaml",
 	"Dockerfile", "Makefile", "go.mod", ".github/workflows/release.yml", "test/image/build-image.sh",
-	"config.go", "volume_options.go", "controller_params.go", "capability.go", "mount/fs.go",
+	"config.go", "volume_options.go", "controller.go", "capability.go", "mount/fs.go",
 }
 
 // inputs are the files under check, with deploy.yaml decoded.

@@ -87,7 +87,7 @@ var mutations = []struct {
 
 	{"StorageClass parameter the controller rejects", "", `migrationTimeoutSeconds: "300"`, `migrationTimeout: "300"`, 0, "StorageClasses", `parameter "migrationTimeout" is not one the controller accepts`},
 	{"the controller renames a parameter", "volume_options.go", `paramMigrationTimeout = "migrationTimeoutSeconds"`, `paramMigrationTimeout = "migrationTimeoutSecs"`, 0, "StorageClasses", `parameter "migrationTimeoutSeconds" is not one the controller accepts`},
-	{"the provisioner's prefix changes", "controller_params.go", `reservedParamPrefix = "csi.storage.k8s.io/"`, `reservedParamPrefix = "csi.example.io/"`, 0, "StorageClasses", `parameter "csi.storage.k8s.io/fstype" is not one`},
+	{"the provisioner's prefix changes", "controller.go", `reservedParamPrefix = "csi.storage.k8s.io/"`, `reservedParamPrefix = "csi.example.io/"`, 0, "StorageClasses", `parameter "csi.storage.k8s.io/fstype" is not one`},
 	{"volumePath beside the pool, not under it", "", "volumePath: /storage-pool/metal-csi", "volumePath: /storage-pool/metal-csi-other", 1, "StorageClasses", `volumePath "/storage-pool/metal-csi-other" must lie under`},
 	{"a filesystem the driver does not format", "", "csi.storage.k8s.io/fstype: ext4", "csi.storage.k8s.io/fstype: btrfs", 0, "StorageClasses", "fstype btrfs: the driver formats only"},
 	{"the driver drops ext4", "capability.go", `fsExt4 = "ext4"`, `fsExt4 = "ext3"`, 0, "StorageClasses", "csi-provisioner --default-fstype ext4: the driver formats only"},
