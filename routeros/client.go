@@ -1,12 +1,27 @@
+// Package routeros is rds-csi's control plane: typed operations on a MikroTik ROSE Data
+// Server (RDS) over SSH with the RouterOS CLI, and a parser for what RouterOS prints. It
+// knows nothing of CSI; nothing else in the driver speaks RouterOS. The commands are exactly
+// those of docs/routeros-cli.md (the contract with the simulator in routeros/sim); the
+// hardware facts behind them are in reference/routeros-rds.md.
+//
+// A Client keeps one SSH connection per RDS and runs each command on its own exec session,
+// under the caller's context. RouterOS errors are recognised by their text and classified
+// (see Kind and the Err sentinels). Every value sent is checked against an allow-list
+// (ValidateSlot, ValidatePath, ValidateNQN) and then quoted, so nothing from a request can
+// reach `[ ]`, `$`, `;` or a newline; sizes are exact (FormatSize), and what the RDS reports
+// is read back after every change. ParseDetail reads any `print detail` listing, however
+// RouterOS wrapped it.
 package routeros
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -43,9 +58,8 @@ type Config struct {
 	RedialBackoff, MaxRedialBackoff time.Duration
 
 	// CommandTimeout, if positive, bounds each operation (one method call, which may run
-	// several commands) when the caller's context has no earlier deadline, so no caller
-	// waits on the RDS without bound. CopyFile is exempt: a synchronous copy of a large
-	// file takes as long as it takes, and its caller's context bounds it.
+	// several commands) when the caller's context has no earlier deadline. CopyFile is
+	// exempt: a large copy takes as long as it takes, and its caller's context bounds it.
 	CommandTimeout time.Duration
 
 	Logger *slog.Logger
@@ -53,14 +67,6 @@ type Config struct {
 	// "GetDisk"), how long it took and its outcome: the hook for metrics and health.
 	Observe func(op string, d time.Duration, err error)
 }
-
-const (
-	defaultPort             = 22
-	defaultDialTimeout      = 10 * time.Second
-	defaultMaxSessions      = 4
-	defaultRedialBackoff    = time.Second
-	defaultMaxRedialBackoff = 30 * time.Second
-)
 
 // Client runs typed RouterOS operations over one persistent SSH connection. It dials on
 // first use and again, with backoff, after the connection breaks. Safe for concurrent use.
@@ -94,29 +100,20 @@ type connection struct {
 
 // New validates cfg and loads the key. It does not dial: the first operation does.
 func New(cfg Config) (*Client, error) {
-	if cfg.Address == "" {
+	switch {
+	case cfg.Address == "":
 		return nil, errors.New("routeros: Config.Address is empty: give the RDS host name or IP")
-	}
-	if cfg.User == "" {
+	case cfg.User == "":
 		return nil, errors.New("routeros: Config.User is empty: give the RouterOS user the driver logs in as")
-	}
-	if cfg.Port == 0 {
-		cfg.Port = defaultPort
-	}
-	if cfg.Port < 1 || cfg.Port > 65535 {
+	case cfg.Port < 0 || cfg.Port > 65535:
 		return nil, fmt.Errorf("routeros: Config.Port %d is not a TCP port", cfg.Port)
 	}
-	if cfg.DialTimeout <= 0 {
-		cfg.DialTimeout = defaultDialTimeout
-	}
-	if cfg.MaxSessions <= 0 {
-		cfg.MaxSessions = defaultMaxSessions
-	}
-	if cfg.RedialBackoff <= 0 {
-		cfg.RedialBackoff = defaultRedialBackoff
-	}
+	cfg.Port = cmp.Or(cfg.Port, 22)
+	cfg.DialTimeout = positiveOr(cfg.DialTimeout, 10*time.Second)
+	cfg.MaxSessions = positiveOr(cfg.MaxSessions, 4)
+	cfg.RedialBackoff = positiveOr(cfg.RedialBackoff, time.Second)
 	if cfg.MaxRedialBackoff < cfg.RedialBackoff {
-		cfg.MaxRedialBackoff = max(defaultMaxRedialBackoff, cfg.RedialBackoff)
+		cfg.MaxRedialBackoff = max(30*time.Second, cfg.RedialBackoff)
 	}
 	for _, b := range cfg.AllowedBases {
 		if err := validateCleanPath(b); err != nil {
@@ -131,11 +128,7 @@ func New(cfg Config) (*Client, error) {
 		return nil, err
 	}
 	addr := net.JoinHostPort(cfg.Address, strconv.Itoa(cfg.Port))
-	sshCfg := &ssh.ClientConfig{
-		User:    cfg.User,
-		Auth:    []ssh.AuthMethod{ssh.PublicKeys(signer)},
-		Timeout: cfg.DialTimeout,
-	}
+	sshCfg := &ssh.ClientConfig{User: cfg.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, Timeout: cfg.DialTimeout}
 	switch {
 	case cfg.KnownHostsFile != "" && cfg.InsecureSkipHostKey:
 		return nil, errors.New("routeros: both KnownHostsFile and InsecureSkipHostKey are set: choose one")
@@ -147,8 +140,7 @@ func New(cfg Config) (*Client, error) {
 		sshCfg.HostKeyCallback = cb
 		// Offer only the key types known_hosts holds for this host: otherwise the server
 		// may present another type and the check fails with "key mismatch".
-		sshCfg.HostKeyAlgorithms, err = knownHostAlgorithms(cb, addr)
-		if err != nil {
+		if sshCfg.HostKeyAlgorithms, err = knownHostAlgorithms(cb, addr); err != nil {
 			return nil, fmt.Errorf("routeros: %s: %w", cfg.KnownHostsFile, err)
 		}
 	case cfg.InsecureSkipHostKey:
@@ -157,16 +149,15 @@ func New(cfg Config) (*Client, error) {
 		return nil, errors.New("routeros: no host key check configured: set KnownHostsFile (recommended) or, explicitly, InsecureSkipHostKey")
 	}
 	life, stop := context.WithCancel(context.Background())
-	return &Client{
-		cfg:      cfg,
-		addr:     addr,
-		sshCfg:   sshCfg,
-		log:      cfg.Logger,
-		sessions: newFIFOSemaphore(cfg.MaxSessions),
-		life:     life,
-		stop:     stop,
-		backoff:  cfg.RedialBackoff,
-	}, nil
+	return &Client{cfg: cfg, addr: addr, sshCfg: sshCfg, log: cfg.Logger, sessions: &fifoSemaphore{free: cfg.MaxSessions},
+		life: life, stop: stop, backoff: cfg.RedialBackoff}, nil
+}
+
+func positiveOr[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 func loadSigner(cfg Config) (ssh.Signer, error) {
@@ -183,9 +174,8 @@ func loadSigner(cfg Config) (ssh.Signer, error) {
 		return nil, fmt.Errorf("routeros: read SSH key: %w", err)
 	}
 	signer, err := ssh.ParsePrivateKey(pem)
-	var missing *ssh.PassphraseMissingError
 	switch {
-	case errors.As(err, &missing):
+	case errors.As(err, new(*ssh.PassphraseMissingError)):
 		return nil, fmt.Errorf("routeros: SSH key %s is passphrase-protected: give an unencrypted key (it is read from a Secret)", cfg.KeyFile)
 	case err != nil:
 		return nil, fmt.Errorf("routeros: parse SSH key %s: %w", cfg.KeyFile, err)
@@ -194,24 +184,21 @@ func loadSigner(cfg Config) (ssh.Signer, error) {
 }
 
 // knownHostAlgorithms lists the host key algorithms known_hosts accepts for addr, by asking
-// the callback about a key it cannot know.
+// the callback about a key it cannot know (only the host name is matched when one is given,
+// so the remote address is a placeholder).
 func knownHostAlgorithms(cb ssh.HostKeyCallback, addr string) ([]string, error) {
-	// only the host name is matched when one is given: the remote address is a placeholder
-	err := cb(addr, &net.TCPAddr{IP: net.IPv4zero}, probeKey{})
 	var ke *knownhosts.KeyError
-	if !errors.As(err, &ke) || len(ke.Want) == 0 {
+	if err := cb(addr, &net.TCPAddr{IP: net.IPv4zero}, probeKey{}); !errors.As(err, &ke) || len(ke.Want) == 0 {
 		return nil, fmt.Errorf("no host key for %s: add the RDS's key (ssh-keyscan -p PORT HOST)", addr)
 	}
 	var algos []string
-	seen := map[string]bool{}
 	for _, k := range ke.Want {
 		names := []string{k.Key.Type()}
 		if k.Key.Type() == ssh.KeyAlgoRSA {
 			names = []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA}
 		}
 		for _, n := range names {
-			if !seen[n] {
-				seen[n] = true
+			if !slices.Contains(algos, n) {
 				algos = append(algos, n)
 			}
 		}
@@ -243,21 +230,27 @@ func (c *Client) Close() error {
 // Ping checks liveness by opening and closing a session (RouterOS does not answer
 // keepalive@openssh.com, so that is never sent). It dials when not connected.
 func (c *Client) Ping(ctx context.Context) (err error) {
-	ctx, end := c.begin(ctx, "Ping")
+	o, end := c.begin(ctx, "Ping")
 	defer end(&err)
-	_, err = c.run(ctx, "Ping", "")
+	_, err = o.run("")
 	return err
 }
 
-// begin starts operation op: its context gains the CommandTimeout, and end, deferred
-// with the operation's error, releases it and reports the outcome to Observe.
-func (c *Client) begin(ctx context.Context, op string) (_ context.Context, end func(err *error)) {
-	start := time.Now()
-	cancel := context.CancelFunc(func() {})
+// call is one operation in progress: its context (with CommandTimeout) and name.
+type call struct {
+	*Client
+	ctx context.Context
+	op  string
+}
+
+// begin starts operation op; end, deferred with its error, releases the timeout and
+// reports the outcome to Observe.
+func (c *Client) begin(ctx context.Context, op string) (call, func(err *error)) {
+	start, cancel := time.Now(), context.CancelFunc(func() {})
 	if c.cfg.CommandTimeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, c.cfg.CommandTimeout)
 	}
-	return ctx, func(err *error) {
+	return call{c, ctx, op}, func(err *error) {
 		cancel()
 		c.observe(op, start, err)
 	}
@@ -271,13 +264,14 @@ func (c *Client) observe(op string, start time.Time, err *error) {
 
 // connect returns the connection, dialling if there is none. One dial runs at a time; the
 // others wait for it. After a failed dial, callers fail fast until the backoff has passed.
-func (c *Client) connect(ctx context.Context, op string) (*connection, error) {
+func (o call) connect() (*connection, error) {
+	c := o.Client
 	for {
 		c.mu.Lock()
 		switch {
 		case c.closed:
 			c.mu.Unlock()
-			return nil, &CommandError{Op: op, Kind: KindTransport, Exit: -1, Err: errors.New("client closed")}
+			return nil, transportError(errors.New("client closed"))
 		case c.conn != nil:
 			conn := c.conn
 			c.mu.Unlock()
@@ -285,7 +279,7 @@ func (c *Client) connect(ctx context.Context, op string) (*connection, error) {
 		case c.dialing == nil && time.Now().Before(c.nextDial):
 			err := fmt.Errorf("connect to %s: %w (next attempt in %v)", c.addr, c.dialErr, time.Until(c.nextDial).Round(time.Millisecond))
 			c.mu.Unlock()
-			return nil, &CommandError{Op: op, Kind: KindTransport, Exit: -1, Err: err}
+			return nil, transportError(err)
 		case c.dialing == nil:
 			c.dialing = make(chan struct{})
 			go c.dial(c.dialing)
@@ -294,8 +288,8 @@ func (c *Client) connect(ctx context.Context, op string) (*connection, error) {
 		c.mu.Unlock()
 		select {
 		case <-wait:
-		case <-ctx.Done():
-			return nil, fmt.Errorf("routeros %s: waiting for the connection to %s: %w", op, c.addr, ctx.Err())
+		case <-o.ctx.Done():
+			return nil, fmt.Errorf("routeros %s: waiting for the connection to %s: %w", o.op, c.addr, o.ctx.Err())
 		}
 	}
 }
@@ -311,21 +305,20 @@ func (c *Client) dial(done chan struct{}) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.dialing = nil
-	if err != nil {
+	switch {
+	case err != nil:
 		c.dialErr = err
 		c.nextDial = time.Now().Add(c.backoff)
 		c.log.Warn("RDS connection failed", "address", c.addr, "error", err, "retry_in", c.backoff)
 		c.backoff = min(2*c.backoff, c.cfg.MaxRedialBackoff)
-		return
-	}
-	if c.closed {
+	case c.closed:
 		conn.Close()
-		return
+	default:
+		c.conn, c.dialErr, c.nextDial, c.backoff = conn, nil, time.Time{}, c.cfg.RedialBackoff
+		c.noNQNArg.Store(false)
+		c.log.Info("RDS connected", "address", c.addr, "took", time.Since(start).Round(time.Millisecond))
+		go c.watch(conn)
 	}
-	c.conn, c.dialErr, c.nextDial, c.backoff = conn, nil, time.Time{}, c.cfg.RedialBackoff
-	c.noNQNArg.Store(false)
-	c.log.Info("RDS connected", "address", c.addr, "took", time.Since(start).Round(time.Millisecond))
-	go c.watch(conn)
 }
 
 func (c *Client) dialSSH(ctx context.Context) (*connection, error) {

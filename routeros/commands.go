@@ -1,6 +1,7 @@
 package routeros
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -10,11 +11,73 @@ import (
 	"strings"
 )
 
-// The commands are those of docs/routeros-cli.md, built only here, from validated values
-// that are quoted once more on the way out.
+// The commands are those of docs/routeros-cli.md, built only here and in files.go, from
+// validated values that are quoted once more on the way out.
 
 // DefaultNVMePort is the NVMe/TCP port used when a request gives none.
 const DefaultNVMePort = 4420
+
+// Disk is a `/disk` item as the RDS reports it.
+type Disk struct {
+	Slot          string
+	Type          string // "file" for volumes, "raid", "partition", …
+	FilePath      string // backing file, absolute ("/pool/dir/x.img"); file disks only
+	FileSizeText  string // file-size as printed: human and rounded ("50.0GiB"); use Size
+	MountPoint    string
+	NQN           string // nvme-tcp-server-nqn, or the slot where that is absent or empty (RouterOS < 7.21)
+	AllowHostName string // nvme-tcp-server-allow-host-name ("" = any host)
+	Model         string
+	Flags         string
+	Comment       string
+	Size          int64 // exact bytes
+	Free          int64 // exact bytes; file systems (pools) only
+	NVMeExport    bool
+	NVMePort      int
+	Props         map[string]string // every property as printed (see Item.Props)
+}
+
+// Pool is the capacity of the disk that holds a volume path.
+type Pool struct {
+	Name       string // the pool's mount point (the first component of the path)
+	Size, Free int64
+}
+
+// PoolName is the pool a path lies on: its first component, the mount point of the pool's
+// disk.
+func PoolName(path string) string {
+	name, _, _ := strings.Cut(strings.TrimPrefix(path, "/"), "/")
+	return name
+}
+
+// diskFromItem maps a parsed item. A number that is present but unreadable is an error:
+// a zero where the RDS printed something else would be a wrong size, not an unknown one.
+func diskFromItem(it Item) (Disk, error) {
+	p := it.Props
+	d := Disk{Slot: p["slot"], Type: p["type"], FilePath: p["file-path"], FileSizeText: p["file-size"],
+		MountPoint: p["mount-point"], NQN: cmp.Or(p["nvme-tcp-server-nqn"], p["slot"]),
+		AllowHostName: p["nvme-tcp-server-allow-host-name"], Model: p["model"], Flags: it.Flags,
+		Comment: it.Comment, NVMeExport: p["nvme-tcp-export"] == "yes", Props: p}
+	for _, f := range [...]struct {
+		key string
+		dst *int64
+	}{{"size", &d.Size}, {"free", &d.Free}} {
+		if v := p[f.key]; v != "" {
+			n, err := parseInteger(v)
+			if err != nil {
+				return Disk{}, fmt.Errorf("disk %q: %s: %w", d.Slot, f.key, err)
+			}
+			*f.dst = n
+		}
+	}
+	if v := p["nvme-tcp-server-port"]; v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 || n > 65535 {
+			return Disk{}, fmt.Errorf("disk %q: nvme-tcp-server-port %q is not a port", d.Slot, v)
+		}
+		d.NVMePort = n
+	}
+	return d, nil
+}
 
 // CreateDiskRequest describes a file disk to create and export over NVMe/TCP.
 type CreateDiskRequest struct {
@@ -34,48 +97,30 @@ type CreateDiskRequest struct {
 // it and later creates on this connection leave it out at once. A slot in use gives
 // ErrAlreadyExists, a full pool ErrNoSpace.
 func (c *Client) CreateDisk(ctx context.Context, req CreateDiskRequest) (d *Disk, err error) {
-	const op = "CreateDisk"
-	ctx, end := c.begin(ctx, op)
+	o, end := c.begin(ctx, "CreateDisk")
 	defer end(&err)
-	if err := ValidateSlot(req.Slot); err != nil {
-		return nil, err
-	}
-	if err := c.validatePath(req.FilePath); err != nil {
-		return nil, err
-	}
-	if req.SizeBytes < 0 || req.SizeBytes > MaxDiskSize {
-		return nil, invalidf("size %d bytes is outside 0 to %d", req.SizeBytes, MaxDiskSize)
-	}
-	port := req.Port
-	if port == 0 {
-		port = DefaultNVMePort
-	}
-	if port < 1 || port > 65535 {
-		return nil, invalidf("NVMe/TCP port %d is not a TCP port", req.Port)
-	}
-	if req.NQN != "" {
-		if err := ValidateNQN(req.NQN); err != nil {
-			return nil, err
-		}
-	}
-	if err := ValidateComment(req.Comment); err != nil {
+	port := cmp.Or(req.Port, DefaultNVMePort)
+	if err := firstErr(ValidateSlot(req.Slot), c.validatePath(req.FilePath),
+		check(req.SizeBytes >= 0 && req.SizeBytes <= MaxDiskSize, "size %d bytes is outside 0 to %d", req.SizeBytes, MaxDiskSize),
+		check(port >= 1 && port <= 65535, "NVMe/TCP port %d is not a TCP port", req.Port),
+		validateOptionalNQN(req.NQN), ValidateComment(req.Comment)); err != nil {
 		return nil, err
 	}
 	withNQN := req.NQN != "" && !c.noNQNArg.Load()
 	cmd, nqnAt := createCommand(req, port, withNQN)
-	_, err = c.run(ctx, op, cmd)
+	_, err = o.run(cmd)
 	if withNQN && nqnRejected(err, nqnAt) {
 		c.noNQNArg.Store(true)
 		c.log.Info("the RDS rejects nvme-tcp-server-nqn (RouterOS before 7.21): creating disks without it; their NQN is the slot", "slot", req.Slot)
 		cmd, _ = createCommand(req, port, false)
-		_, err = c.run(ctx, op, cmd)
+		_, err = o.run(cmd)
 	}
 	if err != nil {
 		return nil, err
 	}
-	got, err := c.getDisk(ctx, op, req.Slot)
+	got, err := o.getDisk(req.Slot)
 	if errors.Is(err, ErrNotFound) {
-		return nil, &CommandError{Op: op, Kind: KindOther, Command: cmd, Exit: -1,
+		return nil, &CommandError{Op: o.op, Kind: KindOther, Command: cmd, Exit: -1,
 			Err: fmt.Errorf("disk %q was created but is not listed on read-back", req.Slot)}
 	}
 	return got, err
@@ -83,24 +128,21 @@ func (c *Client) CreateDisk(ctx context.Context, req CreateDiskRequest) (d *Disk
 
 // createCommand builds the create command; nqnAt is the span of the NQN argument, to tell
 // whether a syntax error points at it.
-func createCommand(req CreateDiskRequest, port int, withNQN bool) (string, [2]int) {
-	var b strings.Builder
-	b.WriteString("/disk add type=file file-path=" + quote(req.FilePath))
+func createCommand(req CreateDiskRequest, port int, withNQN bool) (cmd string, nqnAt [2]int) {
+	cmd = "/disk add type=file file-path=" + quote(req.FilePath)
 	if req.SizeBytes > 0 {
-		b.WriteString(" file-size=" + FormatSize(req.SizeBytes))
+		cmd += " file-size=" + FormatSize(req.SizeBytes)
 	}
-	b.WriteString(" slot=" + quote(req.Slot) + " nvme-tcp-export=yes nvme-tcp-server-port=" + strconv.Itoa(port))
+	cmd += " slot=" + quote(req.Slot) + " nvme-tcp-export=yes nvme-tcp-server-port=" + strconv.Itoa(port)
 	if req.Comment != "" {
-		b.WriteString(" comment=" + quote(req.Comment))
+		cmd += " comment=" + quote(req.Comment)
 	}
-	var span [2]int
 	if withNQN {
-		b.WriteString(" ")
-		span[0] = b.Len()
-		b.WriteString("nvme-tcp-server-nqn=" + quote(req.NQN))
-		span[1] = b.Len()
+		nqnAt[0] = len(cmd) + 1
+		cmd += " nvme-tcp-server-nqn=" + quote(req.NQN)
+		nqnAt[1] = len(cmd)
 	}
-	return b.String(), span
+	return cmd, nqnAt
 }
 
 var columnRE = regexp.MustCompile(`\(line 1 column (\d+)\)`)
@@ -125,75 +167,56 @@ func nqnRejected(err error, span [2]int) bool {
 
 // GetDisk returns the disk in slot, or ErrNotFound (also for an empty or header-only reply).
 func (c *Client) GetDisk(ctx context.Context, slot string) (d *Disk, err error) {
-	const op = "GetDisk"
-	ctx, end := c.begin(ctx, op)
+	o, end := c.begin(ctx, "GetDisk")
 	defer end(&err)
 	if err := ValidateSlot(slot); err != nil {
 		return nil, err
 	}
-	return c.getDisk(ctx, op, slot)
+	return o.getDisk(slot)
 }
 
-func (c *Client) getDisk(ctx context.Context, op, slot string) (*Disk, error) {
+func (o call) getDisk(slot string) (*Disk, error) {
 	cmd := "/disk print detail where slot=" + quote(slot)
-	disks, err := c.printDisks(ctx, op, cmd)
+	disks, err := o.printDisks(cmd)
 	if err != nil {
 		return nil, err
 	}
-	var found []Disk
-	for _, d := range disks {
-		if d.Slot == slot {
-			found = append(found, d)
-		}
-	}
-	switch len(found) {
+	disks = slices.DeleteFunc(disks, func(d Disk) bool { return d.Slot != slot })
+	switch len(disks) {
 	case 0:
-		return nil, &CommandError{Op: op, Kind: KindNotFound, Command: cmd, Exit: 0, Output: fmt.Sprintf("no disk with slot %q", slot)}
+		return nil, o.fail(KindNotFound, cmd, "no disk with slot %q", slot)
 	case 1:
-		return &found[0], nil
+		return &disks[0], nil
 	}
-	return nil, &CommandError{Op: op, Kind: KindOther, Command: cmd, Exit: 0, Output: fmt.Sprintf("%d disks have slot %q", len(found), slot)}
+	return nil, o.fail(KindOther, cmd, "%d disks have slot %q", len(disks), slot)
 }
 
 // printDisks runs a `/disk print detail` and maps its items.
-func (c *Client) printDisks(ctx context.Context, op, cmd string) ([]Disk, error) {
-	out, err := c.run(ctx, op, cmd)
+func (o call) printDisks(cmd string) ([]Disk, error) {
+	items, err := printDetail(o, cmd, ParseDetail)
 	if err != nil {
 		return nil, err
 	}
-	items, err := ParseDetail(out)
-	if err != nil {
-		return nil, &CommandError{Op: op, Kind: KindOther, Command: cmd, Exit: 0, Output: clip(out, 2000), Err: err}
-	}
-	disks := make([]Disk, 0, len(items))
-	for _, it := range items {
-		d, err := diskFromItem(it)
-		if err != nil {
-			return nil, &CommandError{Op: op, Kind: KindOther, Command: cmd, Exit: 0, Err: err}
+	disks := make([]Disk, len(items))
+	for i, it := range items {
+		if disks[i], err = diskFromItem(it); err != nil {
+			return nil, &CommandError{Op: o.op, Kind: KindOther, Command: cmd, Err: err}
 		}
-		disks = append(disks, d)
 	}
 	return disks, nil
 }
 
 // ListDisks returns the disks whose slot starts with slotPrefix ("" = all), sorted by slot.
 func (c *Client) ListDisks(ctx context.Context, slotPrefix string) (disks []Disk, err error) {
-	const op = "ListDisks"
-	ctx, end := c.begin(ctx, op)
+	o, end := c.begin(ctx, "ListDisks")
 	defer end(&err)
 	if err := validateSlotPrefix(slotPrefix); err != nil {
 		return nil, err
 	}
-	all, err := c.printDisks(ctx, op, "/disk print detail where slot~"+quote("^"+slotPrefix))
-	if err != nil {
+	if disks, err = o.printDisks("/disk print detail where slot~" + quote("^"+slotPrefix)); err != nil {
 		return nil, err
 	}
-	disks = all[:0]
-	for _, d := range all {
-		if strings.HasPrefix(d.Slot, slotPrefix) {
-			disks = append(disks, d)
-		}
-	}
+	disks = slices.DeleteFunc(disks, func(d Disk) bool { return !strings.HasPrefix(d.Slot, slotPrefix) })
 	slices.SortFunc(disks, func(a, b Disk) int { return strings.Compare(a.Slot, b.Slot) })
 	return disks, nil
 }
@@ -201,42 +224,36 @@ func (c *Client) ListDisks(ctx context.Context, slotPrefix string) (disks []Disk
 // ResizeDisk grows a file disk to at least sizeBytes (rounded up to a whole MiB) and returns
 // it as the RDS reports it. It never shrinks: a disk already as large is returned as is.
 func (c *Client) ResizeDisk(ctx context.Context, slot string, sizeBytes int64) (d *Disk, err error) {
-	const op = "ResizeDisk"
-	ctx, end := c.begin(ctx, op)
+	o, end := c.begin(ctx, "ResizeDisk")
 	defer end(&err)
-	if err := ValidateSlot(slot); err != nil {
+	if err := firstErr(ValidateSlot(slot), check(sizeBytes > 0 && sizeBytes <= MaxDiskSize, "size %d bytes is outside 1 to %d", sizeBytes, MaxDiskSize)); err != nil {
 		return nil, err
 	}
-	if sizeBytes <= 0 || sizeBytes > MaxDiskSize {
-		return nil, invalidf("size %d bytes is outside 1 to %d", sizeBytes, MaxDiskSize)
-	}
-	cur, err := c.getDisk(ctx, op, slot)
-	if err != nil {
+	cur, err := o.getDisk(slot)
+	switch {
+	case err != nil:
 		return nil, err
-	}
-	if cur.Type != "file" {
+	case cur.Type != "file":
 		return nil, invalidf("disk %q is of type %q: only file disks are resized", slot, cur.Type)
-	}
-	if cur.Size >= sizeBytes {
+	case cur.Size >= sizeBytes:
 		return cur, nil
 	}
-	if _, err := c.run(ctx, op, "/disk set [find slot="+quote(slot)+"] file-size="+FormatSize(sizeBytes)); err != nil {
+	if _, err := o.run("/disk set [find slot=" + quote(slot) + "] file-size=" + FormatSize(sizeBytes)); err != nil {
 		return nil, err
 	}
-	return c.getDisk(ctx, op, slot)
+	return o.getDisk(slot)
 }
 
 // RemoveDisk removes a file disk; a slot that does not exist is not an error. It does not
 // delete the backing file (RouterOS keeps it): call RemoveFile too.
 func (c *Client) RemoveDisk(ctx context.Context, slot string) (err error) {
-	const op = "RemoveDisk"
-	ctx, end := c.begin(ctx, op)
+	o, end := c.begin(ctx, "RemoveDisk")
 	defer end(&err)
 	if err := ValidateSlot(slot); err != nil {
 		return err
 	}
 	// a look first, so that a slot naming a pool's disk is never removed
-	cur, err := c.getDisk(ctx, op, slot)
+	cur, err := o.getDisk(slot)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		return nil
@@ -245,55 +262,43 @@ func (c *Client) RemoveDisk(ctx context.Context, slot string) (err error) {
 	case cur.Type != "file":
 		return invalidf("disk %q is of type %q: only file disks are removed", slot, cur.Type)
 	}
-	_, err = c.run(ctx, op, "/disk remove [find slot="+quote(slot)+"]")
-	if errors.Is(err, ErrNotFound) {
-		return nil // removed meanwhile
-	}
-	return err
+	return ignoreNotFound(o.run("/disk remove [find slot=" + quote(slot) + "]")) // removed meanwhile
 }
 
 // SetAllowedHost sets the host NQN allowed to connect to the disk's export; "" clears it
 // (any host). The RDS's answer is read back and checked.
 func (c *Client) SetAllowedHost(ctx context.Context, slot, hostNQN string) (err error) {
-	const op = "SetAllowedHost"
-	ctx, end := c.begin(ctx, op)
+	o, end := c.begin(ctx, "SetAllowedHost")
 	defer end(&err)
 	if err := ValidateSlot(slot); err != nil {
 		return err
 	}
-	if hostNQN != "" {
-		if err := ValidateNQN(hostNQN); err != nil {
-			return err
-		}
+	if err := validateOptionalNQN(hostNQN); err != nil {
+		return err
 	}
 	cmd := "/disk set [find slot=" + quote(slot) + "] nvme-tcp-server-allow-host-name=" + quote(hostNQN)
-	if _, err := c.run(ctx, op, cmd); err != nil {
+	if _, err := o.run(cmd); err != nil {
 		return err
 	}
 	// `set [find …]` matching nothing succeeds silently: the read-back tells
-	d, err := c.getDisk(ctx, op, slot)
-	if err != nil {
-		return err
+	d, err := o.getDisk(slot)
+	if err == nil && d.AllowHostName != hostNQN {
+		return o.fail(KindOther, cmd, "disk %q reports allow-host %q after setting %q", slot, d.AllowHostName, hostNQN)
 	}
-	if d.AllowHostName != hostNQN {
-		return &CommandError{Op: op, Kind: KindOther, Command: cmd, Exit: 0,
-			Output: fmt.Sprintf("disk %q reports allow-host %q after setting %q", slot, d.AllowHostName, hostNQN)}
-	}
-	return nil
+	return err
 }
 
 // PoolCapacity returns size and free space of the pool holding path: the disk whose
 // mount-point is path's first component.
 func (c *Client) PoolCapacity(ctx context.Context, path string) (p Pool, err error) {
-	const op = "PoolCapacity"
-	ctx, end := c.begin(ctx, op)
+	o, end := c.begin(ctx, "PoolCapacity")
 	defer end(&err)
 	if err := validateCleanPath(path); err != nil {
 		return Pool{}, err
 	}
 	name := PoolName(path)
 	cmd := "/disk print detail where mount-point=" + quote(name)
-	disks, err := c.printDisks(ctx, op, cmd)
+	disks, err := o.printDisks(cmd)
 	if err != nil {
 		return Pool{}, err
 	}
@@ -302,16 +307,34 @@ func (c *Client) PoolCapacity(ctx context.Context, path string) (p Pool, err err
 			continue
 		}
 		if _, ok := d.Props["free"]; !ok {
-			return Pool{}, &CommandError{Op: op, Kind: KindOther, Command: cmd, Exit: 0,
-				Output: fmt.Sprintf("the disk mounted at %q reports no free space", name)}
+			return Pool{}, o.fail(KindOther, cmd, "the disk mounted at %q reports no free space", name)
 		}
 		return Pool{Name: name, Size: d.Size, Free: d.Free}, nil
 	}
-	return Pool{}, &CommandError{Op: op, Kind: KindNotFound, Command: cmd, Exit: 0,
-		Output: fmt.Sprintf("no disk is mounted at %q: the first component of the volume path must name a pool", name)}
+	return Pool{}, o.fail(KindNotFound, cmd, "no disk is mounted at %q: the first component of the volume path must name a pool", name)
 }
 
-// validatePath checks a file path against the configured bases.
-func (c *Client) validatePath(p string) error {
-	return ValidatePath(p, c.cfg.AllowedBases...)
+// printDetail runs a `print detail` command and parses its output with parse.
+func printDetail[T any](o call, cmd string, parse func(string) ([]T, error)) ([]T, error) {
+	out, err := o.run(cmd)
+	if err != nil {
+		return nil, err
+	}
+	v, err := parse(out)
+	if err != nil {
+		return nil, &CommandError{Op: o.op, Kind: KindOther, Command: cmd, Output: clip(out, 2000), Err: err}
+	}
+	return v, nil
+}
+
+// fail reports an answer of the RDS the operation cannot accept.
+func (o call) fail(kind Kind, cmd, format string, args ...any) error {
+	return &CommandError{Op: o.op, Kind: kind, Command: cmd, Output: fmt.Sprintf(format, args...)}
+}
+
+func ignoreNotFound(_ string, err error) error {
+	if errors.Is(err, ErrNotFound) {
+		return nil
+	}
+	return err
 }

@@ -11,7 +11,7 @@ var (
 	ErrNotFound        = errors.New("not found on the RDS")
 	ErrAlreadyExists   = errors.New("already exists on the RDS")
 	ErrNoSpace         = errors.New("not enough space on the RDS")
-	ErrInvalidArgument = errors.New("invalid argument")
+	ErrInvalidArgument = errors.New("invalid argument") // also for a value refused before sending
 	// ErrTransport: the RDS could not be reached or the connection broke; the command may
 	// or may not have run. Retrying later is the remedy.
 	ErrTransport = errors.New("RDS unreachable")
@@ -29,29 +29,16 @@ const (
 	KindTransport
 )
 
-var kindNames = [...]string{"other", "not-found", "already-exists", "no-space", "invalid-argument", "transport"}
+var (
+	kindNames     = [...]string{"other", "not-found", "already-exists", "no-space", "invalid-argument", "transport"}
+	kindSentinels = [...]error{nil, ErrNotFound, ErrAlreadyExists, ErrNoSpace, ErrInvalidArgument, ErrTransport}
+)
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) {
 		return kindNames[k]
 	}
 	return fmt.Sprintf("Kind(%d)", int(k))
-}
-
-func (k Kind) sentinel() error {
-	switch k {
-	case KindNotFound:
-		return ErrNotFound
-	case KindAlreadyExists:
-		return ErrAlreadyExists
-	case KindNoSpace:
-		return ErrNoSpace
-	case KindInvalidArgument:
-		return ErrInvalidArgument
-	case KindTransport:
-		return ErrTransport
-	}
-	return nil
 }
 
 // CommandError is a command the RDS refused or could not run.
@@ -85,74 +72,56 @@ func (e *CommandError) Error() string {
 
 // Is makes errors.Is(err, ErrNotFound) (etc.) true for a CommandError of that kind.
 func (e *CommandError) Is(target error) bool {
-	s := e.Kind.sentinel()
-	return s != nil && s == target
+	return target != nil && uint(e.Kind) < uint(len(kindSentinels)) && kindSentinels[e.Kind] == target
 }
 
 func (e *CommandError) Unwrap() error { return e.Err }
 
-// errorPatterns are the RouterOS error texts, in the order they are tried, lower-case. A line
-// of output that starts with one of them (after `failure: ` where noted) is an error,
+// kindTexts lists RouterOS error texts (lower-case) by kind, tried in order.
+type kindTexts []struct {
+	kind  Kind
+	texts []string
+}
+
+// errorPrefixes start a line of RouterOS error output. Listings never start a line with
+// these words (items start with an index, comments with `;;;`), so a match is an error,
 // whichever stream it came on and whatever the exit status.
-var errorPatterns = []struct {
-	prefix string
-	kind   Kind
-}{
-	{"no such item", KindNotFound},
-	{"bad command name", KindInvalidArgument},
-	{"syntax error", KindInvalidArgument},
-	{"expected end of command", KindInvalidArgument},
-	{"expected command name", KindInvalidArgument},
-	{"invalid value for argument", KindInvalidArgument},
-	{"input does not match any value of", KindInvalidArgument},
-	{"value of ", KindInvalidArgument}, // "value of size out of range …"
-	{"ambiguous value of", KindInvalidArgument},
-	{"missing value", KindInvalidArgument},
-	{"not enough space", KindNoSpace},
-	{"no space left", KindNoSpace},
-	{"failure:", KindOther}, // refined by failureKinds
+var errorPrefixes = kindTexts{
+	{KindNotFound, []string{"no such item"}},
+	{KindInvalidArgument, []string{"bad command name", "syntax error", "expected end of command",
+		"expected command name", "invalid value for argument", "input does not match any value of",
+		"value of ", // "value of size out of range …"
+		"ambiguous value of", "missing value"}},
+	{KindNoSpace, []string{"not enough space", "no space left"}},
+	{KindOther, []string{"failure:"}}, // refined by failureKinds
 }
 
-// failureKinds refine `failure: …` by what the text says.
-var failureKinds = []struct {
-	contains string
-	kind     Kind
-}{
-	{"already exists", KindAlreadyExists},
-	{"already have", KindAlreadyExists},
-	{"not enough space", KindNoSpace},
-	{"no space", KindNoSpace},
-	{"disk full", KindNoSpace},
-	{"disk is full", KindNoSpace},
-	{"no such", KindNotFound},
-	{"not found", KindNotFound},
-	{"does not exist", KindNotFound},
-	{"invalid", KindInvalidArgument},
+// failureKinds refine `failure: …` by what the text contains.
+var failureKinds = kindTexts{
+	{KindAlreadyExists, []string{"already exists", "already have"}},
+	{KindNoSpace, []string{"not enough space", "no space", "disk full", "disk is full"}},
+	{KindNotFound, []string{"no such", "not found", "does not exist"}},
+	{KindInvalidArgument, []string{"invalid"}},
 }
 
-// classifyOutput finds a RouterOS error in a command's output. Listings never start a line
-// with these words (items start with an index, comments with `;;;`), so a match is an error.
-func classifyOutput(out string) (Kind, string, bool) {
-	for len(out) > 0 {
-		line := out
-		if i := strings.IndexByte(out, '\n'); i >= 0 {
-			line, out = out[:i], out[i+1:]
-		} else {
-			out = ""
-		}
-		l := strings.ToLower(strings.TrimSpace(line))
-		for _, p := range errorPatterns {
-			if !strings.HasPrefix(l, p.prefix) {
-				continue
+func (t kindTexts) find(l string, match func(s, text string) bool) (Kind, bool) {
+	for _, k := range t {
+		for _, text := range k.texts {
+			if match(l, text) {
+				return k.kind, true
 			}
-			k := p.kind
-			if p.prefix == "failure:" {
-				for _, f := range failureKinds {
-					if strings.Contains(l, f.contains) {
-						k = f.kind
-						break
-					}
-				}
+		}
+	}
+	return KindOther, false
+}
+
+// classifyOutput finds a RouterOS error in a command's output: its kind and line.
+func classifyOutput(out string) (Kind, string, bool) {
+	for line := range strings.Lines(out) {
+		l := strings.ToLower(strings.TrimSpace(line))
+		if k, ok := errorPrefixes.find(l, strings.HasPrefix); ok {
+			if k == KindOther {
+				k, _ = failureKinds.find(l, strings.Contains)
 			}
 			return k, strings.TrimSpace(line), true
 		}
@@ -166,4 +135,9 @@ func firstLine(s string) string {
 		return s[:i] + " …"
 	}
 	return s
+}
+
+// invalidf builds an ErrInvalidArgument error; nothing was sent to the RDS.
+func invalidf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidArgument, fmt.Sprintf(format, args...))
 }

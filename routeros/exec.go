@@ -2,10 +2,12 @@ package routeros
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"time"
 
@@ -31,10 +33,8 @@ type job struct {
 	cmd            string // "" only opens and closes a session (Ping)
 	stdout, stderr limitedBuffer
 	done           chan struct{}
-
-	// set before done is closed
-	exit int // -1: no exit status received
-	err  error
+	exit           int   // set before done is closed; -1: no exit status received
+	err            error // set before done is closed
 
 	mu       sync.Mutex
 	sess     *ssh.Session
@@ -43,34 +43,43 @@ type job struct {
 	lastOpen error // the last of those refusals
 }
 
-// run executes cmd under ctx and returns its standard output. RouterOS errors are
-// recognised on either stream and with any exit status.
-func (c *Client) run(ctx context.Context, op, cmd string) (string, error) {
-	start := time.Now()
-	if err := ctx.Err(); err != nil {
-		return "", fmt.Errorf("routeros %s: not started: %w", op, err)
+func (j *job) isAborted() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.aborted
+}
+
+// run executes cmd under the call's context and returns its standard output. When the
+// context ends, run returns at once with an error wrapping ctx.Err() and abandons the job.
+func (o call) run(cmd string) (string, error) {
+	c, start := o.Client, time.Now()
+	if err := o.ctx.Err(); err != nil {
+		return "", fmt.Errorf("routeros %s: not started: %w", o.op, err)
 	}
-	if err := c.sessions.acquire(ctx); err != nil {
-		return "", fmt.Errorf("routeros %s: gave up waiting for a free SSH session (%d in use): %w", op, c.cfg.MaxSessions, err)
+	if err := c.sessions.acquire(o.ctx); err != nil {
+		return "", fmt.Errorf("routeros %s: gave up waiting for a free SSH session (%d in use): %w", o.op, c.cfg.MaxSessions, err)
 	}
-	conn, err := c.connect(ctx, op)
+	conn, err := o.connect()
 	if err != nil {
 		c.sessions.release()
-		return "", withCommand(err, cmd)
+		if ce, ok := err.(*CommandError); ok {
+			ce.Op, ce.Command = o.op, cmd
+		}
+		return "", err
 	}
 	j := &job{cmd: cmd, done: make(chan struct{}), exit: -1}
 	go c.execute(conn, j)
 	select {
 	case <-j.done:
-	case <-ctx.Done():
+		out, err := o.result(j)
+		c.log.Debug("command", "op", o.op, "command", cmd, "took", time.Since(start), "error", err)
+		return out, err
+	case <-o.ctx.Done():
 		c.abandon(conn, j)
-		err := ctxError(op, cmd, ctx, j)
-		c.log.Debug("command abandoned", "op", op, "command", cmd, "after", time.Since(start), "error", err)
+		err := o.ctxError(j)
+		c.log.Debug("command abandoned", "op", o.op, "command", cmd, "after", time.Since(start), "error", err)
 		return "", err
 	}
-	out, err := c.result(op, conn, j)
-	c.log.Debug("command", "op", op, "command", cmd, "took", time.Since(start), "error", err)
-	return out, err
 }
 
 // execute opens a session (retrying while the server refuses it for being at its own
@@ -81,35 +90,31 @@ func (c *Client) execute(conn *connection, j *job) {
 	var sess *ssh.Session
 	for delay := 10 * time.Millisecond; ; delay = min(2*delay, 500*time.Millisecond) {
 		var err error
-		sess, err = c.openSession(conn)
-		var refused *ssh.OpenChannelError
-		if errors.As(err, &refused) {
-			j.mu.Lock()
-			j.openErrs++
-			j.lastOpen = err
-			aborted := j.aborted
-			j.mu.Unlock()
-			if aborted {
-				return
-			}
-			time.Sleep(delay)
-			continue
+		if sess, err = c.openSession(conn); err == nil {
+			break
 		}
-		if err != nil {
+		if !errors.As(err, new(*ssh.OpenChannelError)) {
 			c.drop(conn, "session open failed: "+err.Error())
 			j.err = transportError(err)
 			return
 		}
-		break
+		j.mu.Lock()
+		j.openErrs++
+		j.lastOpen = err
+		j.mu.Unlock()
+		if j.isAborted() {
+			return
+		}
+		time.Sleep(delay)
 	}
 	defer sess.Close()
 	j.mu.Lock()
-	if j.aborted {
-		j.mu.Unlock()
-		return
-	}
+	aborted := j.aborted
 	j.sess = sess
 	j.mu.Unlock()
+	if aborted {
+		return
+	}
 	if j.cmd == "" {
 		// a probe: close at once, and hold the slot until the RDS has closed its side too
 		pipe, err := sess.StdoutPipe()
@@ -122,20 +127,16 @@ func (c *Client) execute(conn *connection, j *job) {
 	}
 	sess.Stdout, sess.Stderr = &j.stdout, &j.stderr
 	err := sess.Run(j.cmd)
-	j.mu.Lock()
-	aborted := j.aborted
-	j.mu.Unlock()
-	if aborted {
+	if j.isAborted() {
 		return // we closed the session ourselves; nobody reads the result
 	}
 	var exitErr *ssh.ExitError
-	var missing *ssh.ExitMissingError
 	switch {
 	case err == nil:
 		j.exit = 0
 	case errors.As(err, &exitErr):
 		j.exit = exitErr.ExitStatus()
-	case errors.As(err, &missing):
+	case errors.As(err, new(*ssh.ExitMissingError)):
 		// Either the server sent no exit status, or the connection died and took the
 		// channel with it: then the output may be cut short and must not be trusted.
 		select {
@@ -182,64 +183,54 @@ func (c *Client) abandon(conn *connection, j *job) {
 }
 
 // result turns a finished job into output or a typed error.
-func (c *Client) result(op string, conn *connection, j *job) (string, error) {
+func (o call) result(j *job) (string, error) {
 	if j.err != nil {
-		var ce *CommandError
-		if errors.As(j.err, &ce) {
-			ce.Op, ce.Command = op, j.cmd
+		if ce, ok := j.err.(*CommandError); ok {
+			ce.Op, ce.Command = o.op, j.cmd
 			return "", ce
 		}
-		return "", &CommandError{Op: op, Kind: KindOther, Command: j.cmd, Exit: j.exit, Err: j.err}
+		return "", &CommandError{Op: o.op, Kind: KindOther, Command: j.cmd, Exit: j.exit, Err: j.err}
 	}
 	stdout, stderr := j.stdout.String(), j.stderr.String()
 	for _, stream := range []string{stdout, stderr} {
 		if kind, line, ok := classifyOutput(stream); ok {
-			return "", &CommandError{Op: op, Kind: kind, Command: j.cmd, Output: trimOutput(stdout, stderr, line), Exit: j.exit}
+			return "", &CommandError{Op: o.op, Kind: kind, Command: j.cmd, Output: trimOutput(stdout, stderr, line), Exit: j.exit}
 		}
 	}
 	if j.exit > 0 {
-		return "", &CommandError{Op: op, Kind: KindOther, Command: j.cmd, Output: trimOutput(stdout, stderr, ""), Exit: j.exit}
+		return "", &CommandError{Op: o.op, Kind: KindOther, Command: j.cmd, Output: trimOutput(stdout, stderr, ""), Exit: j.exit}
 	}
-	if len(bytes.TrimSpace([]byte(stderr))) > 0 {
-		c.log.Warn("RouterOS wrote to stderr on success", "op", op, "command", j.cmd, "stderr", clip(stderr, 200))
+	if strings.TrimSpace(stderr) != "" {
+		o.log.Warn("RouterOS wrote to stderr on success", "op", o.op, "command", j.cmd, "stderr", clip(stderr, 200))
 	}
 	return stdout, nil
 }
 
 // trimOutput keeps the error line first, then the rest of the output (bounded).
 func trimOutput(stdout, stderr, line string) string {
-	all := string(bytes.TrimSpace([]byte(stdout + "\n" + stderr)))
+	all := strings.TrimSpace(stdout + "\n" + stderr)
 	if line != "" && all != line {
 		all = line + "\n" + all
 	}
 	return clip(all, 2000)
 }
 
-func transportError(err error) error {
+func transportError(err error) *CommandError {
 	return &CommandError{Kind: KindTransport, Exit: -1, Err: err}
 }
 
 // ctxError reports a command given up on because its context ended; it wraps ctx.Err().
-func ctxError(op, cmd string, ctx context.Context, j *job) error {
+func (o call) ctxError(j *job) error {
 	j.mu.Lock()
 	refused, last := j.openErrs, j.lastOpen
 	j.mu.Unlock()
-	if refused > 0 {
-		return fmt.Errorf("routeros %s: the RDS refused %d session opens (its own session limit?), last: %v: %w", op, refused, last, ctx.Err())
+	switch {
+	case refused > 0:
+		return fmt.Errorf("routeros %s: the RDS refused %d session opens (its own session limit?), last: %v: %w", o.op, refused, last, o.ctx.Err())
+	case j.cmd == "":
+		return fmt.Errorf("routeros %s: no answer from the RDS: %w", o.op, o.ctx.Err())
 	}
-	if cmd == "" {
-		return fmt.Errorf("routeros %s: no answer from the RDS: %w", op, ctx.Err())
-	}
-	return fmt.Errorf("routeros %s: no answer to [%s]: %w (the command may still take effect)", op, cmd, ctx.Err())
-}
-
-// withCommand adds the command to a connection error.
-func withCommand(err error, cmd string) error {
-	var ce *CommandError
-	if errors.As(err, &ce) && ce.Command == "" {
-		ce.Command = cmd
-	}
-	return err
+	return fmt.Errorf("routeros %s: no answer to [%s]: %w (the command may still take effect)", o.op, j.cmd, o.ctx.Err())
 }
 
 // limitedBuffer collects output up to maxOutput and notes when more was written.
@@ -254,4 +245,55 @@ func (b *limitedBuffer) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	return b.Buffer.Write(p)
+}
+
+// fifoSemaphore bounds concurrent SSH sessions. Callers beyond the bound wait in arrival
+// order (a plain buffered channel would let a late caller overtake an early one), and a
+// waiter whose context ends leaves the queue at once.
+type fifoSemaphore struct {
+	mu      sync.Mutex
+	free    int
+	waiters list.List // of chan struct{}, closed when the slot is handed over
+}
+
+func (s *fifoSemaphore) acquire(ctx context.Context) error {
+	s.mu.Lock()
+	if s.free > 0 && s.waiters.Len() == 0 {
+		s.free--
+		s.mu.Unlock()
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	ch := make(chan struct{})
+	el := s.waiters.PushBack(ch)
+	s.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		s.mu.Lock()
+		select {
+		case <-ch: // handed over while the context ended: pass it on
+			s.mu.Unlock()
+			s.release()
+		default:
+			s.waiters.Remove(el)
+			s.mu.Unlock()
+		}
+		return ctx.Err()
+	}
+}
+
+func (s *fifoSemaphore) release() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if front := s.waiters.Front(); front != nil {
+		s.waiters.Remove(front)
+		close(front.Value.(chan struct{}))
+		return
+	}
+	s.free++
 }

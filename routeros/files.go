@@ -1,7 +1,10 @@
 package routeros
 
 import (
+	"context"
 	"fmt"
+	"path"
+	"slices"
 	"strings"
 	"time"
 )
@@ -14,10 +17,6 @@ type File struct {
 	SizeText     string // as printed, e.g. "10.0GiB"
 	LastModified time.Time
 }
-
-// timestamp layouts RouterOS prints; the RDS clock's zone is not printed, so times are
-// read as UTC.
-var timestampLayouts = []string{"2006-01-02 15:04:05", "jan/02/2006 15:04:05"}
 
 // ParseFiles parses `/file print detail`. Items without a name are skipped (nothing can
 // refer to them); a size or timestamp that cannot be read is an error.
@@ -44,7 +43,7 @@ func ParseFiles(text string) ([]File, error) {
 			}
 		}
 		for _, k := range []string{"last-modified", "creation-time"} {
-			if v, ok := it.Props[k]; ok && v != "" {
+			if v := it.Props[k]; v != "" {
 				if f.LastModified, err = parseTimestamp(v); err != nil {
 					return nil, fmt.Errorf("file %q: %w", f.Path, err)
 				}
@@ -56,16 +55,128 @@ func ParseFiles(text string) ([]File, error) {
 	return files, nil
 }
 
+// timestampLayouts are the forms RouterOS prints; the RDS clock's zone is not printed, so
+// times are read as UTC. Month names are printed lower-case ("jan"), Go wants "Jan".
+var timestampLayouts = []string{"2006-01-02 15:04:05", "jan/02/2006 15:04:05"}
+
 func parseTimestamp(s string) (time.Time, error) {
+	v := s
+	if len(v) > 0 && v[0] >= 'a' && v[0] <= 'z' {
+		v = strings.ToUpper(v[:1]) + v[1:]
+	}
 	for _, layout := range timestampLayouts {
-		// month names are printed lower-case ("jan"); Go's layout wants "Jan"
-		v := s
-		if len(v) > 0 && v[0] >= 'a' && v[0] <= 'z' {
-			v = strings.ToUpper(v[:1]) + v[1:]
-		}
 		if t, err := time.Parse(strings.Replace(layout, "jan", "Jan", 1), v); err == nil {
 			return t, nil
 		}
 	}
 	return time.Time{}, fmt.Errorf("timestamp %q is in neither %q nor %q form", s, timestampLayouts[0], timestampLayouts[1])
+}
+
+// ListFiles returns every file and directory below dir (at any depth), sorted by path.
+func (c *Client) ListFiles(ctx context.Context, dir string) (files []File, err error) {
+	o, end := c.begin(ctx, "ListFiles")
+	defer end(&err)
+	if err := c.validateDir(dir); err != nil {
+		return nil, err
+	}
+	return o.listFiles(dir)
+}
+
+func (o call) listFiles(dir string) ([]File, error) {
+	// RouterOS names have no leading '/'; the regex's '.' also matches other characters,
+	// so the exact prefix is checked below.
+	files, err := printDetail(o, "/file print detail where name~"+quote("^"+dir[1:]+"/"), ParseFiles)
+	if err != nil {
+		return nil, err
+	}
+	files = slices.DeleteFunc(files, func(f File) bool { return !strings.HasPrefix(f.Path, dir+"/") })
+	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Path, b.Path) })
+	return files, nil
+}
+
+// GetFile returns one file (or directory) by its absolute path, or ErrNotFound. It is the
+// cheap way to follow a copy: one item printed instead of a whole directory.
+func (c *Client) GetFile(ctx context.Context, p string) (f *File, err error) {
+	o, end := c.begin(ctx, "GetFile")
+	defer end(&err)
+	if err := c.validateDir(p); err != nil { // a file, or a directory down to a base itself
+		return nil, err
+	}
+	cmd := "/file print detail where name=" + quote(p[1:])
+	files, err := printDetail(o, cmd, ParseFiles)
+	if err != nil {
+		return nil, err
+	}
+	if i := slices.IndexFunc(files, func(f File) bool { return f.Path == p }); i >= 0 {
+		return &files[i], nil
+	}
+	return nil, o.fail(KindNotFound, cmd, "no file %q", p)
+}
+
+// RemoveFile deletes one file; a missing file is not an error. It refuses a directory
+// (RouterOS would remove it with everything in it).
+func (c *Client) RemoveFile(ctx context.Context, p string) (err error) {
+	o, end := c.begin(ctx, "RemoveFile")
+	defer end(&err)
+	if err := c.validatePath(p); err != nil {
+		return err
+	}
+	siblings, err := o.listFiles(path.Dir(p))
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(siblings, func(f File) bool { return f.Path == p })
+	switch {
+	case i < 0:
+		return nil
+	case siblings[i].Type == "directory":
+		return invalidf("%s is a directory: only files are removed, never recursively", p)
+	}
+	return ignoreNotFound(o.run("/file remove [find name=" + quote(p[1:]) + "]"))
+}
+
+// CopyFile copies src to dst on the RDS (for snapshots and clones). Whether the copy is
+// complete when the command returns is unverified on hardware: callers compare sizes with
+// ListFiles before relying on dst. Only ctx bounds it, not CommandTimeout (see Config).
+func (c *Client) CopyFile(ctx context.Context, src, dst string) (err error) {
+	o := call{c, ctx, "CopyFile"}
+	defer c.observe(o.op, time.Now(), &err)
+	if err := firstErr(c.validatePath(src), c.validatePath(dst), check(src != dst, "copy source and destination are both %s", src)); err != nil {
+		return err
+	}
+	_, err = o.run("/file copy " + quote(src[1:]) + " name=" + quote(dst[1:]))
+	return err
+}
+
+// Version returns RouterOS's version as printed, e.g. "7.24.4 (stable)".
+func (c *Client) Version(ctx context.Context) (v string, err error) {
+	o, end := c.begin(ctx, "Version")
+	defer end(&err)
+	cmd := ":put [/system resource get version]"
+	out, err := o.run(cmd)
+	if err != nil {
+		return "", err
+	}
+	v, _, _ = strings.Cut(strings.TrimSpace(out), "\n")
+	if v = strings.TrimSpace(v); v == "" {
+		return "", o.fail(KindOther, cmd, "empty version")
+	}
+	return v, nil
+}
+
+// validatePath checks a file path against the configured bases.
+func (c *Client) validatePath(p string) error {
+	return ValidatePath(p, c.cfg.AllowedBases...)
+}
+
+// validateDir checks a directory to list: clean and absolute, and (with AllowedBases)
+// equal to or below a base.
+func (c *Client) validateDir(dir string) error {
+	if err := validateCleanPath(dir); err != nil {
+		return err
+	}
+	if len(c.cfg.AllowedBases) == 0 || slices.Contains(c.cfg.AllowedBases, dir) {
+		return nil
+	}
+	return c.validatePath(dir)
 }

@@ -71,3 +71,7 @@ func FuzzQuote(f *testing.F) {
 		}
 	})
 }
+
+func isHexDigit(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}

@@ -17,38 +17,22 @@ type Item struct {
 	Keys  []string // Props' keys in the order RouterOS printed them
 }
 
-// Get returns the value of key and whether the item has it.
-func (it *Item) Get(key string) (string, bool) {
-	v, ok := it.Props[key]
-	return v, ok
-}
-
-// ParseDetail parses the output of a `print detail` command (any menu, including
-// `/file print detail`). It accepts every form documented in routeros-rds.md: an optional
-// `Flags:` legend, `;;; comment` lines, an index and flags column, continuation lines
-// indented to the property column, lines broken between properties and inside values,
-// CRLF line ends, quoted and unquoted values, space-grouped integers and the `file size=`
-// key. An empty text or a legend alone is an empty listing, not an error.
+// ParseDetail parses the output of a `print detail` command (any menu, including `/file`),
+// in every form routeros-rds.md documents: an optional `Flags:` legend, `;;; comment` lines,
+// an index and flags column, continuation lines indented to the property column, lines broken
+// between properties and inside values, CRLF, quoted and unquoted values, space-grouped
+// integers and the `file size=` key. An empty text or a legend alone is an empty listing.
 //
-// How a line break is read back (see joinSeparator for the exact rules): a continuation
-// line that starts with `key=` begins a new property; any other continuation line
-// continues the previous value. Text at a break is never lost or invented except at a
-// consumed space, which is restored only where RouterOS puts spaces inside unquoted values
-// (digit groups of exactly three after a number, a time after a date, `file` before
-// `size=`). A space inside a quoted value must survive the break (at the end of the line or
-// after the continuation indent), as it does when a long value is cut at the terminal width.
+// A continuation line that starts with `key=` begins a new property; any other continues the
+// previous value (joinSeparator states the exact rules and the one ambiguity left). Text at a
+// break is never lost or invented, except a consumed space, restored only where RouterOS
+// puts spaces inside unquoted values.
 func ParseDetail(text string) ([]Item, error) {
 	p := detailParser{items: make([]Item, 0, 1+strings.Count(text, "\n")/3)}
 	lineNo := 0
-	for len(text) > 0 {
-		var line string
-		if i := strings.IndexByte(text, '\n'); i >= 0 {
-			line, text = text[:i], text[i+1:]
-		} else {
-			line, text = text, ""
-		}
+	for line := range strings.Lines(text) {
 		lineNo++
-		if err := p.line(strings.TrimRight(line, "\r"), lineNo); err != nil {
+		if err := p.line(strings.TrimRight(line, "\r\n"), lineNo); err != nil {
 			return nil, err
 		}
 	}
@@ -207,179 +191,6 @@ func (p *detailParser) finish() {
 	p.items = append(p.items, it)
 	p.text = p.cur.text[:0] // the item's text was copied: reuse the buffer
 	p.cur = nil
-}
-
-// itemBuilder collects the logical (unwrapped) property text of one item.
-type itemBuilder struct {
-	index         int
-	flags         string
-	comment       string
-	commentOnLine bool // the index line carried the comment; plain text after it extends it
-	propCol       int  // column where properties start; -1 until known
-	text          []byte
-	st            lexState
-}
-
-// lexState tracks where the end of the logical text is, so that a line break can be
-// judged without rescanning the item.
-type lexState struct {
-	inQuote   bool
-	escaped   bool
-	wordStart int  // offset of the word being read (after the last space outside quotes)
-	wordEq    int  // offset of the first '=' of that word outside quotes, or -1
-	quoted    bool // that word holds a complete quoted string
-}
-
-func (b *itemBuilder) appendLine(seg string) {
-	if len(b.text) > 0 && joinSeparator(b.text, &b.st, seg) {
-		b.feed(" ")
-	}
-	b.feed(seg)
-}
-
-func (b *itemBuilder) feed(s string) {
-	st := &b.st
-	if len(b.text) == 0 {
-		st.wordEq = -1
-	}
-	base := len(b.text)
-	b.text = append(b.text, s...)
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case st.inQuote:
-			switch {
-			case st.escaped:
-				st.escaped = false
-			case c == '\\':
-				st.escaped = true
-			case c == '"':
-				st.inQuote, st.quoted = false, true
-			}
-		case c == ' ' || c == '\t':
-			st.wordStart, st.wordEq, st.quoted = base+i+1, -1, false
-		case c == '"':
-			st.inQuote = true
-		case c == '=' && st.wordEq < 0:
-			st.wordEq = base + i
-		}
-	}
-}
-
-// joinSeparator decides whether a line break that ended the logical text `text` (whose
-// end state is st) and continues with `next` stood for a space. The rules, in order:
-//
-//  1. A space kept at the end of the line or after the continuation indent is text: no
-//     separator is added (RouterOS cuts a long value at the width without dropping any
-//     character).
-//  2. Inside an open quote the value continues as is (a cut inside a quoted value).
-//  3. After a complete quoted value the break was between properties.
-//  4. After `key=value`: a next line starting with `key=` is a new property; digits in a
-//     group of exactly three after a value of at most three digits continue a space-grouped
-//     integer; a time after a date continues a timestamp; anything else continues a value
-//     cut mid-token.
-//  5. After a bare word (a value's later digit group or time, or a key cut by the width):
-//     a complete three-digit group is followed by another group or a new property, a time
-//     by a new property, `file` by `size=`; a cut key or group continues without a space.
-//
-// Ambiguity, and the choice made: an unquoted value cut exactly before text shaped like
-// `key=` reads as two properties (RouterOS does not print such values unquoted), and an
-// ungrouped number cut before exactly three digits reads as a grouped one (harmless:
-// group spaces are removed from values).
-func joinSeparator(text []byte, st *lexState, next string) bool {
-	if next == "" || next[0] == ' ' || next[0] == '\t' || text[len(text)-1] == ' ' || text[len(text)-1] == '\t' {
-		return false
-	}
-	if st.inQuote {
-		return false
-	}
-	if st.quoted {
-		return true
-	}
-	startsKey := keyLen(next) > 0
-	if st.wordEq >= 0 {
-		if startsKey {
-			return true
-		}
-		v := text[st.wordEq+1:]
-		switch {
-		case len(v) > 0 && len(v) <= 3 && allDigits(v):
-			return startsGroup(next)
-		case isDate(v):
-			return startsTime(next)
-		}
-		return false
-	}
-	w := text[st.wordStart:]
-	switch {
-	case len(w) == 3 && allDigits(w):
-		return startsKey || startsGroup(next)
-	case isTime(w):
-		return startsKey
-	case string(w) == "file":
-		return strings.HasPrefix(next, "size=")
-	}
-	return false
-}
-
-// keyLen returns the length of the `key=` (including '=') that s starts with, or 0.
-// Keys are whole words of lower-case letters, digits and '-', starting with a letter; the
-// one key RouterOS prints with a space, `file size=`, is recognised as such.
-func keyLen(s string) int {
-	if strings.HasPrefix(s, "file size=") {
-		return len("file size=")
-	}
-	if len(s) == 0 || s[0] < 'a' || s[0] > 'z' {
-		return 0
-	}
-	for i := 1; i < len(s) && i <= 64; i++ {
-		c := s[i]
-		switch {
-		case c == '=':
-			return i + 1
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-':
-		default:
-			return 0
-		}
-	}
-	return 0
-}
-
-func allDigits[T string | []byte](s T) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return len(s) > 0
-}
-
-// startsGroup: s begins with exactly three digits followed by a space or its end.
-func startsGroup(s string) bool {
-	return len(s) >= 3 && allDigits(s[:3]) && (len(s) == 3 || s[3] == ' ' || s[3] == '\t')
-}
-
-// isDate matches the date half of both timestamp forms: 2025-11-11 and jan/02/2025.
-func isDate[T string | []byte](s T) bool {
-	switch {
-	case len(s) == 10 && s[4] == '-' && s[7] == '-':
-		return allDigits(s[:4]) && allDigits(s[5:7]) && allDigits(s[8:])
-	case len(s) == 11 && s[3] == '/' && s[6] == '/':
-		return isLower(s[0]) && isLower(s[1]) && isLower(s[2]) && allDigits(s[4:6]) && allDigits(s[7:])
-	}
-	return false
-}
-
-func isLower(c byte) bool { return c >= 'a' && c <= 'z' }
-
-// isTime matches hh:mm:ss.
-func isTime[T string | []byte](s T) bool {
-	return len(s) == 8 && s[2] == ':' && s[5] == ':' && allDigits(s[:2]) && allDigits(s[3:5]) && allDigits(s[6:])
-}
-
-// startsTime: s begins with hh:mm:ss followed by a space or its end.
-func startsTime(s string) bool {
-	return len(s) >= 8 && isTime(s[:8]) && (len(s) == 8 || s[8] == ' ' || s[8] == '\t')
 }
 
 func joinWords(a, b string) string {

@@ -93,3 +93,12 @@ func waitQueued(t *testing.T, s *fifoSemaphore, n int) {
 		}
 	}
 }
+
+func newFIFOSemaphore(n int) *fifoSemaphore { return &fifoSemaphore{free: n} }
+
+// queued reports how many callers are waiting.
+func (s *fifoSemaphore) queued() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.waiters.Len()
+}
