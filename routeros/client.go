@@ -216,9 +216,8 @@ func (probeKey) Verify([]byte, *ssh.Signature) error { return errors.New("probe 
 // Close closes the connection; operations after it fail with ErrTransport.
 func (c *Client) Close() error {
 	c.mu.Lock()
-	c.closed = true
 	conn := c.conn
-	c.conn = nil
+	c.closed, c.conn = true, nil
 	c.mu.Unlock()
 	c.stop()
 	if conn != nil {
@@ -229,10 +228,8 @@ func (c *Client) Close() error {
 
 // Ping checks liveness by opening and closing a session (RouterOS does not answer
 // keepalive@openssh.com, so that is never sent). It dials when not connected.
-func (c *Client) Ping(ctx context.Context) (err error) {
-	o, end := c.begin(ctx, "Ping")
-	defer end(&err)
-	_, err = o.run("")
+func (c *Client) Ping(ctx context.Context) error {
+	_, err := do(c, ctx, "Ping", nil, func(o call) (string, error) { return o.run("") })
 	return err
 }
 
@@ -243,23 +240,22 @@ type call struct {
 	op  string
 }
 
-// begin starts operation op; end, deferred with its error, releases the timeout and
-// reports the outcome to Observe.
-func (c *Client) begin(ctx context.Context, op string) (call, func(err *error)) {
-	start, cancel := time.Now(), context.CancelFunc(func() {})
-	if c.cfg.CommandTimeout > 0 {
-		ctx, cancel = context.WithTimeout(ctx, c.cfg.CommandTimeout)
-	}
-	return call{c, ctx, op}, func(err *error) {
-		cancel()
-		c.observe(op, start, err)
-	}
-}
-
-func (c *Client) observe(op string, start time.Time, err *error) {
+// do runs operation op: f under the operation's context (with CommandTimeout), unless
+// the arguments were refused (bad); Observe hears the outcome either way.
+func do[T any](c *Client, ctx context.Context, op string, bad error, f func(o call) (T, error)) (v T, err error) {
+	start := time.Now()
 	if c.cfg.Observe != nil {
-		c.cfg.Observe(op, time.Since(start), *err)
+		defer func() { c.cfg.Observe(op, time.Since(start), err) }()
 	}
+	if bad != nil {
+		return v, bad
+	}
+	if c.cfg.CommandTimeout > 0 && op != "CopyFile" { // exempt: see Config.CommandTimeout
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.cfg.CommandTimeout)
+		defer cancel()
+	}
+	return f(call{c, ctx, op})
 }
 
 // connect returns the connection, dialling if there is none. One dial runs at a time; the
@@ -353,12 +349,9 @@ func (c *Client) watch(conn *connection) {
 	err := conn.Wait()
 	close(conn.dead)
 	c.mu.Lock()
-	lost := c.conn == conn
-	if lost {
+	defer c.mu.Unlock()
+	if c.conn == conn {
 		c.conn = nil
-	}
-	c.mu.Unlock()
-	if lost {
 		c.log.Warn("RDS connection lost; the next command redials", "address", c.addr, "error", err)
 	}
 }

@@ -96,19 +96,20 @@ type CreateDiskRequest struct {
 // before 7.21. There the RDS rejects nvme-tcp-server-nqn; the disk is then created without
 // it and later creates on this connection leave it out at once. A slot in use gives
 // ErrAlreadyExists, a full pool ErrNoSpace.
-func (c *Client) CreateDisk(ctx context.Context, req CreateDiskRequest) (d *Disk, err error) {
-	o, end := c.begin(ctx, "CreateDisk")
-	defer end(&err)
+func (c *Client) CreateDisk(ctx context.Context, req CreateDiskRequest) (*Disk, error) {
 	port := cmp.Or(req.Port, DefaultNVMePort)
-	if err := firstErr(ValidateSlot(req.Slot), c.validatePath(req.FilePath),
+	bad := firstErr(ValidateSlot(req.Slot), c.validatePath(req.FilePath),
 		check(req.SizeBytes >= 0 && req.SizeBytes <= MaxDiskSize, "size %d bytes is outside 0 to %d", req.SizeBytes, MaxDiskSize),
 		check(port >= 1 && port <= 65535, "NVMe/TCP port %d is not a TCP port", req.Port),
-		validateOptionalNQN(req.NQN), ValidateComment(req.Comment)); err != nil {
-		return nil, err
-	}
+		validateOptionalNQN(req.NQN), ValidateComment(req.Comment))
+	return do(c, ctx, "CreateDisk", bad, func(o call) (*Disk, error) { return o.createDisk(req, port) })
+}
+
+func (o call) createDisk(req CreateDiskRequest, port int) (*Disk, error) {
+	c := o.Client
 	withNQN := req.NQN != "" && !c.noNQNArg.Load()
 	cmd, nqnAt := createCommand(req, port, withNQN)
-	_, err = o.run(cmd)
+	_, err := o.run(cmd)
 	if withNQN && nqnRejected(err, nqnAt) {
 		c.noNQNArg.Store(true)
 		c.log.Info("the RDS rejects nvme-tcp-server-nqn (RouterOS before 7.21): creating disks without it; their NQN is the slot", "slot", req.Slot)
@@ -166,13 +167,8 @@ func nqnRejected(err error, span [2]int) bool {
 }
 
 // GetDisk returns the disk in slot, or ErrNotFound (also for an empty or header-only reply).
-func (c *Client) GetDisk(ctx context.Context, slot string) (d *Disk, err error) {
-	o, end := c.begin(ctx, "GetDisk")
-	defer end(&err)
-	if err := ValidateSlot(slot); err != nil {
-		return nil, err
-	}
-	return o.getDisk(slot)
+func (c *Client) GetDisk(ctx context.Context, slot string) (*Disk, error) {
+	return do(c, ctx, "GetDisk", ValidateSlot(slot), func(o call) (*Disk, error) { return o.getDisk(slot) })
 }
 
 func (o call) getDisk(slot string) (*Disk, error) {
@@ -207,28 +203,23 @@ func (o call) printDisks(cmd string) ([]Disk, error) {
 }
 
 // ListDisks returns the disks whose slot starts with slotPrefix ("" = all), sorted by slot.
-func (c *Client) ListDisks(ctx context.Context, slotPrefix string) (disks []Disk, err error) {
-	o, end := c.begin(ctx, "ListDisks")
-	defer end(&err)
-	if err := validateSlotPrefix(slotPrefix); err != nil {
-		return nil, err
-	}
-	if disks, err = o.printDisks("/disk print detail where slot~" + quote("^"+slotPrefix)); err != nil {
-		return nil, err
-	}
-	disks = slices.DeleteFunc(disks, func(d Disk) bool { return !strings.HasPrefix(d.Slot, slotPrefix) })
-	slices.SortFunc(disks, func(a, b Disk) int { return strings.Compare(a.Slot, b.Slot) })
-	return disks, nil
+func (c *Client) ListDisks(ctx context.Context, slotPrefix string) ([]Disk, error) {
+	return do(c, ctx, "ListDisks", validateSlotPrefix(slotPrefix), func(o call) ([]Disk, error) {
+		disks, err := o.printDisks("/disk print detail where slot~" + quote("^"+slotPrefix))
+		disks = slices.DeleteFunc(disks, func(d Disk) bool { return !strings.HasPrefix(d.Slot, slotPrefix) })
+		slices.SortFunc(disks, func(a, b Disk) int { return strings.Compare(a.Slot, b.Slot) })
+		return disks, err
+	})
 }
 
 // ResizeDisk grows a file disk to at least sizeBytes (rounded up to a whole MiB) and returns
 // it as the RDS reports it. It never shrinks: a disk already as large is returned as is.
-func (c *Client) ResizeDisk(ctx context.Context, slot string, sizeBytes int64) (d *Disk, err error) {
-	o, end := c.begin(ctx, "ResizeDisk")
-	defer end(&err)
-	if err := firstErr(ValidateSlot(slot), check(sizeBytes > 0 && sizeBytes <= MaxDiskSize, "size %d bytes is outside 1 to %d", sizeBytes, MaxDiskSize)); err != nil {
-		return nil, err
-	}
+func (c *Client) ResizeDisk(ctx context.Context, slot string, sizeBytes int64) (*Disk, error) {
+	bad := firstErr(ValidateSlot(slot), check(sizeBytes > 0 && sizeBytes <= MaxDiskSize, "size %d bytes is outside 1 to %d", sizeBytes, MaxDiskSize))
+	return do(c, ctx, "ResizeDisk", bad, func(o call) (*Disk, error) { return o.resizeDisk(slot, sizeBytes) })
+}
+
+func (o call) resizeDisk(slot string, sizeBytes int64) (*Disk, error) {
 	cur, err := o.getDisk(slot)
 	switch {
 	case err != nil:
@@ -246,56 +237,48 @@ func (c *Client) ResizeDisk(ctx context.Context, slot string, sizeBytes int64) (
 
 // RemoveDisk removes a file disk; a slot that does not exist is not an error. It does not
 // delete the backing file (RouterOS keeps it): call RemoveFile too.
-func (c *Client) RemoveDisk(ctx context.Context, slot string) (err error) {
-	o, end := c.begin(ctx, "RemoveDisk")
-	defer end(&err)
-	if err := ValidateSlot(slot); err != nil {
-		return err
-	}
-	// a look first, so that a slot naming a pool's disk is never removed
-	cur, err := o.getDisk(slot)
-	switch {
-	case errors.Is(err, ErrNotFound):
-		return nil
-	case err != nil:
-		return err
-	case cur.Type != "file":
-		return invalidf("disk %q is of type %q: only file disks are removed", slot, cur.Type)
-	}
-	return ignoreNotFound(o.run("/disk remove [find slot=" + quote(slot) + "]")) // removed meanwhile
+func (c *Client) RemoveDisk(ctx context.Context, slot string) error {
+	_, err := do(c, ctx, "RemoveDisk", ValidateSlot(slot), func(o call) (any, error) {
+		// a look first, so that a slot naming a pool's disk is never removed
+		cur, err := o.getDisk(slot)
+		switch {
+		case errors.Is(err, ErrNotFound):
+			return nil, nil
+		case err != nil:
+			return nil, err
+		case cur.Type != "file":
+			return nil, invalidf("disk %q is of type %q: only file disks are removed", slot, cur.Type)
+		}
+		return nil, ignoreNotFound(o.run("/disk remove [find slot=" + quote(slot) + "]")) // removed meanwhile
+	})
+	return err
 }
 
 // SetAllowedHost sets the host NQN allowed to connect to the disk's export; "" clears it
 // (any host). The RDS's answer is read back and checked.
-func (c *Client) SetAllowedHost(ctx context.Context, slot, hostNQN string) (err error) {
-	o, end := c.begin(ctx, "SetAllowedHost")
-	defer end(&err)
-	if err := ValidateSlot(slot); err != nil {
-		return err
-	}
-	if err := validateOptionalNQN(hostNQN); err != nil {
-		return err
-	}
-	cmd := "/disk set [find slot=" + quote(slot) + "] nvme-tcp-server-allow-host-name=" + quote(hostNQN)
-	if _, err := o.run(cmd); err != nil {
-		return err
-	}
-	// `set [find …]` matching nothing succeeds silently: the read-back tells
-	d, err := o.getDisk(slot)
-	if err == nil && d.AllowHostName != hostNQN {
-		return o.fail(KindOther, cmd, "disk %q reports allow-host %q after setting %q", slot, d.AllowHostName, hostNQN)
-	}
+func (c *Client) SetAllowedHost(ctx context.Context, slot, hostNQN string) error {
+	_, err := do(c, ctx, "SetAllowedHost", firstErr(ValidateSlot(slot), validateOptionalNQN(hostNQN)), func(o call) (any, error) {
+		cmd := "/disk set [find slot=" + quote(slot) + "] nvme-tcp-server-allow-host-name=" + quote(hostNQN)
+		if _, err := o.run(cmd); err != nil {
+			return nil, err
+		}
+		// `set [find …]` matching nothing succeeds silently: the read-back tells
+		d, err := o.getDisk(slot)
+		if err == nil && d.AllowHostName != hostNQN {
+			return nil, o.fail(KindOther, cmd, "disk %q reports allow-host %q after setting %q", slot, d.AllowHostName, hostNQN)
+		}
+		return nil, err
+	})
 	return err
 }
 
 // PoolCapacity returns size and free space of the pool holding path: the disk whose
 // mount-point is path's first component.
-func (c *Client) PoolCapacity(ctx context.Context, path string) (p Pool, err error) {
-	o, end := c.begin(ctx, "PoolCapacity")
-	defer end(&err)
-	if err := validateCleanPath(path); err != nil {
-		return Pool{}, err
-	}
+func (c *Client) PoolCapacity(ctx context.Context, path string) (Pool, error) {
+	return do(c, ctx, "PoolCapacity", validateCleanPath(path), func(o call) (Pool, error) { return o.poolCapacity(path) })
+}
+
+func (o call) poolCapacity(path string) (Pool, error) {
 	name := PoolName(path)
 	cmd := "/disk print detail where mount-point=" + quote(name)
 	disks, err := o.printDisks(cmd)

@@ -73,13 +73,8 @@ func parseTimestamp(s string) (time.Time, error) {
 }
 
 // ListFiles returns every file and directory below dir (at any depth), sorted by path.
-func (c *Client) ListFiles(ctx context.Context, dir string) (files []File, err error) {
-	o, end := c.begin(ctx, "ListFiles")
-	defer end(&err)
-	if err := c.validateDir(dir); err != nil {
-		return nil, err
-	}
-	return o.listFiles(dir)
+func (c *Client) ListFiles(ctx context.Context, dir string) ([]File, error) {
+	return do(c, ctx, "ListFiles", c.validateDir(dir), func(o call) ([]File, error) { return o.listFiles(dir) })
 }
 
 func (o call) listFiles(dir string) ([]File, error) {
@@ -96,12 +91,12 @@ func (o call) listFiles(dir string) ([]File, error) {
 
 // GetFile returns one file (or directory) by its absolute path, or ErrNotFound. It is the
 // cheap way to follow a copy: one item printed instead of a whole directory.
-func (c *Client) GetFile(ctx context.Context, p string) (f *File, err error) {
-	o, end := c.begin(ctx, "GetFile")
-	defer end(&err)
-	if err := c.validateDir(p); err != nil { // a file, or a directory down to a base itself
-		return nil, err
-	}
+func (c *Client) GetFile(ctx context.Context, p string) (*File, error) {
+	// p is a file, or a directory down to a base itself
+	return do(c, ctx, "GetFile", c.validateDir(p), func(o call) (*File, error) { return o.getFile(p) })
+}
+
+func (o call) getFile(p string) (*File, error) {
 	cmd := "/file print detail where name=" + quote(p[1:])
 	files, err := printDetail(o, cmd, ParseFiles)
 	if err != nil {
@@ -115,53 +110,43 @@ func (c *Client) GetFile(ctx context.Context, p string) (f *File, err error) {
 
 // RemoveFile deletes one file; a missing file is not an error. It refuses a directory
 // (RouterOS would remove it with everything in it).
-func (c *Client) RemoveFile(ctx context.Context, p string) (err error) {
-	o, end := c.begin(ctx, "RemoveFile")
-	defer end(&err)
-	if err := c.validatePath(p); err != nil {
-		return err
-	}
-	siblings, err := o.listFiles(path.Dir(p))
-	if err != nil {
-		return err
-	}
-	i := slices.IndexFunc(siblings, func(f File) bool { return f.Path == p })
-	switch {
-	case i < 0:
-		return nil
-	case siblings[i].Type == "directory":
-		return invalidf("%s is a directory: only files are removed, never recursively", p)
-	}
-	return ignoreNotFound(o.run("/file remove [find name=" + quote(p[1:]) + "]"))
+func (c *Client) RemoveFile(ctx context.Context, p string) error {
+	_, err := do(c, ctx, "RemoveFile", c.validatePath(p), func(o call) (any, error) {
+		siblings, err := o.listFiles(path.Dir(p))
+		i := slices.IndexFunc(siblings, func(f File) bool { return f.Path == p })
+		switch {
+		case err != nil || i < 0:
+			return nil, err
+		case siblings[i].Type == "directory":
+			return nil, invalidf("%s is a directory: only files are removed, never recursively", p)
+		}
+		return nil, ignoreNotFound(o.run("/file remove [find name=" + quote(p[1:]) + "]"))
+	})
+	return err
 }
 
 // CopyFile copies src to dst on the RDS (for snapshots and clones). Whether the copy is
 // complete when the command returns is unverified on hardware: callers compare sizes with
 // ListFiles before relying on dst. Only ctx bounds it, not CommandTimeout (see Config).
-func (c *Client) CopyFile(ctx context.Context, src, dst string) (err error) {
-	o := call{c, ctx, "CopyFile"}
-	defer c.observe(o.op, time.Now(), &err)
-	if err := firstErr(c.validatePath(src), c.validatePath(dst), check(src != dst, "copy source and destination are both %s", src)); err != nil {
-		return err
-	}
-	_, err = o.run("/file copy " + quote(src[1:]) + " name=" + quote(dst[1:]))
+func (c *Client) CopyFile(ctx context.Context, src, dst string) error {
+	bad := firstErr(c.validatePath(src), c.validatePath(dst), check(src != dst, "copy source and destination are both %s", src))
+	_, err := do(c, ctx, "CopyFile", bad, func(o call) (string, error) {
+		return o.run("/file copy " + quote(src[1:]) + " name=" + quote(dst[1:]))
+	})
 	return err
 }
 
 // Version returns RouterOS's version as printed, e.g. "7.24.4 (stable)".
-func (c *Client) Version(ctx context.Context) (v string, err error) {
-	o, end := c.begin(ctx, "Version")
-	defer end(&err)
-	cmd := ":put [/system resource get version]"
-	out, err := o.run(cmd)
-	if err != nil {
-		return "", err
-	}
-	v, _, _ = strings.Cut(strings.TrimSpace(out), "\n")
-	if v = strings.TrimSpace(v); v == "" {
-		return "", o.fail(KindOther, cmd, "empty version")
-	}
-	return v, nil
+func (c *Client) Version(ctx context.Context) (string, error) {
+	return do(c, ctx, "Version", nil, func(o call) (string, error) {
+		cmd := ":put [/system resource get version]"
+		out, err := o.run(cmd)
+		v, _, _ := strings.Cut(strings.TrimSpace(out), "\n")
+		if v = strings.TrimSpace(v); err == nil && v == "" {
+			err = o.fail(KindOther, cmd, "empty version")
+		}
+		return v, err
+	})
 }
 
 // validatePath checks a file path against the configured bases.

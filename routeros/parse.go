@@ -55,10 +55,7 @@ type detailParser struct {
 }
 
 func (p *detailParser) line(line string, lineNo int) error {
-	indent := 0
-	for indent < len(line) && (line[indent] == ' ' || line[indent] == '\t') {
-		indent++
-	}
+	indent := len(line) - len(strings.TrimLeft(line, " \t"))
 	if indent == len(line) {
 		p.blank, p.commentOpen = true, false
 		return nil
@@ -67,10 +64,8 @@ func (p *detailParser) line(line string, lineNo int) error {
 	blank := p.blank
 	p.blank = false
 
-	// A line that starts with a number is a new item only where an index can be: in the
-	// first column(s), left of the property column. A continuation line can start with
-	// digits too (`size=1 099` + newline + `511 627 776`), but it is indented to the
-	// property column.
+	// A number starts a new item only left of the property column: a continuation line
+	// can start with digits too (`size=1 099` + newline + `511 627 776`).
 	if p.cur == nil || blank || indent < p.cur.propCol {
 		if b, ok := p.indexLine(line, indent); ok {
 			p.finish()
@@ -95,11 +90,8 @@ func (p *detailParser) line(line string, lineNo int) error {
 		switch {
 		case p.commentOpen:
 			p.pending = joinWords(p.pending, strings.TrimSpace(body))
-		case !p.seenItem && (strings.HasPrefix(body, "Flags:") || strings.HasPrefix(body, "Columns:")):
-			p.header = true
-			p.legendFlags += strings.Count(body, " - ")
-		case !p.seenItem && p.header:
-			// the legend wrapped onto another line
+		case !p.seenItem && (p.header || strings.HasPrefix(body, "Flags:") || strings.HasPrefix(body, "Columns:")):
+			p.header = true // a wrapped legend continues on the next lines
 			p.legendFlags += strings.Count(body, " - ")
 		default:
 			return fmt.Errorf("line %d: unexpected text %q where a `print detail` item should start", lineNo, clip(line, 60))
@@ -125,7 +117,7 @@ func (p *detailParser) indexLine(line string, indent int) (*itemBuilder, bool) {
 	for i < len(line) && line[i] >= '0' && line[i] <= '9' {
 		i++
 	}
-	if i == indent || i-indent > 9 || (i < len(line) && line[i] != ' ' && line[i] != '\t') {
+	if i == indent || i-indent > 9 || (i < len(line) && !isSpace(line[i])) {
 		return nil, false
 	}
 	index, _ := strconv.Atoi(line[indent:i])
@@ -134,7 +126,7 @@ func (p *detailParser) indexLine(line string, indent int) (*itemBuilder, bool) {
 	for j := i; j < len(line); {
 		c := line[j]
 		switch {
-		case c == ' ' || c == '\t':
+		case isSpace(c):
 			j++
 			continue
 		case strings.HasPrefix(line[j:], ";;;"):
@@ -151,7 +143,7 @@ func (p *detailParser) indexLine(line string, indent int) (*itemBuilder, bool) {
 			for k < len(line) && isFlagChar(line[k]) {
 				k++
 			}
-			if k < len(line) && line[k] != ' ' && line[k] != '\t' || len(flags)+k-j > p.maxFlags() {
+			if k < len(line) && !isSpace(line[k]) || len(flags)+k-j > p.maxFlags() {
 				if len(flags) == 0 && j-i > 6 {
 					return nil, false // text far right of a number: not an index line
 				}
@@ -194,14 +186,13 @@ func (p *detailParser) finish() {
 }
 
 func joinWords(a, b string) string {
-	switch {
-	case a == "":
-		return b
-	case b == "":
-		return a
+	if a == "" || b == "" {
+		return a + b
 	}
 	return a + " " + b
 }
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' }
 
 func clip(s string, n int) string {
 	if len(s) <= n {

@@ -49,7 +49,7 @@ func (b *itemBuilder) feed(s string) {
 			case c == '"':
 				st.inQuote, st.quoted = false, true
 			}
-		case c == ' ' || c == '\t':
+		case isSpace(c):
 			st.wordStart, st.wordEq, st.quoted = base+i+1, -1, false
 		case c == '"':
 			st.inQuote = true
@@ -59,60 +59,49 @@ func (b *itemBuilder) feed(s string) {
 	}
 }
 
-// joinSeparator decides whether a line break that ended the logical text `text` (whose
-// end state is st) and continues with `next` stood for a space. The rules, in order:
+// joinSeparator decides whether a line break after the logical text `text` (end state st),
+// continued by `next`, stood for a space:
 //
 //  1. A space kept at the end of the line or after the continuation indent is text: no
-//     separator is added (RouterOS cuts a long value at the width without dropping any
-//     character).
-//  2. Inside an open quote the value continues as is (a cut inside a quoted value).
-//  3. After a complete quoted value the break was between properties.
-//  4. After `key=value`: a next line starting with `key=` is a new property; digits in a
-//     group of exactly three after a value of at most three digits continue a space-grouped
-//     integer; a time after a date continues a timestamp; anything else continues a value
-//     cut mid-token.
-//  5. After a bare word (a value's later digit group or time, or a key cut by the width):
-//     a complete three-digit group is followed by another group or a new property, a time
-//     by a new property, `file` by `size=`; a cut key or group continues without a space.
+//     separator (RouterOS cuts a long value at the width without dropping a character).
+//  2. Inside an open quote the value continues as is; after a complete quoted value the
+//     break was between properties.
+//  3. After `key=value`: a next line starting with `key=` is a new property; exactly three
+//     digits after a value of at most three digits continue a space-grouped integer; a time
+//     after a date continues a timestamp; anything else continues a value cut mid-token.
+//  4. After a bare word (a later digit group or time, or a key cut by the width): a complete
+//     three-digit group is followed by another group or a new property, a time by a new
+//     property, `file` by `size=`; a cut key or group continues without a space.
 //
-// Ambiguity, and the choice made: an unquoted value cut exactly before text shaped like
-// `key=` reads as two properties (RouterOS does not print such values unquoted), and an
-// ungrouped number cut before exactly three digits reads as a grouped one (harmless:
-// group spaces are removed from values).
+// The ambiguity left: an unquoted value cut exactly before text shaped like `key=` reads as
+// two properties (RouterOS does not print such values unquoted), and an ungrouped number
+// cut before exactly three digits reads as grouped (harmless: group spaces are removed).
 func joinSeparator(text []byte, st *lexState, next string) bool {
-	if next == "" || next[0] == ' ' || next[0] == '\t' || text[len(text)-1] == ' ' || text[len(text)-1] == '\t' {
+	switch {
+	case next == "" || isSpace(next[0]) || isSpace(text[len(text)-1]) || st.inQuote:
 		return false
-	}
-	if st.inQuote {
-		return false
-	}
-	if st.quoted {
+	case st.quoted:
 		return true
 	}
 	startsKey := keyLen(next) > 0
 	if st.wordEq >= 0 {
-		if startsKey {
-			return true
-		}
 		v := text[st.wordEq+1:]
 		switch {
+		case startsKey:
+			return true
 		case len(v) > 0 && len(v) <= 3 && allDigits(v):
-			return startsGroup(next)
-		case isDate(v):
-			return startsTime(next)
+			return startsToken(next, 3, allDigits[string])
 		}
-		return false
+		return isDate(v) && startsToken(next, 8, isTime[string])
 	}
 	w := text[st.wordStart:]
 	switch {
 	case len(w) == 3 && allDigits(w):
-		return startsKey || startsGroup(next)
+		return startsKey || startsToken(next, 3, allDigits[string])
 	case isTime(w):
 		return startsKey
-	case string(w) == "file":
-		return strings.HasPrefix(next, "size=")
 	}
-	return false
+	return string(w) == "file" && strings.HasPrefix(next, "size=")
 }
 
 // keyLen returns the length of the `key=` (including '=') that s starts with, or 0.
@@ -126,12 +115,10 @@ func keyLen(s string) int {
 		return 0
 	}
 	for i := 1; i < len(s) && i <= 64; i++ {
-		c := s[i]
-		switch {
+		switch c := s[i]; {
 		case c == '=':
 			return i + 1
-		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '-':
-		default:
+		case !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-'):
 			return 0
 		}
 	}
@@ -147,9 +134,9 @@ func allDigits[T string | []byte](s T) bool {
 	return len(s) > 0
 }
 
-// startsGroup: s begins with exactly three digits followed by a space or its end.
-func startsGroup(s string) bool {
-	return len(s) >= 3 && allDigits(s[:3]) && (len(s) == 3 || s[3] == ' ' || s[3] == '\t')
+// startsToken: s begins with n bytes that are ok, followed by a space or its end.
+func startsToken(s string, n int, ok func(string) bool) bool {
+	return len(s) >= n && ok(s[:n]) && (len(s) == n || isSpace(s[n]))
 }
 
 // isDate matches the date half of both timestamp forms: 2025-11-11 and jan/02/2025.
@@ -158,60 +145,46 @@ func isDate[T string | []byte](s T) bool {
 	case len(s) == 10 && s[4] == '-' && s[7] == '-':
 		return allDigits(s[:4]) && allDigits(s[5:7]) && allDigits(s[8:])
 	case len(s) == 11 && s[3] == '/' && s[6] == '/':
-		return isLower(s[0]) && isLower(s[1]) && isLower(s[2]) && allDigits(s[4:6]) && allDigits(s[7:])
+		return firstBad(string(s[:3]), alnum[:26]) < 0 && allDigits(s[4:6]) && allDigits(s[7:])
 	}
 	return false
 }
-
-func isLower(c byte) bool { return c >= 'a' && c <= 'z' }
 
 // isTime matches hh:mm:ss.
 func isTime[T string | []byte](s T) bool {
 	return len(s) == 8 && s[2] == ':' && s[5] == ':' && allDigits(s[:2]) && allDigits(s[3:5]) && allDigits(s[6:])
 }
 
-// startsTime: s begins with hh:mm:ss followed by a space or its end.
-func startsTime(s string) bool {
-	return len(s) >= 8 && isTime(s[:8]) && (len(s) == 8 || s[8] == ' ' || s[8] == '\t')
-}
-
-// build splits the item's logical text into properties.
-//
-// A value is either a double-quoted string (escapes decoded) or an unquoted run that ends
-// at the next word starting with `key=`: unquoted values hold spaces only where RouterOS
-// prints them (digit groups, `date time`), and a word that is not a key cannot start a
-// property. Words outside any property (before the first key, or after a quoted value)
-// are ignored rather than glued to a value they may not belong to.
+// build splits the item's logical text into properties. A value is a double-quoted string
+// (escapes decoded) or an unquoted run that ends at the next word starting with `key=`
+// (RouterOS prints spaces in unquoted values only in digit groups and `date time`). Words
+// outside any property are ignored rather than glued to a value they may not belong to.
 func (b *itemBuilder) build(scratch []prop) (Item, []prop) {
 	it := Item{Index: b.index, Flags: b.flags, Comment: b.comment}
 	s := string(b.text)
 	props := scratch[:0]
 	for i := 0; i < len(s); {
-		if s[i] == ' ' || s[i] == '\t' {
+		switch kl := keyLen(s[i:]); {
+		case isSpace(s[i]):
 			i++
-			continue
-		}
-		kl := keyLen(s[i:])
-		if kl == 0 {
+		case kl == 0:
 			i = skipWord(s, i)
-			continue
-		}
-		key := s[i : i+kl-1]
-		v, end, ok := readValue(s, i+kl)
-		i = end
-		if ok {
-			props = append(props, prop{key, v})
+		default:
+			v, end, ok := readValue(s, i+kl)
+			if ok {
+				props = append(props, prop{s[i : i+kl-1], v})
+			}
+			i = end
 		}
 	}
 	// sized exactly: a listing of a thousand disks holds tens of thousands of values
 	it.Props = make(map[string]string, len(props))
 	it.Keys = make([]string, 0, len(props))
 	for _, p := range props {
-		n := len(it.Props)
-		it.Props[p.key] = p.value
-		if len(it.Props) > n {
+		if _, dup := it.Props[p.key]; !dup {
 			it.Keys = append(it.Keys, p.key)
 		}
+		it.Props[p.key] = p.value
 	}
 	return it, props
 }
@@ -241,14 +214,14 @@ func readValue(s string, i int) (v string, end int, ok bool) {
 			v = unescape(v)
 		}
 		end = j + 1
-		if end < len(s) && s[end] != ' ' && s[end] != '\t' {
+		if end < len(s) && !isSpace(s[end]) {
 			// text glued to the closing quote: not something RouterOS prints
 			return "", skipWord(s, end), false
 		}
 		return v, end, true
 	}
 	end = i
-	for end < len(s) && s[end] != ' ' && s[end] != '\t' {
+	for end < len(s) && !isSpace(s[end]) {
 		end++
 	}
 	if end == i {
@@ -256,14 +229,11 @@ func readValue(s string, i int) (v string, end int, ok bool) {
 	}
 	// further words belong to this value until one starts a property
 	for {
-		j := end
-		for j < len(s) && (s[j] == ' ' || s[j] == '\t') {
-			j++
-		}
-		if j == len(s) || s[j] == '"' || keyLen(s[j:]) > 0 {
+		rest := strings.TrimLeft(s[end:], " \t")
+		if rest == "" || rest[0] == '"' || keyLen(rest) > 0 {
 			break
 		}
-		end = skipWord(s, j)
+		end = skipWord(s, len(s)-len(rest))
 	}
 	return ungroup(s[i:end]), end, true
 }
@@ -277,7 +247,7 @@ func skipWord(s string, i int) int {
 			i++
 		case c == '"':
 			inQuote = !inQuote
-		case (c == ' ' || c == '\t') && !inQuote:
+		case isSpace(c) && !inQuote:
 			return i
 		}
 	}
@@ -287,9 +257,6 @@ func skipWord(s string, i int) int {
 // ungroup joins a space-grouped integer ("53 687 091 200" → "53687091200"); any other
 // value is returned as is.
 func ungroup(v string) string {
-	if strings.IndexByte(v, ' ') < 0 {
-		return v
-	}
 	first := strings.IndexByte(v, ' ')
 	if first < 1 || first > 3 || !allDigits(v[:first]) || (len(v)-first)%4 != 0 {
 		return v
