@@ -1,16 +1,9 @@
 // Package routeros is rds-csi's control plane: typed operations on a MikroTik ROSE Data
-// Server (RDS) over SSH with the RouterOS CLI, and a parser for what RouterOS prints. It
-// knows nothing of CSI; nothing else in the driver speaks RouterOS. The commands are exactly
-// those of docs/routeros-cli.md (the contract with the simulator in routeros/sim); the
-// hardware facts behind them are in reference/routeros-rds.md.
-//
-// A Client keeps one SSH connection per RDS and runs each command on its own exec session,
-// under the caller's context. RouterOS errors are recognised by their text and classified
-// (see Kind and the Err sentinels). Every value sent is checked against an allow-list
-// (ValidateSlot, ValidatePath, ValidateNQN) and then quoted, so nothing from a request can
-// reach `[ ]`, `$`, `;` or a newline; sizes are exact (FormatSize), and what the RDS reports
-// is read back after every change. ParseDetail reads any `print detail` listing, however
-// RouterOS wrapped it.
+// Server (RDS) over SSH with the RouterOS CLI (exactly the commands of docs/routeros-cli.md,
+// the contract with routeros/sim), and a parser for what RouterOS prints (the hardware facts
+// are in reference/routeros-rds.md). It knows nothing of CSI. Every value sent is checked
+// against an allow-list and then quoted, so nothing from a request can reach `[ ]`, `$`, `;`
+// or a newline; what the RDS reports is read back after every change.
 package routeros
 
 import (
@@ -33,38 +26,29 @@ import (
 
 // Config configures a Client.
 type Config struct {
-	Address string // host name or IP of the RDS
-	Port    int    // SSH port; default 22
-	User    string // RouterOS user (a `+ct` suffix turns colours and terminal detection off)
-
+	Address string     // host name or IP of the RDS
+	Port    int        // SSH port; default 22
+	User    string     // RouterOS user (a `+ct` suffix turns colours and terminal detection off)
 	KeyFile string     // private key (PEM or OpenSSH format, unencrypted); or Signer
 	Signer  ssh.Signer // an in-memory key; exclusive with KeyFile
-
-	// Exactly one of these: the RDS host key is checked against KnownHostsFile, or not at
-	// all when InsecureSkipHostKey is set (an explicit opt-in).
+	// Exactly one: the host key is checked against KnownHostsFile, or, as an explicit
+	// opt-in, not at all.
 	KnownHostsFile      string
 	InsecureSkipHostKey bool
-
-	DialTimeout time.Duration // TCP connect plus SSH handshake; default 10s
-	// MaxSessions bounds concurrent exec sessions on the connection (a real RDS stalled
-	// with 19 at once); default 4. Further commands queue in FIFO order.
-	MaxSessions int
-
-	// AllowedBases, if set, are the only directories paths may lie below (see ValidatePath).
-	AllowedBases []string
-
+	DialTimeout         time.Duration // TCP connect plus SSH handshake; default 10s
+	// MaxSessions bounds concurrent exec sessions (a real RDS stalled with 19); default 4.
+	// Further commands queue in FIFO order.
+	MaxSessions  int
+	AllowedBases []string // if set, the only directories paths may lie below (see ValidatePath)
 	// RedialBackoff is the pause after a failed dial, doubling up to MaxRedialBackoff;
 	// defaults 1s and 30s. The first dial after a broken connection is immediate.
 	RedialBackoff, MaxRedialBackoff time.Duration
-
-	// CommandTimeout, if positive, bounds each operation (one method call, which may run
-	// several commands) when the caller's context has no earlier deadline. CopyFile is
-	// exempt: a large copy takes as long as it takes, and its caller's context bounds it.
+	// CommandTimeout, if positive, bounds each operation (one method call) within the
+	// caller's context. CopyFile is exempt: a large copy takes as long as it takes.
 	CommandTimeout time.Duration
-
-	Logger *slog.Logger
+	Logger         *slog.Logger
 	// Observe, if set, is called once per operation with its name (the method's, e.g.
-	// "GetDisk"), how long it took and its outcome: the hook for metrics and health.
+	// "GetDisk"), duration and outcome: the hook for metrics and health.
 	Observe func(op string, d time.Duration, err error)
 }
 

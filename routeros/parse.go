@@ -75,7 +75,7 @@ func (p *detailParser) line(line string, lineNo int) error {
 			return nil
 		}
 	}
-	if strings.HasPrefix(body, ";;;") && (p.cur == nil || !p.cur.st.inQuote) {
+	if strings.HasPrefix(body, ";;;") && (p.cur == nil || !p.cur.inQuote) {
 		c := strings.TrimSpace(body[3:])
 		if p.cur != nil && len(p.cur.text) == 0 {
 			p.cur.comment = joinWords(p.cur.comment, c)

@@ -10,57 +10,50 @@ type itemBuilder struct {
 	commentOnLine bool // the index line carried the comment; plain text after it extends it
 	propCol       int  // column where properties start; -1 until known
 	text          []byte
-	st            lexState
-}
-
-// lexState tracks where the end of the logical text is, so that a line break can be
-// judged without rescanning the item.
-type lexState struct {
-	inQuote   bool
-	escaped   bool
-	wordStart int  // offset of the word being read (after the last space outside quotes)
-	wordEq    int  // offset of the first '=' of that word outside quotes, or -1
-	quoted    bool // that word holds a complete quoted string
+	// where the end of text is, so that a line break is judged without rescanning the item
+	inQuote, escaped bool
+	wordStart        int  // offset of the word being read (after the last space outside quotes)
+	wordEq           int  // offset of the first '=' of that word outside quotes, or -1
+	quoted           bool // that word holds a complete quoted string
 }
 
 func (b *itemBuilder) appendLine(seg string) {
-	if len(b.text) > 0 && joinSeparator(b.text, &b.st, seg) {
+	if len(b.text) > 0 && b.joinSeparator(seg) {
 		b.feed(" ")
 	}
 	b.feed(seg)
 }
 
 func (b *itemBuilder) feed(s string) {
-	st := &b.st
 	if len(b.text) == 0 {
-		st.wordEq = -1
+		b.wordEq = -1
 	}
 	base := len(b.text)
 	b.text = append(b.text, s...)
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
-		case st.inQuote:
+		case b.inQuote:
 			switch {
-			case st.escaped:
-				st.escaped = false
+			case b.escaped:
+				b.escaped = false
 			case c == '\\':
-				st.escaped = true
+				b.escaped = true
 			case c == '"':
-				st.inQuote, st.quoted = false, true
+				b.inQuote, b.quoted = false, true
 			}
 		case isSpace(c):
-			st.wordStart, st.wordEq, st.quoted = base+i+1, -1, false
+			b.wordStart, b.wordEq, b.quoted = base+i+1, -1, false
 		case c == '"':
-			st.inQuote = true
-		case c == '=' && st.wordEq < 0:
-			st.wordEq = base + i
+			b.inQuote = true
+		case c == '=' && b.wordEq < 0:
+			b.wordEq = base + i
 		}
 	}
 }
 
-// joinSeparator decides whether a line break after the logical text `text` (end state st),
-// continued by `next`, stood for a space:
+// joinSeparator decides whether a line break after the logical text, continued by `next`,
+// stood for a space:
 //
 //  1. A space kept at the end of the line or after the continuation indent is text: no
 //     separator (RouterOS cuts a long value at the width without dropping a character).
@@ -76,16 +69,17 @@ func (b *itemBuilder) feed(s string) {
 // The ambiguity left: an unquoted value cut exactly before text shaped like `key=` reads as
 // two properties (RouterOS does not print such values unquoted), and an ungrouped number
 // cut before exactly three digits reads as grouped (harmless: group spaces are removed).
-func joinSeparator(text []byte, st *lexState, next string) bool {
+func (b *itemBuilder) joinSeparator(next string) bool {
+	text := b.text
 	switch {
-	case next == "" || isSpace(next[0]) || isSpace(text[len(text)-1]) || st.inQuote:
+	case next == "" || isSpace(next[0]) || isSpace(text[len(text)-1]) || b.inQuote:
 		return false
-	case st.quoted:
+	case b.quoted:
 		return true
 	}
 	startsKey := keyLen(next) > 0
-	if st.wordEq >= 0 {
-		v := text[st.wordEq+1:]
+	if b.wordEq >= 0 {
+		v := text[b.wordEq+1:]
 		switch {
 		case startsKey:
 			return true
@@ -94,7 +88,7 @@ func joinSeparator(text []byte, st *lexState, next string) bool {
 		}
 		return isDate(v) && startsToken(next, 8, isTime[string])
 	}
-	w := text[st.wordStart:]
+	w := text[b.wordStart:]
 	switch {
 	case len(w) == 3 && allDigits(w):
 		return startsKey || startsToken(next, 3, allDigits[string])

@@ -139,11 +139,9 @@ func ValidateNQN(nqn string) error {
 	return nil
 }
 
-// quote renders s as a RouterOS double-quoted string: `"`, `\`, `$` and `?` are
-// backslash-escaped (`$` would start a variable, `?` asks the console for help) and every
-// byte outside printable ASCII becomes `\HH`, so `[ ]`, `;` and newlines can only be inert
-// text inside the quotes. A control byte's hex starts with 0, 1 or 7, so `\HH` never reads
-// as a letter escape (`\a`, `\b`, `\f`, …).
+// quote renders s as a RouterOS double-quoted string: `"`, `\`, `$` (a variable) and `?`
+// (console help) are backslash-escaped, every byte outside printable ASCII becomes `\HH`.
+// A control byte's hex starts with 0, 1 or 7, so `\HH` never reads as `\a`, `\b`, `\f`.
 func quote(s string) string {
 	const hexDigits = "0123456789ABCDEF"
 	b := make([]byte, 0, len(s)+2)
@@ -184,10 +182,7 @@ func unescape(s string) string {
 }
 
 const (
-	kib = int64(1) << 10
-	mib = int64(1) << 20
-	gib = int64(1) << 30
-	tib = int64(1) << 40
+	kib, mib, gib, tib int64 = 1 << 10, 1 << 20, 1 << 30, 1 << 40
 
 	// MaxDiskSize bounds sizes this package sends (1 PiB): far above any RDS pool, and
 	// small enough that rounding can never overflow.
@@ -228,15 +223,14 @@ func parseInteger(s string) (int64, error) {
 	return n, nil
 }
 
-// parseHumanSize reads RouterOS's rounded human sizes ("10.0GiB", "512.0MiB", "1.5KiB",
-// "20B") and plain byte counts. The result is approximate: RouterOS rounds to one decimal.
+// parseHumanSize reads RouterOS's rounded human sizes ("10.0GiB", "1.5KiB", "20B") and
+// plain byte counts; approximate, as RouterOS rounds to one decimal.
 func parseHumanSize(s string) (int64, error) {
 	v, _, err := parseHumanSizeParts(s)
 	return int64(math.Round(v)), err
 }
 
-// parseHumanSizeParts reads a human size into bytes and the unit of its last printed digit
-// (0.1 GiB for "10.0GiB", 1 byte for "20").
+// parseHumanSizeParts also returns the unit of the last printed digit (0.1 GiB for "10.0GiB").
 func parseHumanSizeParts(s string) (v, ulp float64, err error) {
 	t := strings.TrimSpace(s)
 	if n, err := parseInteger(t); err == nil {
