@@ -23,7 +23,7 @@ func TestMakeBlockNodeReadWrite(t *testing.T) {
 		if err := MakeBlockNode(node, dev.Major, dev.Minor, false); err != nil {
 			t.Fatal(err)
 		}
-		checkNode(t, node, dev.Major, dev.Minor, blockNodeMode)
+		checkNode(t, node, dev.Major, dev.Minor, 0o660)
 	}
 
 	want := bytes.Repeat([]byte("published block volume "), 100)
@@ -64,7 +64,7 @@ func TestMakeBlockNodeReadOnly(t *testing.T) {
 	if err := MakeBlockNode(node, dev.Major, dev.Minor, true); err != nil {
 		t.Fatal(err)
 	}
-	checkNode(t, node, dev.Major, dev.Minor, blockNodeModeReadOnly)
+	checkNode(t, node, dev.Major, dev.Minor, 0o440)
 	data, err := os.ReadFile(node)
 	if err != nil || len(data) != mib {
 		t.Fatalf("reading through the ro node: %d bytes, %v", len(data), err)
@@ -73,7 +73,7 @@ func TestMakeBlockNodeReadOnly(t *testing.T) {
 	if err := MakeBlockNode(node, dev.Major, dev.Minor, false); err != nil {
 		t.Fatal(err)
 	}
-	checkNode(t, node, dev.Major, dev.Minor, blockNodeMode)
+	checkNode(t, node, dev.Major, dev.Minor, 0o660)
 }
 
 func checkNode(t *testing.T, path string, major, minor uint32, mode uint32) {
@@ -119,7 +119,7 @@ func TestMakeBlockNodeExisting(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				checkNode(t, path, dev.Major, dev.Minor, blockNodeMode)
+				checkNode(t, path, dev.Major, dev.Minor, 0o660)
 				return
 			}
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {

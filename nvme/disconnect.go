@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -111,8 +112,8 @@ func (h *Host) waitGone(ctx context.Context, nqn string) error {
 type SweepReport struct {
 	Disconnected []string    // managed NQNs that no volume claimed and nothing used
 	Kept         []SweepKept // every other subsystem, with the reason
-	// Unowned are the managed subsystems kept because nothing proves this driver made
-	// them (also in Kept): another driver's, or its own from a lost state directory.
+	// Unowned are the managed subsystems kept because nothing proves this driver made them
+	// (also in Kept): another driver's, or its own from a lost state directory.
 	Unowned []SweepKept
 }
 
@@ -122,29 +123,41 @@ type SweepKept struct {
 	Reason string
 }
 
-// Sweep disconnects the connections this driver made and abandoned: managed subsystems
-// that owned proves it connected (its intent records), that no staged volume claims
-// (claimed) and whose disks inUse reports unused (required: without that evidence a sweep
-// could disconnect a used volume). A managed prefix is no proof of ownership: an unowned
-// subsystem is kept and reported in Unowned; unmanaged ones are never touched. The caller
-// must not stage volumes meanwhile: one connected but not yet claimed would look orphaned.
-// A failed disconnect does not stop the sweep; the errors are returned joined.
+// UnownedReason is why a sweep keeps a managed subsystem that nothing proves this driver
+// connected.
+const UnownedReason = "not proven to be this driver's connection (no intent record of this boot): never disconnected automatically; kubelet's NodeStageVolume adopts it, or remove it by hand once nothing uses it"
+
+// Sweep disconnects the connections this driver made and abandoned: managed subsystems that
+// owned proves it connected (its intent records), that no staged volume claims (claimed)
+// and whose disks inUse reports unused. The caller must not stage volumes meanwhile: one
+// connected but not yet claimed would look orphaned. See SweepSubsystems.
 func (h *Host) Sweep(ctx context.Context, claimed, owned map[string]bool, inUse func(Disk) bool) (SweepReport, error) {
+	subs, err := h.Subsystems()
+	if err != nil {
+		return SweepReport{}, fmt.Errorf("sweep: %w", err)
+	}
+	return SweepSubsystems(ctx, h.log, h.guard, subs, claimed, owned, inUse, h.Disconnect)
+}
+
+// SweepSubsystems is the one sweep rule, shared by Host and its loop-device stand-in: it
+// disconnects each of subs that is managed, owned, unclaimed, still has controllers and no
+// disk of which inUse reports used (required: without that evidence a sweep could cut a used
+// volume). A managed prefix is no proof of ownership: unowned ones are kept and listed in
+// Unowned; unmanaged ones are never touched. A failed disconnect does not stop the sweep;
+// the errors are returned joined.
+func SweepSubsystems(ctx context.Context, log *slog.Logger, g *Guard, subs []Subsystem, claimed, owned map[string]bool,
+	inUse func(Disk) bool, disconnect func(context.Context, string) error) (SweepReport, error) {
 	var rep SweepReport
 	if inUse == nil {
 		return rep, errors.New("nvme: Sweep needs an in-use check for disks: without it, it cannot prove a volume is unused, so it disconnects nothing")
 	}
-	subs, err := h.Subsystems()
-	if err != nil {
-		return rep, fmt.Errorf("sweep: %w", err)
-	}
 	var errs []error
 	keep := func(nqn, reason string) {
 		rep.Kept = append(rep.Kept, SweepKept{NQN: nqn, Reason: reason})
-		h.log.Info("sweep: left connected", "nqn", nqn, "reason", reason)
+		log.Info("sweep: left connected", "nqn", nqn, "reason", reason)
 	}
 	for _, s := range subs {
-		if reason := h.sweepKeepReason(s, claimed, owned, inUse); reason != "" {
+		if reason := sweepKeepReason(s, g, claimed, owned, inUse); reason != "" {
 			keep(s.NQN, reason)
 			if reason == UnownedReason {
 				rep.Unowned = append(rep.Unowned, SweepKept{NQN: s.NQN, Reason: reason})
@@ -156,26 +169,22 @@ func (h *Host) Sweep(ctx context.Context, claimed, owned map[string]bool, inUse 
 			errs = append(errs, fmt.Errorf("sweep: %w", err))
 			continue
 		}
-		if err := h.Disconnect(ctx, s.NQN); err != nil {
+		if err := disconnect(ctx, s.NQN); err != nil {
 			keep(s.NQN, "disconnect failed: "+err.Error())
 			errs = append(errs, err)
 			continue
 		}
 		rep.Disconnected = append(rep.Disconnected, s.NQN)
-		h.log.Info("sweep: disconnected an unclaimed volume", "nqn", s.NQN, "controllers", describeControllers(s.Controllers))
+		log.Info("sweep: disconnected an unclaimed volume", "nqn", s.NQN, "controllers", describeControllers(s.Controllers))
 	}
 	return rep, errors.Join(errs...)
 }
 
-// UnownedReason is why a sweep keeps a managed subsystem that nothing proves this driver
-// connected.
-const UnownedReason = "not proven to be this driver's connection (no intent record of this boot): never disconnected automatically; kubelet's NodeStageVolume adopts it, or remove it by hand once nothing uses it"
-
 // sweepKeepReason says why subsystem s must stay, or "" when it may be disconnected.
-func (h *Host) sweepKeepReason(s Subsystem, claimed, owned map[string]bool, inUse func(Disk) bool) string {
+func sweepKeepReason(s Subsystem, g *Guard, claimed, owned map[string]bool, inUse func(Disk) bool) string {
 	switch {
-	case !s.Managed:
-		return fmt.Sprintf("outside the managed prefix %q", h.guard.Prefix())
+	case !s.Managed || !g.Manages(s.NQN):
+		return fmt.Sprintf("outside the managed prefix %q", g.Prefix())
 	case claimed[s.NQN]:
 		return "claimed by a staged volume"
 	case !owned[s.NQN]:
