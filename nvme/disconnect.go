@@ -11,11 +11,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Disconnect detaches subsystem nqn: it deletes each of its controllers (lowering the
-// reconnect settings of one that is not live first, so the delete does not wait for
-// retries), then waits until sysfs shows none (bounded). Not connected is success.
-// The caller must unmount the disk first: deleting a controller under a mounted
-// filesystem hangs or loses data. Such a hang returns ErrTimeout at the deadline.
+// Disconnect detaches subsystem nqn: it deletes each controller (lowering a non-live one's
+// reconnect settings first, so the delete does not wait for retries) and waits until sysfs
+// shows none. Not connected is success. Unmount first: a delete under a mounted filesystem
+// hangs or loses data (ErrTimeout at the deadline).
 func (h *Host) Disconnect(ctx context.Context, nqn string) (err error) {
 	defer func() { h.observe("disconnect", err) }()
 	if err := h.guard.Check(nqn); err != nil {
@@ -23,8 +22,7 @@ func (h *Host) Disconnect(ctx context.Context, nqn string) (err error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.OpTimeout)
 	defer cancel()
-	// All controllers of the NQN on the host, not only those its subsystem links: the
-	// verification below looks at the same set.
+	// All of the NQN's controllers, not only those its subsystem links: waitGone checks the same set.
 	ctrls, err := h.sys.controllersOf(nqn)
 	if err != nil {
 		return fmt.Errorf("disconnect %s: %w", nqn, err)
@@ -47,8 +45,7 @@ func (h *Host) Disconnect(ctx context.Context, nqn string) (err error) {
 
 func (h *Host) deleteController(ctx context.Context, nqn string, c Controller) error {
 	dir := h.sys.ctrlDir(c.Name)
-	// Read the owner again just before writing: controller names are reused, and this
-	// one may have vanished and been reborn for another subsystem since it was listed.
+	// Read the owner again just before writing: the name may have been reused meanwhile.
 	owner, err := readAttr(dir + "/subsysnqn")
 	if vanished(err) || (err == nil && owner != nqn) {
 		return nil
@@ -81,9 +78,8 @@ func (h *Host) deleteController(ctx context.Context, nqn string, c Controller) e
 	}
 }
 
-// waitGone waits until no controller of nqn remains. The subsystem itself may linger
-// without controllers while something holds its old disk open (a stale mount); that is
-// not a connection, and is logged.
+// waitGone waits until no controller of nqn remains. A subsystem lingering without
+// controllers (its old disk held open by a stale mount) is no connection, only logged.
 func (h *Host) waitGone(ctx context.Context, nqn string) error {
 	interval := time.Millisecond
 	for {

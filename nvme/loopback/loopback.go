@@ -328,7 +328,9 @@ func (h *Host) observe(event string, err error) {
 }
 
 // ctrlLossTmo is the connection's ctrl_loss_tmo with nvme's default.
-func ctrlLossTmo(o nvme.Options) int { return *cmp.Or(o.CtrlLossTmo, new(int(nvme.DefaultCtrlLossTmo))) }
+func ctrlLossTmo(o nvme.Options) int {
+	return *cmp.Or(o.CtrlLossTmo, new(int(nvme.DefaultCtrlLossTmo)))
+}
 
 // sysfsSize reads a block device's size in bytes from sysfs.
 func sysfsSize(devPath string) (int64, error) {
