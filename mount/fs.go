@@ -20,8 +20,12 @@ const (
 
 // toolPackages names the package that ships each tool, for the message when one is missing.
 var toolPackages = map[string]string{
-	"mkfs.ext4": "e2fsprogs", "e2fsck": "e2fsprogs", "resize2fs": "e2fsprogs",
-	"mkfs.xfs": "xfsprogs", "xfs_repair": "xfsprogs", "xfs_growfs": "xfsprogs",
+	"mkfs.ext4":  "e2fsprogs",
+	"e2fsck":     "e2fsprogs",
+	"resize2fs":  "e2fsprogs",
+	"mkfs.xfs":   "xfsprogs",
+	"xfs_repair": "xfsprogs",
+	"xfs_growfs": "xfsprogs",
 }
 
 type toolResult struct {

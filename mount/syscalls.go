@@ -256,7 +256,6 @@ func mountCall(ctx context.Context, what, source, target, fstype string, flags u
 	return fmt.Errorf("%s: %w", what, err)
 }
 
-
 // MakeBlockNode creates a block device node for major:minor at path, mode 0660 (0440 when
 // readOnly), to publish a raw block volume instead of bind-mounting its /dev node (whose
 // devtmpfs mounts multiply through propagation until the node wedges). Idempotent: a node

@@ -184,31 +184,29 @@ func (h *Host) applyReconnectSettings(ctrl string, o Options) {
 // namespace's disk and device node appear, milliseconds after the connect write.
 func (h *Host) waitDisk(ctx context.Context, nqn string, nsid int) (*Disk, error) {
 	start := time.Now()
-	deadline := start.Add(h.diskWait)
-	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
-		deadline = dl
-	}
-	interval := time.Millisecond
-	for {
+	ctx, cancel := context.WithTimeout(ctx, h.diskWait)
+	defer cancel()
+	for interval := time.Millisecond; ; interval = min(interval*2, 5*time.Millisecond) {
 		d, err := h.resolve(nqn, nsid)
-		if err == nil {
-			return d, nil
+		if err == nil || !errors.Is(err, ErrNoDisk) && !errors.Is(err, ErrNotConnected) {
+			return d, err
 		}
-		if !errors.Is(err, ErrNoDisk) && !errors.Is(err, ErrNotConnected) {
-			return nil, err
-		}
-		left := time.Until(deadline)
-		if left <= 0 || ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: waited %v for the disk of namespace %d: %w", ErrTimeout, time.Since(start).Round(time.Millisecond), nsid, err)
 		}
-		timer := time.NewTimer(min(interval, left))
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-		case <-timer.C:
-		}
-		interval = min(interval*2, 5*time.Millisecond)
+		sleep(ctx, interval)
 	}
+}
+
+// sleep waits d or until ctx is done, and returns ctx's error.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return ctx.Err()
 }
 
 // sameIP compares addresses as IPs when both parse (IPv6 has many spellings).

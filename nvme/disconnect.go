@@ -81,8 +81,7 @@ func (h *Host) deleteController(ctx context.Context, nqn string, c Controller) e
 // waitGone waits until no controller of nqn remains. A subsystem lingering without
 // controllers (its old disk held open by a stale mount) is no connection, only logged.
 func (h *Host) waitGone(ctx context.Context, nqn string) error {
-	interval := time.Millisecond
-	for {
+	for interval := time.Millisecond; ; interval = min(interval*2, 10*time.Millisecond) {
 		left, err := h.sys.controllersOf(nqn)
 		if err != nil {
 			return fmt.Errorf("disconnect %s: verify: %w", nqn, err)
@@ -93,14 +92,9 @@ func (h *Host) waitGone(ctx context.Context, nqn string) error {
 			}
 			return nil
 		}
-		timer := time.NewTimer(interval)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		if sleep(ctx, interval) != nil {
 			return fmt.Errorf("%w: disconnect %s: controllers still present after the delete: %s; check for mounts of its disk", ErrTimeout, nqn, describeControllers(left))
-		case <-timer.C:
 		}
-		interval = min(interval*2, 10*time.Millisecond)
 	}
 }
 

@@ -154,8 +154,8 @@ func (h *Host) Rescan(ctx context.Context, nqn string, nsid int) (d *Disk, err e
 	if len(live) == 0 {
 		return nil, fmt.Errorf("%w: rescan %s: no live controller (%s); retry when the target is reachable again", ErrNotLive, nqn, describeControllers(before.Controllers))
 	}
-	settle := time.NewTimer(h.settle)
-	defer settle.Stop()
+	settle, cancelSettle := context.WithTimeout(ctx, h.settle)
+	defer cancelSettle()
 	for {
 		d, err := h.resolve(nqn, nsid)
 		if err != nil {
@@ -165,12 +165,8 @@ func (h *Host) Rescan(ctx context.Context, nqn string, nsid int) (d *Disk, err e
 			h.log.Info("rescanned", "nqn", nqn, "disk", d.Name, "size", d.SizeBytes, "was", before.SizeBytes, "controllers", strings.Join(live, ","))
 			return d, nil
 		}
-		select {
-		case <-ctx.Done():
-		case <-settle.C:
-		case <-time.After(5 * time.Millisecond):
-			continue
+		if sleep(settle, 5*time.Millisecond) != nil {
+			return d, nil
 		}
-		return d, nil
 	}
 }
