@@ -108,8 +108,8 @@ func TestRepairExitCodes(t *testing.T) {
 	}
 }
 
-// recordingRunner fails the test if any tool runs.
-func forbidTools(t *testing.T) toolRunner {
+// forbidTools fails the test if any tool runs.
+func forbidTools(t *testing.T) func(context.Context, string, ...string) (toolResult, error) {
 	return func(_ context.Context, name string, args ...string) (toolResult, error) {
 		t.Errorf("%s %v ran; nothing may be executed for a device that is not provably blank", name, args)
 		return toolResult{exitCode: -1}, errors.New("forbidden")

@@ -33,9 +33,8 @@ const (
 type ProbeResult struct {
 	Kind   Kind
 	Detail string
-	// Size is the filesystem's own size in bytes, from its superblock (ext and xfs;
-	// 0 for anything else). A volume restored or cloned to a larger size holds a
-	// filesystem smaller than its disk until it is grown.
+	// Size is the filesystem's own size from its superblock (ext and xfs, else 0): a volume
+	// restored or cloned to a larger size holds a smaller filesystem until it is grown.
 	Size int64
 }
 
@@ -55,10 +54,9 @@ const (
 // opener opens a device for probing: a seam so tests can make reads fail.
 type opener func(path string) (r io.ReaderAt, size int64, closeFn func() error, err error)
 
-// Probe reads the device's superblock areas directly (both ends in full,
-// plus samples inside) and says what is there. It does not trust blkid or
-// udev, which report "nothing" when they could not read. Any read error or
-// short read is an error, and KindBlank means every byte read was zero.
+// Probe reads the device's superblock areas itself (both ends in full, samples inside) and
+// says what is there: blkid and udev report "nothing" when they could not read. Any read
+// error or short read is an error; KindBlank means every byte read was zero.
 func Probe(ctx context.Context, device string) (ProbeResult, error) {
 	return probeWith(ctx, device, openDevice)
 }
@@ -82,11 +80,9 @@ func probeWith(ctx context.Context, device string, open opener) (ProbeResult, er
 	return res, nil
 }
 
-// classify names what the probe read.
 func classify(p *probed) ProbeResult {
 	if p.at(0, len(xfsMagic)) == xfsMagic {
-		// sb_blocksize (big-endian u32 at 4) times sb_dblocks (u64 at 8): the data
-		// section, which holds an internal log too.
+		// sb_blocksize (big-endian u32 at 4) × sb_dblocks (u64 at 8), internal log included.
 		var size int64
 		if sb := []byte(p.at(0, 16)); len(sb) == 16 {
 			size = int64(binary.BigEndian.Uint32(sb[4:])) * int64(binary.BigEndian.Uint64(sb[8:]))
@@ -151,8 +147,7 @@ func classifyExt(sb []byte) ProbeResult {
 	return ProbeResult{kind, detail, int64(blocks) << (10 + min(le32(0x18), 6))}
 }
 
-// knownSignature names a well-known signature found in any region, so the
-// refusal message helps whoever reads it.
+// knownSignature names a well-known signature in any region, for the refusal message.
 func knownSignature(p *probed) string {
 	checks := []struct {
 		off  int64
@@ -173,8 +168,7 @@ func knownSignature(p *probed) string {
 		if reg.off == 0 {
 			continue
 		}
-		// Backup superblocks start a block group: at offset 0 of a
-		// 4K-block group, 1024 bytes into a 1K-block one.
+		// Backup superblocks start a block group: at 0 of a 4K-block one, 1024 into a 1K one.
 		for _, off := range []int64{extMagicOffset, extSuperblock + extMagicOffset} {
 			if p.at(reg.off+off, 2) == "\x53\xef" {
 				return fmt.Sprintf(" (an ext backup superblock near offset %d: the primary one is damaged; e2fsck can restore it)", reg.off)
@@ -190,32 +184,26 @@ func uuidString(b []byte) string {
 
 const (
 	mib = 1 << 20
-	// edgeSize is read in full at both ends of the device: partition
-	// tables, boot sectors and every supported superblock live in the first
-	// MiB; the GPT backup header and some labels live in the last.
-	edgeSize = 1 * mib
-	// sampleSize is read at each interior sample offset.
-	sampleSize = 4096
-	// alignment satisfies O_DIRECT on 512-byte and 4K-sector devices.
-	alignment = 4096
+	// edgeSize is read in full at both ends: partition tables, boot sectors and every
+	// supported superblock live in the first MiB, the GPT backup and some labels in the last.
+	edgeSize   = 1 * mib
+	sampleSize = 4096 // read at each interior sample offset
+	alignment  = 4096 // O_DIRECT on 512-byte and 4K-sector devices
+	// chunkSize is one read through one pooled, aligned buffer: a probe holds 64 KiB
+	// however much it reads.
+	chunkSize = 64 << 10
 )
 
 // region is one stretch of the device to read.
 type region struct{ off, n int64 }
 
-// chunkSize is how much one read takes: regions are read through one pooled, aligned
-// buffer of this size, so a probe holds 64 KiB however much it reads.
-const chunkSize = 64 << 10
-
-// chunkPool keeps the aligned read buffers between probes.
 var chunkPool = sync.Pool{New: func() any {
 	b := alignedBuffer(chunkSize)
 	return &b
 }}
 
-// openDevice opens a block device (with O_DIRECT, so the probe sees the
-// device and not a stale page cache) or a regular file (tests, loop
-// stand-ins), and returns its size. Anything else is an error.
+// openDevice opens a block device (O_DIRECT: the device, not a stale page cache) or a
+// regular file (tests, loop stand-ins) and returns its size.
 func openDevice(path string) (io.ReaderAt, int64, func() error, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(path, &st); err != nil {
@@ -245,11 +233,10 @@ func openDevice(path string) (io.ReaderAt, int64, func() error, error) {
 	return f, int64(size), f.Close, nil
 }
 
-// probeOffsets lists where to read: both edges in full, and 4 KiB samples
-// at every power-of-two MiB, at each sixteenth of the device (xfs puts a
-// superblock at every allocation-group start) and at the ext backup
-// superblocks of 4K-block filesystems (block groups 3^n, 5^n, 7^n). A
-// filesystem whose primary superblock was wiped still shows up in them.
+// probeOffsets lists where to read: both edges in full, and 4 KiB samples at every
+// power-of-two MiB, each sixteenth of the device (xfs allocation-group superblocks) and the
+// ext backup superblocks of 4K-block filesystems (groups 3^n, 5^n, 7^n), so a filesystem
+// whose primary superblock was wiped still shows up.
 func probeOffsets(size int64) []region {
 	regions := []region{{off: 0, n: min(edgeSize, size)}}
 	if size > edgeSize {
@@ -272,7 +259,6 @@ func probeOffsets(size int64) []region {
 	slices.Sort(samples)
 	samples = slices.Compact(samples)
 	for _, off := range samples {
-		// Samples inside the edges are already read.
 		if off < edgeSize || off+sampleSize > size-edgeSize {
 			continue
 		}
@@ -281,9 +267,8 @@ func probeOffsets(size int64) []region {
 	return regions
 }
 
-// readRegions reads every region completely from r and keeps what classify looks
-// at (see probed). A failed or short read is an error: a region we could not read
-// is not known to be zero.
+// readRegions reads every region completely and keeps what classify looks at. A failed or
+// short read is an error: a region not read is not known to be zero.
 func readRegions(r io.ReaderAt, size int64) (*probed, error) {
 	if size < edgeSize {
 		return nil, fmt.Errorf("device is %d bytes, smaller than the %d bytes a probe needs; it cannot be a volume", size, edgeSize)
@@ -309,19 +294,17 @@ func readRegions(r io.ReaderAt, size int64) (*probed, error) {
 	return p, nil
 }
 
-// probed is what a probe read: the regions, copies of the few byte ranges the
-// classification rules look at, and the first non-zero byte.
+// probed is what a probe read: the regions, copies of the byte ranges classify and
+// knownSignature look at (windows, data in bytes), and the first non-zero byte.
 type probed struct {
 	size         int64
 	regions      []region
-	windows      []region // the captured ranges, data in bytes
+	windows      []region
 	bytes        [][]byte
 	firstNonZero int64 // absolute offset, in region order; -1 when every byte read was zero
 	read         int64
 }
 
-// newProbed prepares the windows: the byte ranges classify and knownSignature
-// read, and the ext backup-superblock magics at the start of each region.
 func newProbed(size int64, regions []region) *probed {
 	p := &probed{size: size, regions: regions, firstNonZero: -1}
 	want := []region{
@@ -348,7 +331,6 @@ func newProbed(size int64, regions []region) *probed {
 	return p
 }
 
-// take notes a chunk read at off.
 func (p *probed) take(off int64, chunk []byte) {
 	p.read += int64(len(chunk))
 	if p.firstNonZero < 0 {
@@ -369,7 +351,7 @@ func regionHolds(reg region, off, n int64) bool {
 	return off >= reg.off && off+n <= reg.off+reg.n
 }
 
-// at returns the n bytes read at off, or "" when no captured window holds them.
+// at returns the n bytes read at off, or "" when no window holds them.
 func (p *probed) at(off int64, n int) string {
 	for i, w := range p.windows {
 		if regionHolds(w, off, int64(n)) {
@@ -381,14 +363,12 @@ func (p *probed) at(off int64, n int) string {
 
 func alignDown(off int64) int64 { return off &^ (alignment - 1) }
 
-// alignedBuffer returns n bytes starting on an alignment boundary, as
-// O_DIRECT requires.
+// alignedBuffer returns n bytes on an alignment boundary, as O_DIRECT requires (the Go
+// heap does not move objects, so the address stays aligned).
 func alignedBuffer(n int64) []byte {
 	buf := make([]byte, int(n)+alignment)
 	shift := (alignment - int(uintptrOfSlice(buf)%alignment)) % alignment
 	return buf[shift : shift+int(n) : shift+int(n)]
 }
 
-// uintptrOfSlice is the address of buf's first byte, to align O_DIRECT
-// buffers. The heap does not move objects, so the address stays valid.
 func uintptrOfSlice(buf []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(buf))) }

@@ -1,6 +1,7 @@
 package mount
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -11,38 +12,32 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// maxUnmounts bounds UnmountAll: more stacked mounts than this at one path
-// is a storm to investigate, not something to peel off forever.
-const maxUnmounts = 1000
+const (
+	// maxUnmounts bounds UnmountAll: more stacked mounts is a storm to investigate.
+	maxUnmounts = 1000
+	// undoTimeout bounds the unmount that undoes a half-done read-only bind.
+	undoTimeout = 10 * time.Second
+)
 
-// undoTimeout bounds the unmount that undoes a half-done read-only bind.
-const undoTimeout = 10 * time.Second
-
-// DefaultStormLimit is the number of mount-table entries one source may
-// have before StormGuard refuses another. A node with a healthy workload
-// has a handful per volume; thousands mean mount propagation is
+// DefaultStormLimit is how many mount-table entries one source may have before StormGuard
+// refuses another: a healthy node has a handful per volume; thousands mean propagation is
 // multiplying them (seen: 2048 devtmpfs mounts, a soft lockup, an OOM kill).
 const DefaultStormLimit = 100
 
-// StormGuard refuses to add a mount whose source device already has Limit
-// or more entries in the mount table. The zero value uses DefaultStormLimit.
-// Mount and Bind apply the default guard; use the guard's own methods for
-// another limit.
+// StormGuard refuses a mount whose source device already has Limit (0: DefaultStormLimit)
+// or more mount-table entries. Mount and Bind apply the default guard.
 type StormGuard struct {
 	Limit int
 }
 
-// check returns an error wrapping ErrMountStorm when major:minor already has
-// Limit or more entries in t, or when t cannot be read.
+// check wraps ErrMountStorm when major:minor has Limit or more entries in t; an unreadable
+// t is an error too.
 func (g StormGuard) check(ctx context.Context, t table, major, minor uint32) error {
 	entries, err := t.bySource(ctx, major, minor)
 	if err != nil {
 		return fmt.Errorf("mount-storm guard for device %d:%d: %w", major, minor, err)
 	}
-	limit := g.Limit
-	if limit <= 0 {
-		limit = DefaultStormLimit
-	}
+	limit := cmp.Or(max(g.Limit, 0), DefaultStormLimit)
 	if n := len(entries); n >= limit {
 		return fmt.Errorf("%w: refusing another mount of device %d:%d, which already has %d mount-table entries (limit %d); "+
 			"this usually means mount propagation is multiplying mounts: list them with `grep ' %d:%d ' /proc/self/mountinfo`, "+
@@ -52,16 +47,14 @@ func (g StormGuard) check(ctx context.Context, t table, major, minor uint32) err
 	return nil
 }
 
-// Mount mounts the filesystem on the block device source at target with the
-// default StormGuard. See StormGuard.Mount.
+// Mount is StormGuard.Mount with the default guard.
 func Mount(ctx context.Context, source, target, fstype string, o Options) error {
 	return StormGuard{}.Mount(ctx, source, target, fstype, o)
 }
 
-// Mount mounts the filesystem on the block device source at target (which
-// must exist), with options o from ParseOptions(fstype, ...). It refuses
-// when source already has g.Limit mounts. When the deadline passes first
-// the mount may still happen later: check mountinfo before retrying.
+// Mount mounts the filesystem on the block device source at the existing target, with
+// options o from ParseOptions(fstype, ...), unless source already has g.Limit mounts. After
+// a deadline the mount may still happen: check mountinfo before retrying.
 func (g StormGuard) Mount(ctx context.Context, source, target, fstype string, o Options) error {
 	err := checkOptionsFor(fstype, o)
 	if err == nil {
@@ -78,8 +71,7 @@ func (g StormGuard) Mount(ctx context.Context, source, target, fstype string, o 
 	return mountCall(ctx, what, source, target, fstype, o.Flags, o.Data)
 }
 
-// checkOptionsFor refuses flags ParseOptions cannot produce and data
-// validated for another filesystem (or not validated at all).
+// checkOptionsFor refuses flags ParseOptions cannot produce and data not validated for fstype.
 func checkOptionsFor(fstype string, o Options) error {
 	if extra := o.Flags &^ allowedFlags; extra != 0 {
 		return fmt.Errorf("mount flags %#x are not allowed here; build options with ParseOptions", extra)
@@ -90,17 +82,15 @@ func checkOptionsFor(fstype string, o Options) error {
 	return nil
 }
 
-// Bind bind-mounts the directory or file source at target with the default
-// StormGuard. See StormGuard.Bind.
+// Bind is StormGuard.Bind with the default guard.
 func Bind(ctx context.Context, source, target string, readOnly bool) error {
 	return StormGuard{}.Bind(ctx, source, target, readOnly)
 }
 
-// Bind bind-mounts source (a directory or regular file) at target, then
-// remounts it read-only when asked; if that remount fails the bind is
-// undone, so a read-only request never leaves a writable mount behind.
-// Device nodes and anything under /dev are refused: bind mounts of devtmpfs
-// multiplied by mount propagation have wedged nodes; use MakeBlockNode.
+// Bind bind-mounts source (a directory or regular file) at target, then remounts it
+// read-only when asked; if that fails the bind is undone, so a read-only request never
+// leaves a writable mount. Device nodes and /dev are refused: devtmpfs bind mounts
+// multiplied by propagation have wedged nodes (use MakeBlockNode).
 func (g StormGuard) Bind(ctx context.Context, source, target string, readOnly bool) error {
 	if _, err := cleanMountPoint(target); err != nil {
 		return fmt.Errorf("bind %s: %w", source, err)
@@ -136,8 +126,8 @@ func (g StormGuard) Bind(ctx context.Context, source, target string, readOnly bo
 	return nil
 }
 
-// bindSource resolves source, refuses device nodes and /dev also behind a
-// symlink, and returns the resolved path and its filesystem's device.
+// bindSource resolves source, refuses device nodes and /dev (also behind a symlink), and
+// returns the resolved path and its filesystem's device.
 func bindSource(source string) (string, devNum, error) {
 	if !filepath.IsAbs(source) {
 		return "", devNum{}, fmt.Errorf("bind source %q is not an absolute path", source)
@@ -160,16 +150,15 @@ func bindSource(source string) (string, devNum, error) {
 	return resolved, devNumOf(st.Dev), nil
 }
 
-// perMountFlagNames maps mountinfo's per-mount options to MS_* flags.
-// A remount with MS_BIND replaces all per-mount flags, so each one must be
-// carried over or it would be silently dropped.
+// perMountFlagNames maps mountinfo's per-mount options to MS_* flags: a remount with
+// MS_BIND replaces all of them, so each must be carried over.
 var perMountFlagNames = map[string]uintptr{
 	"ro": unix.MS_RDONLY, "nosuid": unix.MS_NOSUID, "nodev": unix.MS_NODEV, "noexec": unix.MS_NOEXEC,
 	"nodiratime": unix.MS_NODIRATIME, "nosymfollow": unix.MS_NOSYMFOLLOW,
 }
 
-// remount changes only whether the mount at target is read-only, keeping its
-// other per-mount flags; other mounts of the same filesystem keep their mode.
+// remount makes the mount at target read-only or not, keeping its other per-mount flags;
+// other mounts of the filesystem keep their mode.
 func remount(ctx context.Context, target string, readOnly bool) error {
 	entries, err := ByMountPoint(ctx, target)
 	if err != nil {
@@ -195,9 +184,8 @@ func remount(ctx context.Context, target string, readOnly bool) error {
 	return mountCall(ctx, what, "", target, "", unix.MS_REMOUNT|unix.MS_BIND|flags, "")
 }
 
-// unmountOnce unmounts the top mount at target once and reports whether a
-// mount was removed. Nothing mounted there (EINVAL) or no such path
-// (ENOENT) is no error. It never detaches lazily: a lazily detached
+// unmountOnce unmounts the top mount at target and reports whether one was removed;
+// nothing mounted (EINVAL) or no such path (ENOENT) is no error. Never lazily: a detached
 // filesystem stays alive and hides that it is busy.
 func unmountOnce(ctx context.Context, target string) (bool, error) {
 	what := "unmount " + target
@@ -216,10 +204,8 @@ func unmountOnce(ctx context.Context, target string) (bool, error) {
 	}
 }
 
-// UnmountAll unmounts target until the mount table shows nothing mounted
-// there (mounts can be stacked), all under one deadline. Only then is it
-// safe to remove the mount point; remove it with rmdir or unlink, never
-// recursively.
+// UnmountAll unmounts target until the mount table shows nothing there (mounts stack),
+// under one deadline. Only then may the mount point go, by rmdir or unlink, never recursively.
 func UnmountAll(ctx context.Context, target string) error {
 	ctx, cancel := withDefaultDeadline(ctx, defaultCallTimeout)
 	defer cancel()
@@ -244,7 +230,7 @@ func UnmountAll(ctx context.Context, target string) error {
 		target, ErrMountStorm, maxUnmounts)
 }
 
-// mountHints say what usually causes the errno mount(2) returned.
+// mountHints say what usually causes an errno of mount(2).
 var mountHints = []struct {
 	errno unix.Errno
 	hint  string
@@ -256,8 +242,7 @@ var mountHints = []struct {
 	{unix.EROFS, "the device is read-only; mount it read-only"},
 }
 
-// mountCall runs mount(2) under ctx's bound and explains a failure; what
-// names the operation in errors.
+// mountCall runs mount(2) under ctx's bound and explains a failure.
 func mountCall(ctx context.Context, what, source, target, fstype string, flags uintptr, data string) error {
 	err := boundedErr(ctx, what, func() error { return unix.Mount(source, target, fstype, flags, data) })
 	if err == nil {
@@ -269,4 +254,73 @@ func mountCall(ctx context.Context, what, source, target, fstype string, flags u
 		}
 	}
 	return fmt.Errorf("%s: %w", what, err)
+}
+
+// MakeBlockNode creates a block device node for major:minor at path, mode 0660 (0440 when
+// readOnly), to publish a raw block volume instead of bind-mounting its /dev node (whose
+// devtmpfs mounts multiply through propagation until the node wedges). Idempotent: a node
+// of the same device is kept (its mode corrected) and an empty regular file (a placeholder)
+// replaced; anything else (a directory, a symlink, a file with data, another device's node)
+// is refused and left untouched.
+func MakeBlockNode(path string, major, minor uint32, readOnly bool) error {
+	if !filepath.IsAbs(path) {
+		return fmt.Errorf("block node %q: not an absolute path", path)
+	}
+	mode := uint32(0o660)
+	if readOnly {
+		mode = 0o440
+	}
+	for range 2 { // a second round only after losing a creation race
+		var st unix.Stat_t
+		err := unix.Lstat(path, &st)
+		switch {
+		case errors.Is(err, unix.ENOENT):
+		case err != nil:
+			return fmt.Errorf("block node %s: %w", path, err)
+		case st.Mode&unix.S_IFMT == unix.S_IFBLK && devNumOf(st.Rdev) == (devNum{major, minor}):
+			return setNodeMode(path, st.Mode, mode)
+		case st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0:
+			// An empty file holds no data, so replacing it loses nothing.
+			if err := unix.Unlink(path); err != nil && !errors.Is(err, unix.ENOENT) {
+				return fmt.Errorf("block node %s: removing the empty placeholder file: %w", path, err)
+			}
+		default:
+			return fmt.Errorf("block node %s: something else is there (%s); refusing to replace it, remove it if it is stale",
+				path, describeNode(st))
+		}
+		switch err := unix.Mknod(path, unix.S_IFBLK|mode, int(unix.Mkdev(major, minor))); {
+		case err == nil:
+			return setNodeMode(path, unix.S_IFBLK, mode) // mknod applies the umask; the mode must be exact
+		case !errors.Is(err, unix.EEXIST):
+			return fmt.Errorf("block node %s for device %d:%d: %w", path, major, minor, err)
+		}
+	}
+	return fmt.Errorf("block node %s: something keeps creating and removing it", path)
+}
+
+func setNodeMode(path string, current, want uint32) error {
+	if current&0o7777 == want {
+		return nil
+	}
+	if err := unix.Fchmodat(unix.AT_FDCWD, path, want, 0); err != nil {
+		return fmt.Errorf("block node %s: setting mode %#o: %w", path, want, err)
+	}
+	return nil
+}
+
+func describeNode(st unix.Stat_t) string {
+	switch dev := devNumOf(st.Rdev); st.Mode & unix.S_IFMT {
+	case unix.S_IFBLK:
+		return fmt.Sprintf("block device %d:%d", dev.major, dev.minor)
+	case unix.S_IFCHR:
+		return fmt.Sprintf("character device %d:%d", dev.major, dev.minor)
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFLNK:
+		return "a symlink"
+	case unix.S_IFREG:
+		return fmt.Sprintf("a regular file of %d bytes", st.Size)
+	default:
+		return fmt.Sprintf("mode %#o", st.Mode)
+	}
 }

@@ -24,31 +24,23 @@ type Device struct {
 // UsersConfig says where Users looks.
 type UsersConfig struct {
 	SysfsRoot string // the host's /sys
-	ProcRoot  string // the host's /proc (every process's descriptors only with the host's PID namespace)
-	// NodeDirs hold device nodes that others made for the disk (kubelet's volumeDevices
-	// directories): a node there with the disk's number means a pod maps it. They are
-	// walked without leaving their filesystem.
+	ProcRoot  string // the host's /proc (all descriptors only in the host's PID namespace)
+	// NodeDirs hold device nodes others made for the disk (kubelet's volumeDevices): one with
+	// the disk's number means a pod maps it. Walked without leaving their filesystem.
 	NodeDirs []string
-	// SkipPID is the calling process: its own descriptors are short-lived probes, never
-	// a user that must keep the disk.
-	SkipPID int
+	SkipPID  int // the caller: its own descriptors are short-lived probes, not users
 }
 
-// maxNodeDirEntries bounds the walk of NodeDirs: kubelet's device directories hold a few
-// entries per volume; far more means the walk is somewhere it should not be.
+// maxNodeDirEntries bounds the NodeDirs walk: far more than a few per volume means it is
+// somewhere it should not be.
 const maxNodeDirEntries = 100_000
 
-// Users lists everything that uses the block device dev or one of its partitions:
-//   - a mount of it (the filesystem itself and every bind mount of it);
-//   - a bind mount of its /dev node (a devtmpfs mount whose root names it);
-//   - a device node with its number under cfg.NodeDirs, including bind mounts over files there;
-//   - a loop device whose backing file is one of its device nodes;
-//   - a holder (device-mapper, md);
-//   - an open file descriptor of any process this one can see.
-//
-// An error means the answer is unknown (a table that cannot be read, a walk that did not
-// finish, a stat that hangs): a caller deciding whether it may let go of the device must
-// then treat it as in use.
+// Users lists what uses the block device dev or a partition of it: a mount (the filesystem
+// or a bind mount of it), a bind mount of its /dev node, a node with its number under
+// NodeDirs (bind mounts over files there included), a loop device backed by one of its
+// nodes, a holder (device-mapper, md), an open descriptor of any visible process. An error
+// means the answer is unknown (unreadable table, unfinished walk, hung stat): a caller
+// deciding whether it may let go of the device must then treat it as in use.
 func Users(ctx context.Context, dev Device, cfg UsersConfig) ([]string, error) {
 	return bounded(ctx, "find the users of "+dev.Name, func() ([]string, error) {
 		devs, err := withPartitions(cfg.SysfsRoot, dev)
@@ -66,7 +58,6 @@ func Users(ctx context.Context, dev Device, cfg UsersConfig) ([]string, error) {
 	})
 }
 
-// users gathers the evidence for one device and its partitions.
 type users struct {
 	ctx   context.Context
 	cfg   UsersConfig
@@ -78,7 +69,7 @@ func (u *users) add(format string, args ...any) {
 	u.found = append(u.found, fmt.Sprintf(format, args...))
 }
 
-// match returns the device (disk or partition) with number n.
+// match returns the disk or partition with number n.
 func (u *users) match(n devNum) (Device, bool) {
 	for _, d := range u.devs {
 		if n.major == d.Major && n.minor == d.Minor {
@@ -88,7 +79,6 @@ func (u *users) match(n devNum) (Device, bool) {
 	return Device{}, false
 }
 
-// withPartitions returns dev and every partition the kernel found on it.
 func withPartitions(sysfsRoot string, dev Device) ([]Device, error) {
 	out := []Device{dev}
 	dir := filepath.Join(sysfsRoot, "class", "block", dev.Name)
@@ -119,7 +109,6 @@ func withPartitions(sysfsRoot string, dev Device) ([]Device, error) {
 	return out, nil
 }
 
-// mounts finds mounts of the device and bind mounts of its /dev node.
 func (u *users) mounts() error {
 	entries, err := processTable.read(u.ctx, nil)
 	if err != nil {
@@ -138,7 +127,6 @@ func (u *users) mounts() error {
 	return nil
 }
 
-// holders finds device-mapper or md devices on top of the device.
 func (u *users) holders() error {
 	for _, d := range u.devs {
 		entries, err := os.ReadDir(filepath.Join(u.cfg.SysfsRoot, "class", "block", d.Name, "holders"))
@@ -156,8 +144,7 @@ func (u *users) holders() error {
 }
 
 // loops finds loop devices backed by one of the device's nodes (kubelet locks a mapped
-// block volume with one). A backing file that cannot be inspected is a user when its path
-// could be the device's node: under /dev or NodeDirs.
+// block volume with one); an uninspectable backing file under /dev or NodeDirs counts too.
 func (u *users) loops() error {
 	files, err := filepath.Glob(filepath.Join(u.cfg.SysfsRoot, "block", "loop*", "loop", "backing_file"))
 	if err != nil {
@@ -186,7 +173,6 @@ func (u *users) loops() error {
 	return nil
 }
 
-// couldBeNode reports whether path is under /dev, or is or is below a NodeDirs directory.
 func (u *users) couldBeNode(path string) bool {
 	return strings.HasPrefix(path, "/dev/") || slices.ContainsFunc(u.cfg.NodeDirs, func(dir string) bool {
 		dir = filepath.Clean(dir)
@@ -194,8 +180,8 @@ func (u *users) couldBeNode(path string) bool {
 	})
 }
 
-// nodes walks NodeDirs for device nodes with the device's number. It stays on each
-// directory's filesystem, so it never descends into a mounted volume.
+// nodes walks NodeDirs for nodes with the device's number, never into another
+// filesystem (a mounted volume).
 func (u *users) nodes() error {
 	seen := 0
 	for _, root := range u.cfg.NodeDirs {
@@ -243,7 +229,6 @@ func (u *users) nodes() error {
 	return nil
 }
 
-// descriptors finds processes holding one of the device's nodes open.
 func (u *users) descriptors() error {
 	procs, err := os.ReadDir(u.cfg.ProcRoot)
 	if err != nil {

@@ -13,16 +13,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Connect attaches namespace t.NSID of subsystem t.NQN: it writes one option string to
-// /dev/nvme-fabrics, then polls sysfs until the disk and its device node appear. A matching
-// controller that already exists (EALREADY) is reused, its reconnect settings brought to o.
-//
-// The fabrics write runs under the context's deadline (at most ConnectTimeout), past which
-// Connect returns ErrTimeout even if the kernel is still connecting. If that late connect
-// succeeds, a retry gets EALREADY and finds it, or else the sweep disconnects it as unclaimed.
-//
-// Errors: ErrNotManaged, ErrFabricsMissing, ErrBadOption, ErrUnreachable,
-// ErrSubsystemUnknown, ErrIdentityConflict, ErrNoDisk, ErrTimeout.
+// Connect attaches namespace t.NSID of subsystem t.NQN: one option string to
+// /dev/nvme-fabrics, then sysfs is polled until the disk and its device node appear. An
+// existing matching controller (EALREADY) is reused, its reconnect settings brought to o.
+// Past the deadline (at most ConnectTimeout) it returns ErrTimeout even if the kernel goes
+// on connecting; a late success is found by a retry (EALREADY) or swept as unclaimed.
 func (h *Host) Connect(ctx context.Context, t Target, o Options) (d *Disk, err error) {
 	defer func() { h.observe("connect", err) }()
 	if err := h.guard.Check(t.NQN); err != nil {
@@ -57,11 +52,10 @@ func (h *Host) Connect(ctx context.Context, t Target, o Options) (d *Disk, err e
 }
 
 // createController writes the connect string and returns the controller's name, and
-// whether it already existed.
+// whether it already existed. Twice at most: the controller EALREADY means may vanish
+// before we look (its ctrl_loss_tmo expiring), and then a new connect is right.
 func (h *Host) createController(ctx context.Context, t Target, opts string) (string, bool, error) {
 	target := fmt.Sprintf("%s at %s:%d", t.NQN, t.Address, t.Port)
-	// Twice at most: EALREADY names a controller that may vanish before we look for it
-	// (its ctrl_loss_tmo expiring), and then a new connect is right.
 	for attempt := 0; ; attempt++ {
 		reply, err := withDeadline(ctx, "connect "+target, func() (string, error) { return h.fab.connect(opts) },
 			func(reply string, err error) { h.lateConnect(target, reply, err) })
@@ -86,8 +80,7 @@ func (h *Host) createController(ctx context.Context, t Target, opts string) (str
 	}
 }
 
-// controllerFromReply parses "instance=N,cntlid=M" and checks that controller nvmeN is
-// the subsystem's.
+// controllerFromReply parses "instance=N,cntlid=M" and checks that nvmeN is the subsystem's.
 func (h *Host) controllerFromReply(reply, nqn string) (string, bool, error) {
 	var inst, cntlid int
 	if _, err := fmt.Sscanf(strings.TrimSpace(reply), "instance=%d,cntlid=%d", &inst, &cntlid); err != nil || inst < 0 {
@@ -100,7 +93,6 @@ func (h *Host) controllerFromReply(reply, nqn string) (string, bool, error) {
 	return name, false, nil
 }
 
-// lateConnect logs the outcome of a connect that finished after its caller's deadline.
 func (h *Host) lateConnect(target, reply string, err error) {
 	if err != nil {
 		h.log.Info("a timed-out connect failed later", "target", target, "err", err)
@@ -125,7 +117,7 @@ func (h *Host) findExisting(t Target) (Controller, bool, error) {
 	return Controller{}, false, nil
 }
 
-// connectError maps the errno of a failed connect to a typed error that says what to check.
+// connectError maps a failed connect's errno to a typed error that says what to check.
 func (h *Host) connectError(err error, t Target, target string) error {
 	switch {
 	case errors.Is(err, ErrTimeout):
@@ -168,9 +160,9 @@ func (h *Host) identityConflict() (Controller, bool) {
 	return Controller{}, false
 }
 
-// applyReconnectSettings brings a reused controller's run-time settings to the requested
-// ones: a controller made earlier (by an older driver, or with the kernel's 600 s
-// ctrl_loss_tmo) must not drop the volume during the next appliance reboot.
+// applyReconnectSettings brings a reused controller's run-time settings to o: one made
+// earlier (by an older driver, or with the kernel's 600 s ctrl_loss_tmo) must not drop the
+// volume during the next appliance reboot.
 func (h *Host) applyReconnectSettings(ctrl string, o Options) {
 	for _, s := range o.options() {
 		want := cmp.Or(s.val, s.def)
@@ -188,36 +180,33 @@ func (h *Host) applyReconnectSettings(ctrl string, o Options) {
 	}
 }
 
-// waitDisk polls sysfs until the namespace's disk and device node appear. The disk
-// appears milliseconds after the connect write returns: poll at 1 ms, backing off to 5 ms,
-// bounded by diskWait and the context.
+// waitDisk polls sysfs (1 ms backing off to 5 ms, within diskWait and ctx) until the
+// namespace's disk and device node appear, milliseconds after the connect write.
 func (h *Host) waitDisk(ctx context.Context, nqn string, nsid int) (*Disk, error) {
 	start := time.Now()
-	deadline := start.Add(h.diskWait)
-	if dl, ok := ctx.Deadline(); ok && dl.Before(deadline) {
-		deadline = dl
-	}
-	interval := time.Millisecond
-	for {
+	ctx, cancel := context.WithTimeout(ctx, h.diskWait)
+	defer cancel()
+	for interval := time.Millisecond; ; interval = min(interval*2, 5*time.Millisecond) {
 		d, err := h.resolve(nqn, nsid)
-		if err == nil {
-			return d, nil
+		if err == nil || !errors.Is(err, ErrNoDisk) && !errors.Is(err, ErrNotConnected) {
+			return d, err
 		}
-		if !errors.Is(err, ErrNoDisk) && !errors.Is(err, ErrNotConnected) {
-			return nil, err
-		}
-		left := time.Until(deadline)
-		if left <= 0 || ctx.Err() != nil {
+		if ctx.Err() != nil {
 			return nil, fmt.Errorf("%w: waited %v for the disk of namespace %d: %w", ErrTimeout, time.Since(start).Round(time.Millisecond), nsid, err)
 		}
-		timer := time.NewTimer(min(interval, left))
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-		case <-timer.C:
-		}
-		interval = min(interval*2, 5*time.Millisecond)
+		sleep(ctx, interval)
 	}
+}
+
+// sleep waits d or until ctx is done, and returns ctx's error.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return ctx.Err()
 }
 
 // sameIP compares addresses as IPs when both parse (IPv6 has many spellings).

@@ -4,17 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 )
 
-// Disconnect detaches subsystem nqn: it deletes each of its controllers (lowering the
-// reconnect settings of one that is not live first, so the delete does not wait for
-// retries), then waits until sysfs shows none (bounded). Not connected is success.
-// The caller must unmount the disk first: deleting a controller under a mounted
-// filesystem hangs or loses data. Such a hang returns ErrTimeout at the deadline.
+// Disconnect detaches subsystem nqn: it deletes each controller (lowering a non-live one's
+// reconnect settings first, so the delete does not wait for retries) and waits until sysfs
+// shows none. Not connected is success. Unmount first: a delete under a mounted filesystem
+// hangs or loses data (ErrTimeout at the deadline).
 func (h *Host) Disconnect(ctx context.Context, nqn string) (err error) {
 	defer func() { h.observe("disconnect", err) }()
 	if err := h.guard.Check(nqn); err != nil {
@@ -22,8 +22,7 @@ func (h *Host) Disconnect(ctx context.Context, nqn string) (err error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.cfg.OpTimeout)
 	defer cancel()
-	// All controllers of the NQN on the host, not only those its subsystem links: the
-	// verification below looks at the same set.
+	// All of the NQN's controllers, not only those its subsystem links: waitGone checks the same set.
 	ctrls, err := h.sys.controllersOf(nqn)
 	if err != nil {
 		return fmt.Errorf("disconnect %s: %w", nqn, err)
@@ -46,8 +45,7 @@ func (h *Host) Disconnect(ctx context.Context, nqn string) (err error) {
 
 func (h *Host) deleteController(ctx context.Context, nqn string, c Controller) error {
 	dir := h.sys.ctrlDir(c.Name)
-	// Read the owner again just before writing: controller names are reused, and this
-	// one may have vanished and been reborn for another subsystem since it was listed.
+	// Read the owner again just before writing: the name may have been reused meanwhile.
 	owner, err := readAttr(dir + "/subsysnqn")
 	if vanished(err) || (err == nil && owner != nqn) {
 		return nil
@@ -80,12 +78,10 @@ func (h *Host) deleteController(ctx context.Context, nqn string, c Controller) e
 	}
 }
 
-// waitGone waits until no controller of nqn remains. The subsystem itself may linger
-// without controllers while something holds its old disk open (a stale mount); that is
-// not a connection, and is logged.
+// waitGone waits until no controller of nqn remains. A subsystem lingering without
+// controllers (its old disk held open by a stale mount) is no connection, only logged.
 func (h *Host) waitGone(ctx context.Context, nqn string) error {
-	interval := time.Millisecond
-	for {
+	for interval := time.Millisecond; ; interval = min(interval*2, 10*time.Millisecond) {
 		left, err := h.sys.controllersOf(nqn)
 		if err != nil {
 			return fmt.Errorf("disconnect %s: verify: %w", nqn, err)
@@ -96,14 +92,9 @@ func (h *Host) waitGone(ctx context.Context, nqn string) error {
 			}
 			return nil
 		}
-		timer := time.NewTimer(interval)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
+		if sleep(ctx, interval) != nil {
 			return fmt.Errorf("%w: disconnect %s: controllers still present after the delete: %s; check for mounts of its disk", ErrTimeout, nqn, describeControllers(left))
-		case <-timer.C:
 		}
-		interval = min(interval*2, 10*time.Millisecond)
 	}
 }
 
@@ -111,8 +102,8 @@ func (h *Host) waitGone(ctx context.Context, nqn string) error {
 type SweepReport struct {
 	Disconnected []string    // managed NQNs that no volume claimed and nothing used
 	Kept         []SweepKept // every other subsystem, with the reason
-	// Unowned are the managed subsystems kept because nothing proves this driver made
-	// them (also in Kept): another driver's, or its own from a lost state directory.
+	// Unowned are the managed subsystems kept because nothing proves this driver made them
+	// (also in Kept): another driver's, or its own from a lost state directory.
 	Unowned []SweepKept
 }
 
@@ -122,29 +113,41 @@ type SweepKept struct {
 	Reason string
 }
 
-// Sweep disconnects the connections this driver made and abandoned: managed subsystems
-// that owned proves it connected (its intent records), that no staged volume claims
-// (claimed) and whose disks inUse reports unused (required: without that evidence a sweep
-// could disconnect a used volume). A managed prefix is no proof of ownership: an unowned
-// subsystem is kept and reported in Unowned; unmanaged ones are never touched. The caller
-// must not stage volumes meanwhile: one connected but not yet claimed would look orphaned.
-// A failed disconnect does not stop the sweep; the errors are returned joined.
+// UnownedReason is why a sweep keeps a managed subsystem that nothing proves this driver
+// connected.
+const UnownedReason = "not proven to be this driver's connection (no intent record of this boot): never disconnected automatically; kubelet's NodeStageVolume adopts it, or remove it by hand once nothing uses it"
+
+// Sweep disconnects the connections this driver made and abandoned: managed subsystems that
+// owned proves it connected (its intent records), that no staged volume claims (claimed)
+// and whose disks inUse reports unused. The caller must not stage volumes meanwhile: one
+// connected but not yet claimed would look orphaned. See SweepSubsystems.
 func (h *Host) Sweep(ctx context.Context, claimed, owned map[string]bool, inUse func(Disk) bool) (SweepReport, error) {
+	subs, err := h.Subsystems()
+	if err != nil {
+		return SweepReport{}, fmt.Errorf("sweep: %w", err)
+	}
+	return SweepSubsystems(ctx, h.log, h.guard, subs, claimed, owned, inUse, h.Disconnect)
+}
+
+// SweepSubsystems is the one sweep rule, shared by Host and its loop-device stand-in: it
+// disconnects each of subs that is managed, owned, unclaimed, still has controllers and no
+// disk of which inUse reports used (required: without that evidence a sweep could cut a used
+// volume). A managed prefix is no proof of ownership: unowned ones are kept and listed in
+// Unowned; unmanaged ones are never touched. A failed disconnect does not stop the sweep;
+// the errors are returned joined.
+func SweepSubsystems(ctx context.Context, log *slog.Logger, g *Guard, subs []Subsystem, claimed, owned map[string]bool,
+	inUse func(Disk) bool, disconnect func(context.Context, string) error) (SweepReport, error) {
 	var rep SweepReport
 	if inUse == nil {
 		return rep, errors.New("nvme: Sweep needs an in-use check for disks: without it, it cannot prove a volume is unused, so it disconnects nothing")
 	}
-	subs, err := h.Subsystems()
-	if err != nil {
-		return rep, fmt.Errorf("sweep: %w", err)
-	}
 	var errs []error
 	keep := func(nqn, reason string) {
 		rep.Kept = append(rep.Kept, SweepKept{NQN: nqn, Reason: reason})
-		h.log.Info("sweep: left connected", "nqn", nqn, "reason", reason)
+		log.Info("sweep: left connected", "nqn", nqn, "reason", reason)
 	}
 	for _, s := range subs {
-		if reason := h.sweepKeepReason(s, claimed, owned, inUse); reason != "" {
+		if reason := sweepKeepReason(s, g, claimed, owned, inUse); reason != "" {
 			keep(s.NQN, reason)
 			if reason == UnownedReason {
 				rep.Unowned = append(rep.Unowned, SweepKept{NQN: s.NQN, Reason: reason})
@@ -156,26 +159,22 @@ func (h *Host) Sweep(ctx context.Context, claimed, owned map[string]bool, inUse 
 			errs = append(errs, fmt.Errorf("sweep: %w", err))
 			continue
 		}
-		if err := h.Disconnect(ctx, s.NQN); err != nil {
+		if err := disconnect(ctx, s.NQN); err != nil {
 			keep(s.NQN, "disconnect failed: "+err.Error())
 			errs = append(errs, err)
 			continue
 		}
 		rep.Disconnected = append(rep.Disconnected, s.NQN)
-		h.log.Info("sweep: disconnected an unclaimed volume", "nqn", s.NQN, "controllers", describeControllers(s.Controllers))
+		log.Info("sweep: disconnected an unclaimed volume", "nqn", s.NQN, "controllers", describeControllers(s.Controllers))
 	}
 	return rep, errors.Join(errs...)
 }
 
-// UnownedReason is why a sweep keeps a managed subsystem that nothing proves this driver
-// connected.
-const UnownedReason = "not proven to be this driver's connection (no intent record of this boot): never disconnected automatically; kubelet's NodeStageVolume adopts it, or remove it by hand once nothing uses it"
-
 // sweepKeepReason says why subsystem s must stay, or "" when it may be disconnected.
-func (h *Host) sweepKeepReason(s Subsystem, claimed, owned map[string]bool, inUse func(Disk) bool) string {
+func sweepKeepReason(s Subsystem, g *Guard, claimed, owned map[string]bool, inUse func(Disk) bool) string {
 	switch {
-	case !s.Managed:
-		return fmt.Sprintf("outside the managed prefix %q", h.guard.Prefix())
+	case !s.Managed || !g.Manages(s.NQN):
+		return fmt.Sprintf("outside the managed prefix %q", g.Prefix())
 	case claimed[s.NQN]:
 		return "claimed by a staged volume"
 	case !owned[s.NQN]:

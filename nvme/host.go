@@ -22,20 +22,15 @@ type Config struct {
 	HostDir   string // "/etc/nvme" of the host: hostnqn and hostid
 	Guard     *Guard // required: the managed-prefix guard
 	Logger    *slog.Logger
-	// ConnectTimeout bounds a whole Connect (the fabrics write and the wait for the disk)
-	// when the caller's context allows longer. Default 30s.
-	ConnectTimeout time.Duration
-	// OpTimeout bounds Disconnect and Rescan likewise. Default 30s.
-	OpTimeout time.Duration
-	// Observe, when set, is called after every connect, disconnect and rescan with the
-	// event name ("connect", "disconnect", "rescan") and the result (nil on success); for
-	// metrics.
+	// ConnectTimeout bounds a whole Connect (fabrics write and disk wait); OpTimeout bounds
+	// Disconnect and Rescan. Default 30s each.
+	ConnectTimeout, OpTimeout time.Duration
+	// Observe, when set, gets every "connect", "disconnect" and "rescan" and its result.
 	Observe func(event string, err error)
 }
 
 // Host attaches and detaches volumes on this node. Its methods are safe for concurrent
-// use; callers serialise operations on the same NQN (a volume lock), as the kernel's view
-// of one subsystem cannot be changed by two callers at once meaningfully.
+// use; callers serialise operations on one NQN (a volume lock).
 type Host struct {
 	cfg   Config
 	sys   sysfs
@@ -44,19 +39,19 @@ type Host struct {
 	fab   fabrics
 	guard *Guard
 
-	// Seams for tests; the defaults act on the real kernel.
+	// Seams for tests.
 	writeAttr func(path, value string) error    // a sysfs attribute write
 	statRdev  func(path string) (uint64, error) // the device number of a device node
 	diskWait  time.Duration                     // bound on waiting for a disk after a connect
 	settle    time.Duration                     // how long Rescan waits for a size change
 }
 
-// NewHost loads (or creates once) the host identity and returns a Host. It succeeds even
-// when /dev/nvme-fabrics is missing, because the module may be loaded later: it logs a
-// warning, and Probe and Connect report ErrFabricsMissing until then.
+// NewHost loads (or creates once) the host identity and returns a Host. A missing
+// /dev/nvme-fabrics is logged, not an error (the module may be loaded later): Probe and
+// Connect report ErrFabricsMissing until then.
 func NewHost(cfg Config) (*Host, error) { return newHost(cfg, nil) }
 
-// newHost is NewHost with a fabrics implementation chosen by tests (nil = the real one).
+// newHost is NewHost with the fabrics of a test (nil: the real one).
 func newHost(cfg Config, fab fabrics) (*Host, error) {
 	if cfg.Guard == nil {
 		return nil, errors.New("nvme: a managed-prefix Guard is required: build one with NewGuard from the configured managed NQN prefix")
@@ -65,12 +60,8 @@ func newHost(cfg Config, fab fabrics) (*Host, error) {
 	cfg.DevRoot = cmp.Or(cfg.DevRoot, "/dev")
 	cfg.HostDir = cmp.Or(cfg.HostDir, "/etc/nvme")
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
-	if cfg.ConnectTimeout <= 0 {
-		cfg.ConnectTimeout = 30 * time.Second
-	}
-	if cfg.OpTimeout <= 0 {
-		cfg.OpTimeout = 30 * time.Second
-	}
+	cfg.ConnectTimeout = cmp.Or(max(cfg.ConnectTimeout, 0), 30*time.Second)
+	cfg.OpTimeout = cmp.Or(max(cfg.OpTimeout, 0), 30*time.Second)
 	id, created, err := LoadOrCreateIdentity(cfg.HostDir, cfg.SysfsRoot)
 	if err != nil {
 		return nil, fmt.Errorf("load the NVMe host identity: %w", err)
@@ -92,16 +83,15 @@ func newHost(cfg Config, fab fabrics) (*Host, error) {
 	return h, nil
 }
 
-// observe reports an event to the metrics hook.
 func (h *Host) observe(event string, err error) {
 	if h.cfg.Observe != nil {
 		h.cfg.Observe(event, err)
 	}
 }
 
-// Probe checks that /dev/nvme-fabrics exists and reads the options the kernel supports,
-// from a fresh fd every time (the module may have been loaded or replaced meanwhile). It
-// is bounded at 5 s: the kernel serialises the probe read behind any connect in progress.
+// Probe reads the connect options the kernel supports from a fresh /dev/nvme-fabrics fd
+// (the module may have been loaded or replaced), within 5 s: the kernel serialises the read
+// behind any connect in progress.
 func (h *Host) Probe() (Features, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -121,12 +111,10 @@ func (h *Host) probe(ctx context.Context) (Features, error) {
 	return parseFeatures(text), nil
 }
 
-// Multipath reports whether the kernel's native NVMe multipath is on
-// (/sys/module/nvme_core/parameters/multipath is "Y"). Only then do several controllers
-// of one subsystem share one head disk (nvme<S>n<H>); with it off (nvme_core.multipath=N,
-// or a kernel built without CONFIG_NVME_MULTIPATH, which has no such parameter) every
-// controller brings its own disk of the same namespace, and a volume must use one path.
-// An unreadable parameter is an error: the caller then uses one path.
+// Multipath reports whether native NVMe multipath is on (nvme_core's parameter "Y"): only
+// then do a subsystem's controllers share one head disk; off (multipath=N, or no
+// CONFIG_NVME_MULTIPATH and so no parameter) each brings its own disk, and a volume must
+// use one path. An unreadable parameter is an error: the caller then uses one path.
 func (h *Host) Multipath() (bool, error) {
 	path := filepath.Join(h.cfg.SysfsRoot, "module", "nvme_core", "parameters", "multipath")
 	v, err := readAttr(path)
@@ -142,11 +130,9 @@ func (h *Host) Multipath() (bool, error) {
 	return v == "Y" || v == "y" || v == "1", nil
 }
 
-// withDeadline runs f in its own goroutine and returns its result, or ctx's error
-// (wrapped in ErrTimeout) as soon as ctx is done, even if f is still blocked in the
-// kernel. A kernel call cannot be cancelled: f then finishes on its own, and late is
-// called with its result so the caller can log what happened. What a late result means
-// is documented where withDeadline is used.
+// withDeadline runs f in its own goroutine and returns its result, or ctx's error wrapped
+// in ErrTimeout as soon as ctx is done. A kernel call cannot be cancelled: f finishes on its
+// own, and late (if set) gets its result to log.
 func withDeadline[T any](ctx context.Context, what string, f func() (T, error), late func(T, error)) (T, error) {
 	var zero T
 	if err := ctx.Err(); err != nil { // no time left: do not start a kernel call at all
@@ -174,23 +160,15 @@ func withDeadline[T any](ctx context.Context, what string, f func() (T, error), 
 	}
 }
 
-// fabrics is the kernel's /dev/nvme-fabrics. It is an interface so that tests can return
-// every errno the kernel does, which a regular file or a pipe cannot.
+// fabrics is /dev/nvme-fabrics, an interface so tests can return every errno the kernel does.
 type fabrics interface {
-	// readOptions reads a freshly opened fd without writing: the kernel (5.17 and later)
-	// answers with the option tokens it supports.
-	readOptions() (string, error)
-	// connect writes one option string to a fresh fd and reads the reply
-	// ("instance=N,cntlid=M") from the same fd. The write blocks until the admin queue is
-	// connected.
-	connect(opts string) (string, error)
+	readOptions() (string, error)        // read a fresh fd without writing: the supported options (5.17+)
+	connect(opts string) (string, error) // write opts to a fresh fd, read "instance=N,cntlid=M"
 }
 
-// devFabrics is the real /dev/nvme-fabrics. Errors are *fs.PathError wrapping the errno.
-//
-// The kernel serialises every open fd's read and write on one global mutex
-// (nvmf_dev_mutex), so a connect stuck on an unresponsive target delays the others in the
-// kernel; callers bound each call with a deadline (see withDeadline) so that they return.
+// devFabrics is the real /dev/nvme-fabrics; errors are *fs.PathError wrapping the errno.
+// The kernel serialises every fd's read and write on one mutex, so a connect stuck on a
+// dead target delays the others: callers bound each call (withDeadline).
 type devFabrics struct{ path string }
 
 func (d devFabrics) open() (int, error) {
@@ -239,16 +217,15 @@ func (d devFabrics) connect(opts string) (string, error) {
 	return string(buf[:n]), nil
 }
 
-// fabricsMissing reports whether err from opening /dev/nvme-fabrics means the
-// nvme-fabrics module is not loaded (no device node, or a node without a driver).
+// fabricsMissing reports whether opening /dev/nvme-fabrics failed for want of the module.
 func fabricsMissing(err error) bool {
 	var pe *fs.PathError
 	return errors.As(err, &pe) && pe.Op == "open" &&
 		(errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO))
 }
 
-// writeSysfsAttr writes value to an existing sysfs attribute. It never creates a file
-// (O_CREAT is not given): a missing attribute is an error, not a new file.
+// writeSysfsAttr writes value to an existing sysfs attribute; without O_CREAT a missing
+// attribute is an error, never a new file.
 func writeSysfsAttr(path, value string) error {
 	fd, err := retryEINTR(func() (int, error) { return unix.Open(path, unix.O_WRONLY|unix.O_CLOEXEC, 0) })
 	if err == nil {

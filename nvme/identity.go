@@ -11,29 +11,25 @@ import (
 	"strings"
 )
 
-// Identity is the host's NVMe identity, passed in every connect. Targets allow hosts by
-// HostNQN, and the kernel refuses a HostNQN paired with another HostID (and the reverse),
-// so the pair must be stable for the life of the node.
+// Identity is the host's NVMe identity, passed in every connect: targets allow hosts by
+// HostNQN and the kernel refuses a HostNQN with another HostID (and the reverse), so the
+// pair must be stable for the node's life.
 type Identity struct {
 	HostNQN string
 	HostID  string
 }
 
-// UUIDHostNQNPrefix is the NVMe spec's UUID-based host NQN form, as nvme-cli writes it:
-// UUIDHostNQNPrefix + hostid.
+// UUIDHostNQNPrefix + hostid is the NVMe spec's UUID-based host NQN, as nvme-cli writes it.
 const UUIDHostNQNPrefix = "nqn.2014-08.org.nvmexpress:uuid:"
 
 var uuidRe = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
-// LoadOrCreateIdentity returns the host identity kept in hostDir ("hostnqn" and "hostid",
-// as /etc/nvme on the host). What exists is used as is and never rewritten; what is
-// missing is made once and written with mode 0644:
-//   - hostid: the UUID in a UUID-form hostnqn, else the DMI product UUID under sysfsRoot
-//     when readable and plausible, else a random UUID;
-//   - hostnqn: "nqn.2014-08.org.nvmexpress:uuid:<hostid>".
-//
-// created reports whether a file was written. Files that exist but hold no valid value are
-// an error (wrapping ErrIdentityConflict): they belong to the host's administrator.
+// LoadOrCreateIdentity returns the identity in hostDir ("hostnqn", "hostid", as the host's
+// /etc/nvme). What exists is used, never rewritten; what is missing is made once (mode
+// 0644): hostid is the UUID of a UUID-form hostnqn, else a plausible DMI product UUID, else
+// random; hostnqn is UUIDHostNQNPrefix+hostid. created says whether a file was written.
+// An existing file without a valid value is an error (ErrIdentityConflict): it is the
+// administrator's.
 func LoadOrCreateIdentity(hostDir, sysfsRoot string) (id Identity, created bool, err error) {
 	nqnPath, idPath := filepath.Join(hostDir, "hostnqn"), filepath.Join(hostDir, "hostid")
 	nqn, nqnFound, err := readIdentityFile(nqnPath, validHostNQN)
@@ -54,7 +50,7 @@ func LoadOrCreateIdentity(hostDir, sysfsRoot string) (id Identity, created bool,
 		if hostID, err = newHostID(nqn, sysfsRoot); err != nil {
 			return Identity{}, false, err
 		}
-		// Another process may have written the file meanwhile: the file on disk wins.
+		// The file on disk wins over one another process wrote meanwhile.
 		if hostID, err = writeOnce(idPath, hostID, validHostID); err != nil {
 			return Identity{}, false, err
 		}
@@ -67,7 +63,6 @@ func LoadOrCreateIdentity(hostDir, sysfsRoot string) (id Identity, created bool,
 	return Identity{HostNQN: nqn, HostID: hostID}, true, nil
 }
 
-// readIdentityFile returns the trimmed content of path and whether it exists.
 func readIdentityFile(path string, valid func(string) error) (string, bool, error) {
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -100,9 +95,9 @@ func validHostID(v string) error {
 	return nil
 }
 
-// newHostID picks a host ID for a host that has none.
+// newHostID picks a host ID: the UUID of a UUID-form host NQN (as nvme-cli pairs them),
+// else the DMI product UUID if plausible, else a random one.
 func newHostID(hostNQN, sysfsRoot string) (string, error) {
-	// A UUID-form host NQN already names the host's UUID; nvme-cli pairs them the same way.
 	if u, ok := strings.CutPrefix(hostNQN, UUIDHostNQNPrefix); ok && uuidRe.MatchString(u) {
 		return strings.ToLower(u), nil
 	}
@@ -114,8 +109,7 @@ func newHostID(hostNQN, sysfsRoot string) (string, error) {
 	return randomUUID()
 }
 
-// plausibleProductUUID rejects the placeholder UUIDs that firmware often reports, which
-// would give many machines the same identity.
+// plausibleProductUUID rejects firmware placeholders, which would give many machines one identity.
 func plausibleProductUUID(u string) bool {
 	if !uuidRe.MatchString(u) {
 		return false
@@ -135,9 +129,9 @@ func randomUUID() (string, error) {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
 }
 
-// writeOnce creates path with value unless it already exists, and returns what path holds
-// afterwards. The value is written to a temporary file and hard-linked into place, so a
-// reader never sees a partial file and a concurrent writer's file is never replaced.
+// writeOnce creates path with value unless it exists and returns what path then holds:
+// a temporary file hard-linked into place, so no reader sees a partial file and a
+// concurrent writer's file is never replaced.
 func writeOnce(path, value string, valid func(string) error) (string, error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {

@@ -1,16 +1,9 @@
-// Package nvme attaches and detaches NVMe/TCP volumes with the Linux kernel's own
-// interface: it writes connect strings to /dev/nvme-fabrics and reads sysfs itself (no
-// nvme-cli, no udev). It knows nothing of CSI or RouterOS.
-//
-// Safety rests on two rules. First, every operation that names a subsystem goes through a
-// Guard built from the node's managed NQN prefix, so the package cannot touch subsystems it
-// does not own (a diskless node may boot its own /var over NVMe/TCP). Second, device names
-// are never built from numbers: a volume's disk is found in sysfs on every call, by the
-// subsystem's NQN and the namespace ID, because the kernel renumbers disks after a
-// controller is lost and re-created.
-//
-// The kernel interface this package relies on is described in the project's
-// reference/nvme-tcp-kernel.md.
+// Package nvme attaches and detaches NVMe/TCP volumes through the kernel's own interface
+// (connect strings to /dev/nvme-fabrics, sysfs; no nvme-cli, no udev). It knows nothing of
+// CSI or RouterOS. Two safety rules: every operation naming a subsystem goes through the
+// Guard of the managed NQN prefix (a diskless node may boot its own /var over NVMe/TCP),
+// and a disk is found in sysfs on every call by NQN and namespace ID, never built from
+// numbers (the kernel renumbers disks after a controller loss).
 package nvme
 
 import (
@@ -23,15 +16,13 @@ import (
 	"strings"
 )
 
-// Errors returned by this package, for errors.Is. Every returned error wraps one of these
-// and carries a message that names what is wrong and how to fix it.
+// Errors, for errors.Is; every error wraps one and says what is wrong and how to fix it.
 var (
 	ErrFabricsMissing   = errors.New("NVMe over Fabrics is not available on this host") // nvme-tcp not loaded
 	ErrUnreachable      = errors.New("NVMe/TCP target unreachable")
 	ErrSubsystemUnknown = errors.New("NVMe subsystem unknown to the target or host not allowed")
 	ErrBadOption        = errors.New("invalid NVMe connect option") // or unsupported by this kernel
-	// ErrIdentityConflict: the host NQN/ID pair conflicts with one already in use on this
-	// host, or the identity files are unusable.
+	// ErrIdentityConflict: the host NQN/ID pair conflicts with one in use, or the files are unusable.
 	ErrIdentityConflict = errors.New("NVMe host identity conflict")
 	ErrNotManaged       = errors.New("NQN is not managed by this driver") // outside the managed prefix
 	ErrNotConnected     = errors.New("NVMe subsystem not connected")      // no controller on this host
@@ -44,21 +35,14 @@ var (
 const maxNQNLen = 223
 
 var (
-	// slotPrefixRe is the slot-style prefix: it matches the part of an NQN after its last
-	// ':' (the RDS slot, which is the volume ID, e.g. "pvc-<uuid>").
-	slotPrefixRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{3,}$`)
-	// slotNameRe is a whole RDS slot name, the subsystem NQN of RouterOS before 7.21.
-	slotNameRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)
+	slotPrefixRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{3,}$`) // matched after an NQN's last ':' (the RDS slot)
+	slotNameRe   = regexp.MustCompile(`^[a-z0-9][a-z0-9-]*$`)    // a bare slot: the NQN of RouterOS before 7.21
 )
 
-// ValidatePrefix checks a managed NQN prefix. Two forms are accepted:
-//   - an NQN prefix: starts with "nqn.", has a naming authority, a ':' and at least one
-//     character after it, and is shorter than 223 bytes (e.g. "nqn.2000-02.com.mikrotik:pvc-");
-//   - a slot prefix: at least 4 characters of [a-z0-9-] (e.g. "pvc-"), matched against the
-//     part of each NQN after its last ':'.
-//
-// A prefix that stops at the ':' is refused: it would claim every NQN of that naming
-// authority, which on a diskless node includes the subsystem holding its own /var.
+// ValidatePrefix checks a managed prefix: an NQN prefix ("nqn.", a naming authority, ':'
+// and at least one character after it, under 223 bytes, e.g. "nqn.2000-02.com.mikrotik:pvc-"),
+// or a slot prefix (at least 4 of [a-z0-9-], e.g. "pvc-") matched after each NQN's last ':'.
+// A prefix ending at the ':' would claim the whole naming authority, a diskless node's /var too.
 func ValidatePrefix(prefix string) error {
 	const example = `e.g. "nqn.2000-02.com.mikrotik:pvc-" or the slot prefix "pvc-"`
 	switch {
@@ -91,9 +75,8 @@ func ValidatePrefix(prefix string) error {
 	}
 }
 
-// badNQNChar describes the first character of s that has no place in an NQN we send to
-// the kernel: a ',' would inject options into the connect string, and whitespace or
-// control characters never occur in real NQNs. It returns "" when s is clean.
+// badNQNChar describes the first character of s that has no place in an NQN ("" if none):
+// a ',' would inject connect options; space and control characters are in no real NQN.
 func badNQNChar(s string) string {
 	for _, r := range s {
 		switch {
@@ -106,8 +89,8 @@ func badNQNChar(s string) string {
 	return ""
 }
 
-// Guard decides which NQNs this driver may touch. It is the only gate: connect,
-// disconnect, rescan, resolve, health and the sweep all ask it first.
+// Guard decides which NQNs this driver may touch: connect, disconnect, rescan, resolve,
+// health and the sweep all ask it first.
 type Guard struct {
 	prefix string
 	slot   bool // prefix applies to the part after the NQN's last ':'
@@ -124,8 +107,7 @@ func NewGuard(prefix string) (*Guard, error) {
 // Prefix returns the managed prefix the guard was built from.
 func (g *Guard) Prefix() string { return g.prefix }
 
-// Manages reports whether nqn is a well-formed NQN inside the managed prefix. The part
-// after the prefix must be non-empty: the prefix alone names no volume.
+// Manages reports whether nqn is a well-formed NQN strictly inside the managed prefix.
 func (g *Guard) Manages(nqn string) bool {
 	return g != nil && g.reject(nqn) == ""
 }
@@ -141,11 +123,9 @@ func (g *Guard) Check(nqn string) error {
 	return nil
 }
 
-// reject explains why nqn is not managed, or returns "".
+// reject explains why nqn is not managed, or returns "". With a slot prefix a bare slot
+// name is an NQN too: RouterOS before 7.21 names each subsystem after its slot.
 func (g *Guard) reject(nqn string) string {
-	// RouterOS before 7.21 names each export's subsystem after its slot ("pvc-…", no
-	// "nqn." form); a slot-style prefix exists for exactly those, so there a bare slot name
-	// is a valid subsystem name.
 	bareSlot := g.slot && !strings.Contains(nqn, ":") && slotNameRe.MatchString(nqn)
 	if !bareSlot && !strings.HasPrefix(nqn, "nqn.") || len(nqn) >= maxNQNLen {
 		return fmt.Sprintf("it is not a valid NQN (must start with \"nqn.\" and be under %d bytes)", maxNQNLen)
@@ -155,7 +135,6 @@ func (g *Guard) reject(nqn string) string {
 	}
 	name, what := nqn, "managed prefix"
 	if g.slot {
-		// The slot is the part after the NQN's last ':', or the whole bare slot name.
 		name, what = nqn[strings.LastIndexByte(nqn, ':')+1:], "managed slot prefix (matched after the last ':')"
 	}
 	if !strings.HasPrefix(name, g.prefix) || len(name) == len(g.prefix) {
@@ -172,11 +151,25 @@ type Target struct {
 	NSID    int    // namespace ID; 0 means 1
 }
 
-// endpoint is "address:port" for messages.
 func (t Target) endpoint() string { return fmt.Sprintf("%s:%d", t.Address, t.Port) }
 
-// Options are the per-connection kernel options; nil leaves the field at its default
-// (DefaultCtrlLossTmo, DefaultReconnectDelay, else the kernel's).
+// Checked returns t with its defaults applied (port 4420, namespace 1), or an error
+// wrapping ErrBadOption for an address, port or namespace ID no connect can use.
+func (t Target) Checked() (Target, error) {
+	t.Port, t.NSID = cmp.Or(t.Port, DefaultPort), cmp.Or(t.NSID, 1)
+	switch {
+	case net.ParseIP(t.Address) == nil:
+		return t, fmt.Errorf("%w: target address %q is not an IP address: NVMe/TCP connects to an IP (the kernel resolves no host names); set the volume's nvmeAddress to the RDS's IP", ErrBadOption, t.Address)
+	case t.Port < 1 || t.Port > 65535:
+		return t, fmt.Errorf("%w: target port %d is not a TCP port; set the volume's nvmePort (usually 4420)", ErrBadOption, t.Port)
+	case t.NSID < 1:
+		return t, fmt.Errorf("%w: namespace ID %d: namespace IDs start at 1", ErrBadOption, t.NSID)
+	}
+	return t, nil
+}
+
+// Options are the per-connection kernel options; nil means DefaultCtrlLossTmo,
+// DefaultReconnectDelay, or else the kernel's default.
 type Options struct {
 	CtrlLossTmo    *int // seconds; -1 = never give up
 	ReconnectDelay *int // seconds between reconnect attempts, >= 1
@@ -186,8 +179,8 @@ type Options struct {
 	QueueSize      *int // 16..1024
 }
 
-// Defaults sent when Options leaves them nil: never give up on a controller (appliance
-// reboots must not turn volumes read-only), retry every 5 s.
+// Defaults: never give up on a controller (an appliance reboot must not turn volumes
+// read-only), retry every 5 s.
 const (
 	DefaultCtrlLossTmo    = -1
 	DefaultReconnectDelay = 5
@@ -209,7 +202,7 @@ type Controller struct {
 // Live reports whether the controller can carry I/O now.
 func (c Controller) Live() bool { return c.State == "live" }
 
-// dying reports a controller state from which the kernel never recovers.
+// dying is a controller state the kernel never recovers from.
 func dying(state string) bool { return strings.HasPrefix(state, "deleting") || state == "dead" }
 
 func describeControllers(ctrls []Controller) string {
@@ -250,9 +243,8 @@ type Subsystem struct {
 
 // Features is what the kernel's fabrics interface supports.
 type Features struct {
-	// Options lists the connect option names the kernel accepts (e.g. "ctrl_loss_tmo").
-	// nil means the kernel does not list them (before 5.17): every option is then sent
-	// and the kernel rejects what it does not know.
+	// Options are the connect option names the kernel accepts; nil when it does not list
+	// them (before 5.17): every option is then sent and the kernel rejects what it lacks.
 	Options map[string]bool
 }
 
@@ -270,9 +262,8 @@ func parseFeatures(text string) Features {
 	return f
 }
 
-// connectOption is one per-connection option: its kernel name, value, the default sent
-// when the value is nil (nil: leave it to the kernel), and whether sysfs can change it on
-// a live controller.
+// connectOption is one option: kernel name, value, the default sent for nil (nil: the
+// kernel's), and whether sysfs can change it on a live controller.
 type connectOption struct {
 	name     string
 	val, def *int
@@ -281,8 +272,8 @@ type connectOption struct {
 
 func intp(v int) *int { return &v }
 
-// Values are not range-checked here: the driver checks each against its one table of
-// volume options before it gets this far, and the kernel refuses what it cannot use.
+// Values are not range-checked here: the driver's table of volume options checks them, and
+// the kernel refuses what it cannot use.
 func (o Options) options() []connectOption {
 	return []connectOption{
 		{"ctrl_loss_tmo", o.CtrlLossTmo, intp(DefaultCtrlLossTmo), true},
@@ -294,8 +285,7 @@ func (o Options) options() []connectOption {
 	}
 }
 
-// Sent returns the kernel names of every connect option a connect with o sends, in the
-// order it sends them.
+// Sent returns the kernel names of the options a connect with o sends, in order.
 func (o Options) Sent() []string {
 	names := []string{"transport", "traddr", "trsvcid", "nqn", "hostnqn", "hostid"}
 	for _, c := range o.options() {
@@ -306,17 +296,12 @@ func (o Options) Sent() []string {
 	return names
 }
 
-// connectString builds the option string written to /dev/nvme-fabrics. Every value is
-// validated first; options the kernel does not list are refused rather than sent.
+// connectString builds the option string for /dev/nvme-fabrics, every value validated;
+// options the kernel does not list are refused rather than sent.
 func connectString(t Target, id Identity, o Options, f Features) (string, error) {
-	if net.ParseIP(t.Address) == nil {
-		return "", fmt.Errorf("%w: target address %q is not an IP address: NVMe/TCP connects to an IP (the kernel resolves no host names); set the volume's nvmeAddress to the RDS's IP", ErrBadOption, t.Address)
-	}
-	if t.Port < 1 || t.Port > 65535 {
-		return "", fmt.Errorf("%w: target port %d is not a TCP port; set the volume's nvmePort (usually 4420)", ErrBadOption, t.Port)
-	}
-	if t.NSID < 1 {
-		return "", fmt.Errorf("%w: namespace ID %d: namespace IDs start at 1", ErrBadOption, t.NSID)
+	t, err := t.Checked()
+	if err != nil {
+		return "", err
 	}
 	if bad := badNQNChar(t.NQN); bad != "" {
 		return "", fmt.Errorf("%w: subsystem NQN %q contains %s", ErrBadOption, t.NQN, bad)

@@ -13,13 +13,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Resolve finds the usable disk of namespace nsid (0 means 1) of subsystem nqn, from sysfs
-// on every call: subsystem by exact NQN, then the disk whose nsid matches, in both the
-// multipath naming (nvme<S>n<H>) and the multipath-off naming (nvme<C>n<H>). The device
-// node <DevRoot>/<name> must exist and carry the disk's major:minor.
-//
-// Errors: ErrNotManaged, ErrNotConnected (no subsystem, or one left without controllers),
-// ErrNoDisk (connected, but no usable disk for the namespace yet).
+// Resolve finds the disk of namespace nsid (0 means 1) of subsystem nqn in sysfs: the
+// subsystem by exact NQN, then the disk whose nsid matches, multipath (nvme<S>n<H>) or not
+// (nvme<C>n<H>); <DevRoot>/<name> must carry its major:minor. ErrNotConnected: no
+// subsystem, or one without controllers; ErrNoDisk: connected, no usable disk yet.
 func (h *Host) Resolve(nqn string, nsid int) (*Disk, error) {
 	if err := h.guard.Check(nqn); err != nil {
 		return nil, err
@@ -56,8 +53,8 @@ func (h *Host) resolve(nqn string, nsid int) (*Disk, error) {
 	return &disks[0], nil
 }
 
-// checkDevNode verifies that the disk's device node exists and is this disk: a /dev that
-// is not the host's devtmpfs could hold a stale node of a renumbered disk.
+// checkDevNode verifies that the disk's device node is this disk: a /dev other than the
+// host's devtmpfs could hold a stale node of a renumbered disk.
 func (h *Host) checkDevNode(d *Disk) error {
 	rdev, err := h.statRdev(d.DevPath)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -72,7 +69,6 @@ func (h *Host) checkDevNode(d *Disk) error {
 	return nil
 }
 
-// namespaceHint lists the namespaces a subsystem does show, for the ErrNoDisk message.
 func (h *Host) namespaceHint(sub subsys, ctrls []Controller) string {
 	all, err := h.sys.disks(sub, ctrls, 0)
 	if err != nil || len(all) == 0 {
@@ -85,8 +81,7 @@ func (h *Host) namespaceHint(sub subsys, ctrls []Controller) string {
 	return fmt.Sprintf(" (it has namespace IDs %s; check the volume's nsid)", strings.Join(ids, ", "))
 }
 
-// Health returns the state of a volume's controllers. A subsystem that is not connected
-// is not an error: Connected is false.
+// Health returns the state of a volume's controllers; not connected is no error.
 func (h *Host) Health(nqn string) (Health, error) {
 	if err := h.guard.Check(nqn); err != nil {
 		return Health{}, err
@@ -103,7 +98,7 @@ func (h *Host) Health(nqn string) (Health, error) {
 }
 
 // Subsystems lists every NVMe subsystem on the host, managed or not, with its controllers
-// and disks: a read-only view for diagnostics. It writes nothing.
+// and disks. It writes nothing.
 func (h *Host) Subsystems() ([]Subsystem, error) {
 	subs, err := h.sys.subsystems()
 	if err != nil {
@@ -124,10 +119,10 @@ func (h *Host) Subsystems() ([]Subsystem, error) {
 	return out, nil
 }
 
-// Rescan asks the subsystem's live controllers to rescan their namespaces (after the
-// target grew a volume) and returns the disk with its size read again. The kernel rescans
-// asynchronously: Rescan waits up to a short settle time for the size to change and then
-// returns the disk as it is, so the caller compares SizeBytes with what it expects.
+// Rescan asks the subsystem's live controllers to rescan (after the target grew a volume)
+// and returns the disk read again. The kernel rescans asynchronously: Rescan waits a short
+// settle time for the size to change, then returns the disk as it is; the caller compares
+// SizeBytes with what it expects.
 func (h *Host) Rescan(ctx context.Context, nqn string, nsid int) (d *Disk, err error) {
 	defer func() { h.observe("rescan", err) }()
 	if err := h.guard.Check(nqn); err != nil {
@@ -159,8 +154,8 @@ func (h *Host) Rescan(ctx context.Context, nqn string, nsid int) (d *Disk, err e
 	if len(live) == 0 {
 		return nil, fmt.Errorf("%w: rescan %s: no live controller (%s); retry when the target is reachable again", ErrNotLive, nqn, describeControllers(before.Controllers))
 	}
-	settle := time.NewTimer(h.settle)
-	defer settle.Stop()
+	settle, cancelSettle := context.WithTimeout(ctx, h.settle)
+	defer cancelSettle()
 	for {
 		d, err := h.resolve(nqn, nsid)
 		if err != nil {
@@ -170,12 +165,8 @@ func (h *Host) Rescan(ctx context.Context, nqn string, nsid int) (d *Disk, err e
 			h.log.Info("rescanned", "nqn", nqn, "disk", d.Name, "size", d.SizeBytes, "was", before.SizeBytes, "controllers", strings.Join(live, ","))
 			return d, nil
 		}
-		select {
-		case <-ctx.Done():
-		case <-settle.C:
-		case <-time.After(5 * time.Millisecond):
-			continue
+		if sleep(settle, 5*time.Millisecond) != nil {
+			return d, nil
 		}
-		return d, nil
 	}
 }

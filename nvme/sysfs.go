@@ -15,26 +15,21 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sysfs reads the kernel's NVMe objects under root (normally /sys). It never caches:
-// controllers and disks come and go (and are renumbered) behind our back.
-//
-// Layout (see reference/nvme-tcp-kernel.md):
+// sysfs reads the kernel's NVMe objects under root (/sys), never caching them: they come
+// and go and are renumbered behind our back.
 //
 //	class/nvme-subsystem/nvme-subsysS/  subsysnqn, nvmeC -> controller, nvmeSnH/ (multipath heads)
 //	class/nvme/nvmeC/                   state, transport, address, hostnqn, hostid, subsysnqn,
 //	                                    nvmeScCnH/ (hidden paths) or nvmeCnH/ (multipath off)
 //
-// hints remembers in which subsystem directory an NQN was last found. It only says where
-// to look first: the subsystem's subsysnqn is read again on every lookup, and on any
-// mismatch the whole class directory is scanned, so a renumbered or vanished subsystem
-// is never trusted. It keeps resolving cheap on hosts with hundreds of subsystems.
+// hints (NQN → subsystem name) only say where to look first, keeping lookups cheap among
+// hundreds of subsystems: subsysnqn is read again every time, and a mismatch scans all.
 type sysfs struct {
 	root  string
-	dev   string    // where the disks' device nodes are (Disk.DevPath)
-	hints *sync.Map // NQN -> subsystem name
+	dev   string // where the disks' device nodes are (Disk.DevPath)
+	hints *sync.Map
 }
 
-// subsys is one kernel NVMe subsystem.
 type subsys struct {
 	name string // nvme-subsys3
 	dir  string
@@ -45,7 +40,6 @@ func (s sysfs) subsystemClassDir() string  { return filepath.Join(s.root, "class
 func (s sysfs) controllerClassDir() string { return filepath.Join(s.root, "class", "nvme") }
 func (s sysfs) ctrlDir(name string) string { return s.controllerClassDir() + "/" + name }
 
-// subsystems lists every NVMe subsystem on the host, sorted by name.
 func (s sysfs) subsystems() ([]subsys, error) {
 	var out []subsys
 	err := s.eachSubsystem(func(sub subsys) bool { out = append(out, sub); return true })
@@ -53,8 +47,7 @@ func (s sysfs) subsystems() ([]subsys, error) {
 	return out, err
 }
 
-// findSubsystem returns the subsystem whose NQN is exactly nqn. The comparison is exact,
-// so "…:pvc-1" never matches "…:pvc-10".
+// findSubsystem returns the subsystem whose NQN is exactly nqn ("…:pvc-1" is not "…:pvc-10").
 func (s sysfs) findSubsystem(nqn string) (subsys, bool, error) {
 	if s.hints != nil {
 		if name, ok := s.hints.Load(nqn); ok {
@@ -81,8 +74,8 @@ func (s sysfs) findSubsystem(nqn string) (subsys, bool, error) {
 	return found, true, nil
 }
 
-// eachSubsystem calls fn for every subsystem, in directory order, until fn returns
-// false. Subsystems that vanish while being read are left out.
+// eachSubsystem calls fn for every subsystem that does not vanish meanwhile, until fn
+// returns false.
 func (s sysfs) eachSubsystem(fn func(subsys) bool) error {
 	class, err := os.Open(s.subsystemClassDir())
 	if errors.Is(err, fs.ErrNotExist) {
@@ -115,24 +108,22 @@ func (s sysfs) eachSubsystem(fn func(subsys) bool) error {
 	return nil
 }
 
-// controllers returns the subsystem's controllers. A controller whose subsysnqn is not
-// the subsystem's (which the kernel never shows) is left out rather than trusted.
+// controllers returns the subsystem's controllers; one whose subsysnqn is another's (the
+// kernel never shows that) is left out rather than trusted.
 func (s sysfs) controllers(sub subsys) ([]Controller, error) {
 	ctrls, _, err := s.controllersIn(sub.dir, func(nqn string) bool { return nqn == sub.nqn })
 	return ctrls, err
 }
 
-// controllersOf returns every controller on the host whose subsystem is nqn, whether or
-// not its subsystem directory still links it.
+// controllersOf returns every controller of nqn, linked from its subsystem or not.
 func (s sysfs) controllersOf(nqn string) ([]Controller, error) {
 	ctrls, _, err := s.controllersIn(s.controllerClassDir(), func(got string) bool { return got == nqn })
 	return ctrls, err
 }
 
-// controllersIn reads the controllers named in dir (class/nvme, or a subsystem's
-// directory, which links its controllers) whose subsystem NQN passes want (nil: all),
-// sorted by name, with their NQNs. Only the NQN is read of the others. Controllers, or a
-// subsystem directory, that vanish while being read are left out.
+// controllersIn reads the controllers in dir (class/nvme or a subsystem's directory) whose
+// NQN passes want (nil: all), sorted, with their NQNs; of the others only the NQN is read.
+// What vanishes meanwhile is left out.
 func (s sysfs) controllersIn(dir string, want func(nqn string) bool) ([]Controller, []string, error) {
 	names, err := readDirNames(dir)
 	if vanished(err) {
@@ -167,7 +158,6 @@ func (s sysfs) controllersIn(dir string, want func(nqn string) bool) ([]Controll
 	return ctrls, nqns, nil
 }
 
-// controller reads the attributes of controller name (other than its subsysnqn).
 func (s sysfs) controller(name string) (Controller, error) {
 	var v [5]string
 	for i, attr := range [...]string{"state", "transport", "address", "hostnqn", "hostid"} {
@@ -189,11 +179,9 @@ func (s sysfs) controller(name string) (Controller, error) {
 	return c, nil
 }
 
-// disks returns the usable block devices of a subsystem's namespaces: the multipath head
-// disks in the subsystem directory, and with multipath off (or a subsystem the kernel
-// does not treat as multipath-capable) the per-controller disks nvme<C>n<H>. Hidden
-// per-path disks (nvme<S>c<C>n<H>) have no /dev node and are skipped. When nsid > 0, only
-// that namespace's disks are read, and the search stops at the first match.
+// disks returns the usable disks of a subsystem: multipath heads in its directory, else
+// (multipath off) the per-controller nvme<C>n<H>; hidden paths (nvme<S>c<C>n<H>, no /dev
+// node) are skipped. With nsid > 0 it stops at that namespace's first disk.
 func (s sysfs) disks(sub subsys, ctrls []Controller, nsid int) ([]Disk, error) {
 	dirs := []string{sub.dir}
 	for _, c := range ctrls {
@@ -230,8 +218,7 @@ func (s sysfs) disks(sub subsys, ctrls []Controller, nsid int) ([]Disk, error) {
 
 var errOtherNamespace = errors.New("another namespace")
 
-// readDisk reads the disk at dir; with wantNSID > 0 it stops early (errOtherNamespace)
-// when the disk belongs to another namespace.
+// readDisk reads the disk at dir; errOtherNamespace when wantNSID > 0 and it is another's.
 func readDisk(dir string, wantNSID int) (d Disk, err error) {
 	attr := func(name string) (string, error) { return readAttr(filepath.Join(dir, name)) }
 	nsidText, err := attr("nsid")
@@ -267,8 +254,7 @@ func readDisk(dir string, wantNSID int) (d Disk, err error) {
 	return d, nil
 }
 
-// isDiskName matches "nvme<digits>n<digits>" (not hidden paths "nvme<S>c<C>n<H>", not
-// the generic char devices "ng<S>n<H>").
+// isDiskName matches "nvme<digits>n<digits>" (not hidden paths, not char devices "ng<S>n<H>").
 func isDiskName(name string) bool {
 	rest, ok := strings.CutPrefix(name, "nvme")
 	a, b, found := strings.Cut(rest, "n")
@@ -285,7 +271,6 @@ func parseDevNumber(s string) (major, minor uint32, err error) {
 	return uint32(ma), uint32(mi), nil
 }
 
-// isControllerName matches "nvme<digits>".
 func isControllerName(name string) bool {
 	rest, ok := strings.CutPrefix(name, "nvme")
 	return ok && isDigits(rest)
@@ -311,7 +296,7 @@ func sortByNumber[T any](xs []T, name func(T) string) {
 	})
 }
 
-// vanished reports whether err means the object disappeared while we read it: the kernel
+// vanished reports whether err means the object disappeared while read: the kernel
 // removes controllers, subsystems and disks at any time.
 func vanished(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, unix.ENODEV) || errors.Is(err, unix.ENXIO)
@@ -335,13 +320,11 @@ func readDirNames(dir string) ([]string, error) {
 	return names, nil
 }
 
-// readAttr reads a small sysfs attribute, trimmed. It avoids os.ReadFile's stat and
-// poller registration: resolving a disk among hundreds of subsystems reads hundreds of
-// attributes, and the budget for that is 2 ms.
+// readAttr reads a small sysfs attribute, trimmed, without os.ReadFile's stat and poller
+// registration: resolving among hundreds of subsystems reads hundreds of them within 2 ms.
 func readAttr(path string) (string, error) { return readAttrAt(unix.AT_FDCWD, path) }
 
-// readAttrAt reads the attribute at path relative to the directory dirfd, which saves
-// resolving a long common prefix again for each of hundreds of reads.
+// readAttrAt reads path relative to dirfd, sparing the resolution of a long common prefix.
 func readAttrAt(dirfd int, path string) (string, error) {
 	fd, err := retryEINTR(func() (int, error) { return unix.Openat(dirfd, path, unix.O_RDONLY|unix.O_CLOEXEC, 0) })
 	if err != nil {

@@ -21,11 +21,11 @@
 package loopback
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -111,17 +111,9 @@ func (h *Host) Connect(ctx context.Context, t nvme.Target, o nvme.Options) (d *n
 	if err := h.cfg.Guard.Check(t.NQN); err != nil {
 		return nil, err
 	}
-	if t.Port == 0 {
-		t.Port = nvme.DefaultPort
-	}
-	if t.NSID == 0 {
-		t.NSID = 1
-	}
-	if net.ParseIP(t.Address) == nil {
-		return nil, fmt.Errorf("%w: target address %q is not an IP address; set the volume's nvmeAddress to the RDS's IP", nvme.ErrBadOption, t.Address)
-	}
-	if t.Port < 1 || t.Port > 65535 {
-		return nil, fmt.Errorf("%w: target port %d is not a TCP port", nvme.ErrBadOption, t.Port)
+	t, err = t.Checked()
+	if err != nil {
+		return nil, err
 	}
 	if t.NSID != 1 {
 		return nil, fmt.Errorf("%w: the simulated RDS exports namespace 1 only, not %d", nvme.ErrSubsystemUnknown, t.NSID)
@@ -316,51 +308,17 @@ func (h *Host) Subsystems() ([]nvme.Subsystem, error) {
 	defer h.mu.Unlock()
 	out := make([]nvme.Subsystem, 0, len(h.recs))
 	for nqn, a := range h.recs {
-		s := nvme.Subsystem{Name: "loop-" + filepath.Base(a.Device), NQN: nqn, Managed: true, Controllers: []nvme.Controller{a.controller(h.exportLive(a))}}
-		if d, err := a.disk(); err == nil {
-			s.Disks = []nvme.Disk{*d}
-		}
-		out = append(out, s)
+		d, _ := a.disk() // with an unreadable size still the device, for the sweep's in-use check
+		out = append(out, nvme.Subsystem{Name: "loop-" + filepath.Base(a.Device), NQN: nqn, Managed: true,
+			Controllers: []nvme.Controller{a.controller(h.exportLive(a))}, Disks: []nvme.Disk{*d}})
 	}
 	return out, nil
 }
 
-// Sweep detaches attachments no staged volume claims and nothing uses, as nvme.Host.Sweep
-// does for subsystems.
+// Sweep detaches attachments no staged volume claims and nothing uses, by nvme's one rule.
 func (h *Host) Sweep(ctx context.Context, claimed, owned map[string]bool, inUse func(nvme.Disk) bool) (nvme.SweepReport, error) {
-	var rep nvme.SweepReport
-	if inUse == nil {
-		return rep, errors.New("loopback: Sweep needs an in-use check for disks")
-	}
-	h.mu.Lock()
-	var candidates []string
-	for nqn, a := range h.recs {
-		switch {
-		case claimed[nqn]:
-			rep.Kept = append(rep.Kept, nvme.SweepKept{NQN: nqn, Reason: "claimed by a staged volume"})
-		case !owned[nqn]:
-			k := nvme.SweepKept{NQN: nqn, Reason: nvme.UnownedReason}
-			rep.Kept, rep.Unowned = append(rep.Kept, k), append(rep.Unowned, k)
-		default:
-			d, err := a.disk()
-			if err != nil || inUse(*d) {
-				rep.Kept = append(rep.Kept, nvme.SweepKept{NQN: nqn, Reason: "disk in use"})
-				continue
-			}
-			candidates = append(candidates, nqn)
-		}
-	}
-	h.mu.Unlock()
-	var errs []error
-	for _, nqn := range candidates {
-		if err := h.Disconnect(ctx, nqn); err != nil {
-			rep.Kept = append(rep.Kept, nvme.SweepKept{NQN: nqn, Reason: "disconnect failed: " + err.Error()})
-			errs = append(errs, err)
-			continue
-		}
-		rep.Disconnected = append(rep.Disconnected, nqn)
-	}
-	return rep, errors.Join(errs...)
+	subs, _ := h.Subsystems()
+	return nvme.SweepSubsystems(ctx, h.log, h.cfg.Guard, subs, claimed, owned, inUse, h.Disconnect)
 }
 
 func (h *Host) observe(event string, err error) {
@@ -371,10 +329,7 @@ func (h *Host) observe(event string, err error) {
 
 // ctrlLossTmo is the connection's ctrl_loss_tmo with nvme's default.
 func ctrlLossTmo(o nvme.Options) int {
-	if o.CtrlLossTmo != nil {
-		return *o.CtrlLossTmo
-	}
-	return nvme.DefaultCtrlLossTmo
+	return *cmp.Or(o.CtrlLossTmo, new(int(nvme.DefaultCtrlLossTmo)))
 }
 
 // sysfsSize reads a block device's size in bytes from sysfs.

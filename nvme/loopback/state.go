@@ -60,16 +60,19 @@ func (a *attachment) controller(live bool) nvme.Controller {
 	}
 }
 
+// disk is the attachment's disk; when its size cannot be read it is returned too, with
+// size 0 and an error wrapping nvme.ErrNoDisk.
 func (a *attachment) disk() (*nvme.Disk, error) {
 	size, err := sysfsSize(a.Device)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", nvme.ErrNoDisk, a.Device, err)
-	}
-	return &nvme.Disk{
+	d := &nvme.Disk{
 		Name: filepath.Base(a.Device), DevPath: a.Device, Major: a.Major, Minor: a.Minor,
 		SizeBytes: size, NSID: a.NSID, NQN: a.NQN,
 		Controllers: []nvme.Controller{a.controller(a.lostSince.IsZero())},
-	}, nil
+	}
+	if err != nil {
+		return d, fmt.Errorf("%w: %s: %v", nvme.ErrNoDisk, a.Device, err)
+	}
+	return d, nil
 }
 
 func loadState(path string) (map[string]*attachment, error) {

@@ -22,9 +22,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"srvlab.io/rds-csi/internal/vmsys"
+	"srvlab.io/rds-csi/test/internal/nvmet"
 )
 
-const nvmetRoot = "/sys/kernel/config/nvmet"
+const nvmetRoot = nvmet.Root
 
 // sh runs a command with a deadline and fails the test on error.
 func sh(t testing.TB, timeout time.Duration, name string, args ...string) string {
@@ -66,17 +67,14 @@ func nvmetSubsystems() []string {
 	return out
 }
 
-// nvmetPortOf finds the nvmet port (its configfs name) that serves subsystem nqn.
-func nvmetPortOf(t testing.TB, nqn string) string {
+// nvmetPortOf is the nvmet port that serves nqn (on address, unless "").
+func nvmetPortOf(t testing.TB, nqn, address string) string {
 	t.Helper()
-	ports, _ := os.ReadDir(filepath.Join(nvmetRoot, "ports"))
-	for _, p := range ports {
-		if _, err := os.Lstat(filepath.Join(nvmetRoot, "ports", p.Name(), "subsystems", nqn)); err == nil {
-			return p.Name()
-		}
+	port, err := nvmet.PortOf(nqn, address)
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("no nvmet port serves %s", nqn)
-	return ""
+	return port
 }
 
 // mountEntry is one line of /proc/self/mountinfo.

@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -29,20 +28,6 @@ func pathsOf(nqn string) map[string]int {
 		}
 	}
 	return out
-}
-
-// nvmetPortFor is the nvmet port that serves nqn on address.
-func nvmetPortFor(t testing.TB, nqn, address string) string {
-	t.Helper()
-	ports, _ := os.ReadDir(filepath.Join(nvmetRoot, "ports"))
-	for _, p := range ports {
-		dir := filepath.Join(nvmetRoot, "ports", p.Name())
-		if _, err := os.Lstat(filepath.Join(dir, "subsystems", nqn)); err == nil && vmsys.Attr(filepath.Join(dir, "addr_traddr")) == address {
-			return p.Name()
-		}
-	}
-	t.Fatalf("no nvmet port serves %s on %s", nqn, address)
-	return ""
 }
 
 // waitHealth polls the volume's health until it is what want accepts, and returns it
@@ -93,7 +78,7 @@ func (e *env) multipath(t *testing.T) {
 		t.Fatal("the writer made no progress")
 	}
 
-	port := nvmetPortFor(t, v.nqn, nvmeAddress)
+	port := nvmetPortOf(t, v.nqn, nvmeAddress)
 	portDown(t, port)
 	before, _ := w.written()
 	got := a.waitHealth(t, 15*time.Second, "degraded", degraded("degraded: 1 of 2 paths live ("+nvmeAddress+" reconnecting)"))

@@ -162,7 +162,7 @@ func (e *env) rdsReboot(t *testing.T) {
 	if !waitFor(10*time.Second, func() bool { n, err := w.written(); return n >= 5 || err != nil }) {
 		t.Fatal("the writer made no progress before the outage")
 	}
-	port := nvmetPortOf(t, v.nqn)
+	port := nvmetPortOf(t, v.nqn, "")
 	down := time.Now()
 	portDown(t, port)
 	msg := a.waitCondition(t, true, 15*time.Second)
@@ -222,7 +222,7 @@ func (e *env) ctrlLossHeal(t *testing.T) {
 	data := pattern(v.GetVolumeId(), 2*int(mib))
 	writeSync(t, filepath.Join(a.target, "before.bin"), data)
 
-	port := nvmetPortOf(t, v.nqn)
+	port := nvmetPortOf(t, v.nqn, "")
 	down := time.Now()
 	portDown(t, port)
 	if !waitFor(30*time.Second, func() bool { return len(vmsys.ControllersOf(v.nqn)) == 0 }) {

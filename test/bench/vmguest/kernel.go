@@ -9,34 +9,12 @@ import (
 	"strings"
 
 	"srvlab.io/rds-csi/internal/vmsys"
+	"srvlab.io/rds-csi/test/internal/nvmet"
 )
 
 // What the kernel says, read directly from configfs, sysfs (through vmsys) and mountinfo.
 
-const nvmetRoot = "/sys/kernel/config/nvmet"
-
-// nvmetPortOf finds the nvmet port (its configfs name) that serves nqn.
-func nvmetPortOf(nqn string) (string, error) {
-	ports, _ := os.ReadDir(filepath.Join(nvmetRoot, "ports"))
-	for _, p := range ports {
-		if _, err := os.Lstat(filepath.Join(nvmetRoot, "ports", p.Name(), "subsystems", nqn)); err == nil {
-			return p.Name(), nil
-		}
-	}
-	return "", fmt.Errorf("no nvmet port serves %s", nqn)
-}
-
-// nvmetPortFor returns the nvmet port that serves nqn on address.
-func nvmetPortFor(nqn, address string) (string, error) {
-	ports, _ := os.ReadDir(filepath.Join(nvmetRoot, "ports"))
-	for _, p := range ports {
-		dir := filepath.Join(nvmetRoot, "ports", p.Name())
-		if _, err := os.Lstat(filepath.Join(dir, "subsystems", nqn)); err == nil && vmsys.Attr(filepath.Join(dir, "addr_traddr")) == address {
-			return p.Name(), nil
-		}
-	}
-	return "", fmt.Errorf("no nvmet port serves %s on %s", nqn, address)
-}
+const nvmetRoot = nvmet.Root
 
 // portDown unlinks the subsystem from its port, as nvmet-port-down does: the target drops
 // the host's controllers and refuses reconnects until portUp.

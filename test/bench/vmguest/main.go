@@ -35,6 +35,7 @@ import (
 
 	"srvlab.io/rds-csi/internal/vmsys"
 	"srvlab.io/rds-csi/test/bench/internal/child"
+	"srvlab.io/rds-csi/test/internal/nvmet"
 )
 
 const (
@@ -179,7 +180,7 @@ func (s *system) scenario(key string, params map[string]string, trials int, t tr
 // takeDown removes the volume's target (its nvmet port link) and returns how to bring it
 // back.
 func takeDown(v *volume) (up func() error, err error) {
-	port, err := nvmetPortOf(v.nqn)
+	port, err := nvmet.PortOf(v.nqn, "")
 	if err != nil {
 		return nil, err
 	}
@@ -296,7 +297,7 @@ func (s *system) multipathFailover(trials int) result {
 		time.Sleep(time.Second)
 		var during []string
 		for _, addr := range []string{path1, path2} {
-			port, err := nvmetPortFor(v.nqn, addr)
+			port, err := nvmet.PortOf(v.nqn, addr)
 			if err != nil {
 				return 0, "", err
 			}
