@@ -15,34 +15,19 @@ import (
 	"srvlab.io/rds-csi/nvme"
 )
 
-// The node checks only read: they never connect, disconnect, mount or write, and they never
-// create the host identity (the node plugin does that once, at its first start).
+// The node checks only read: they never connect, disconnect, mount or write, and never create
+// the host identity (the node plugin does that once, at its first start). Staged volumes are
+// judged from the node plugin's own look (lookAt) and healing rules (planHeal): what the
+// doctor calls stale is exactly what the plugin heals.
 
-// doctorHungKernel is the advice for a node check that did not finish in time.
-const doctorHungKernel = "a read of sysfs or /dev is stuck in the kernel, usually behind a dead NVMe controller: look at `dmesg | grep -i nvme` on the host"
-
-// doctorPlaceholderPrefix stands in for an invalid managed prefix so that the checks that do
-// not depend on it can still run; it matches no NQN a real target uses.
-const doctorPlaceholderPrefix = "nqn.2014-08.invalid.rds-csi-doctor:none-"
-
-// connectOptionsSent returns the kernel connect options every connect sends and those a
-// StorageClass parameter adds, each with the parameter that sets it.
-func connectOptionsSent() (always []string, optional map[string]string) {
-	always, optional = nvme.Options{}.Sent(), map[string]string{}
-	for _, o := range volumeOptions {
-		if o.connect == nil {
-			continue
-		}
-		var opts nvme.Options
-		o.connect(&opts, o.min)
-		for _, name := range opts.Sent() {
-			if !slices.Contains(always, name) {
-				optional[name] = o.key
-			}
-		}
-	}
-	return always, optional
-}
+const (
+	doctorHungKernel = "a read of sysfs or /dev is stuck in the kernel, usually behind a dead NVMe controller: look at `dmesg | grep -i nvme` on the host"
+	doctorHealFix    = "the node plugin heals this by itself (reconnect, then replace the staging mount and its publish targets) every --heal-interval: wait for it, and if it stays, read the node plugin's log for this volume and check that the RDS is reachable from this node"
+	doctorMountNSFix = "run the doctor where the node plugin runs (its mount namespace)"
+	// doctorPlaceholderPrefix stands in for an invalid managed prefix so that the checks not
+	// depending on it still run; it matches no NQN a real target uses.
+	doctorPlaceholderPrefix = "nqn.2014-08.invalid.rds-csi-doctor:none-"
+)
 
 // doctorNodeView is what the first node check learns for the others.
 type doctorNodeView struct {
@@ -63,10 +48,10 @@ func (d *doctor) nodeChecks() {
 	d.stagingChecks(view.host, guardErr)
 }
 
-// openHost builds an nvme.Host without creating the host identity: nvme.NewHost writes
-// hostnqn and hostid when they are missing, so when they are (or are unusable) the Host is
-// given a throw-away placeholder identity instead. The doctor never connects, so the
-// identity it holds is never used; the real files are checked by checkIdentity.
+// openHost builds an nvme.Host without creating the host identity: nvme.NewHost writes hostnqn
+// and hostid when missing, so then (or when they are unusable) the Host gets a throw-away
+// placeholder identity. The doctor never connects, so it never uses it; checkIdentity checks
+// the real files.
 func (d *doctor) openHost(guard *nvme.Guard) (*nvme.Host, error) {
 	if guard == nil {
 		var err error
@@ -79,31 +64,22 @@ func (d *doctor) openHost(guard *nvme.Guard) (*nvme.Host, error) {
 			Guard: guard, Logger: slog.New(slog.DiscardHandler)})
 	}
 	if missing, err := doctorMissingIdentity(d.cfg.NVMeHostDir); err == nil && len(missing) == 0 {
-		// Both files exist, so NewHost only reads them.
 		if h, err := newHost(d.cfg.NVMeHostDir); err == nil || !errors.Is(err, nvme.ErrIdentityConflict) {
-			return h, err
+			return h, err // both files exist, so NewHost only read them
 		}
 	}
-	dir, err := os.MkdirTemp("", "rds-csi-doctor-")
+	dir, err := os.MkdirTemp("", "rds-csi-doctor-") // NewHost makes its identity here
 	if err != nil {
 		return nil, fmt.Errorf("make a placeholder NVMe identity (the real one is missing or unusable): %w", err)
 	}
 	defer os.RemoveAll(dir)
-	const id = "00000000-0000-4000-8000-000000000000"
-	for name, v := range map[string]string{"hostid": id, "hostnqn": nvme.UUIDHostNQNPrefix + id} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(v+"\n"), 0o644); err != nil {
-			return nil, fmt.Errorf("make a placeholder NVMe identity: %w", err)
-		}
-	}
 	return newHost(dir)
 }
 
-// doctorMissingIdentity lists the host identity files (hostnqn, hostid) not in dir; err is
-// a failure to tell.
+// doctorMissingIdentity lists the host identity files (hostnqn, hostid) not in dir.
 func doctorMissingIdentity(dir string) (missing []string, err error) {
 	for _, name := range []string{"hostnqn", "hostid"} {
-		_, err := os.Stat(filepath.Join(dir, name))
-		switch {
+		switch _, err := os.Stat(filepath.Join(dir, name)); {
 		case errors.Is(err, fs.ErrNotExist):
 			missing = append(missing, filepath.Join(dir, name))
 		case err != nil:
@@ -138,17 +114,24 @@ func (d *doctor) checkConnectOptions(v doctorNodeView) checkResult {
 	if !v.probed {
 		return skipResult("not checked: needs /dev/nvme-fabrics")
 	}
-	if v.features.Options == nil {
-		always, _ := connectOptionsSent()
-		return okResult("this kernel does not list its options (before 5.17): each connect sends %s, and the kernel names any it rejects", strings.Join(always, ", "))
-	}
-	always, optional := connectOptionsSent()
-	var missing, missingOptional, params []string
-	for _, o := range always {
-		if !v.features.Supports(o) {
-			missing = append(missing, o)
+	// what every connect sends, and what a StorageClass parameter adds (from the option table)
+	always, optional := nvme.Options{}.Sent(), map[string]string{}
+	for _, o := range volumeOptions {
+		var opts nvme.Options
+		if o.connect != nil {
+			o.connect(&opts, o.min)
+		}
+		for _, name := range opts.Sent() {
+			if !slices.Contains(always, name) {
+				optional[name] = o.key
+			}
 		}
 	}
+	if v.features.Options == nil {
+		return okResult("this kernel does not list its options (before 5.17): each connect sends %s, and the kernel names any it rejects", strings.Join(always, ", "))
+	}
+	missing := slices.DeleteFunc(slices.Clone(always), v.features.Supports)
+	var missingOptional, params []string
 	for _, o := range slices.Sorted(maps.Keys(optional)) {
 		if !v.features.Supports(o) {
 			missingOptional = append(missingOptional, o)
@@ -166,8 +149,8 @@ func (d *doctor) checkConnectOptions(v doctorNodeView) checkResult {
 	return okResult("the kernel supports %s", strings.Join(append(always, slices.Sorted(maps.Keys(optional))...), ", "))
 }
 
-// checkIdentity reads /etc/nvme/hostnqn and hostid, checks their form, and compares them
-// with the identities the host's existing NVMe controllers were connected with.
+// checkIdentity checks the form of /etc/nvme/hostnqn and hostid, and compares them with the
+// identities the host's existing NVMe controllers were connected with.
 func (d *doctor) checkIdentity(host *nvme.Host) checkResult {
 	dir := d.cfg.NVMeHostDir
 	missing, err := doctorMissingIdentity(dir)
@@ -178,8 +161,7 @@ func (d *doctor) checkIdentity(host *nvme.Host) checkResult {
 		return warnResult(fmt.Sprintf("start the node plugin on this node: it writes them once (hostid from the machine's DMI UUID, hostnqn %s<hostid>) and keeps them; never copy them from another node", nvme.UUIDHostNQNPrefix),
 			"%s missing: the node plugin creates the identity at its first start", strings.Join(missing, " and ")+plural(len(missing), " is", " are"))
 	}
-	// Both files exist, so this only reads and validates them.
-	id, _, err := nvme.LoadOrCreateIdentity(dir, d.cfg.SysfsRoot)
+	id, _, err := nvme.LoadOrCreateIdentity(dir, d.cfg.SysfsRoot) // both exist: this only reads them
 	if err != nil {
 		return failResult("fix the file named above (an NQN like "+nvme.UUIDHostNQNPrefix+"<uuid>, an ID like 4e7f3a52-0a3b-4b5e-9a6c-2f1d8e7c6b5a), or remove it so the node plugin makes a new one; the RDS then must allow the new host NQN",
 			"the node plugin cannot start: %v", err)
@@ -243,11 +225,16 @@ func (d *doctor) checkSubsystems(host *nvme.Host, guardErr error) checkResult {
 	if err != nil {
 		return failResult("give the node plugin the host's /sys", "cannot list NVMe subsystems: %v", err)
 	}
-	claimed := d.claimedNQNs()
+	claimed := map[string]bool{}
+	files, _ := readRecordFiles(filepath.Join(d.cfg.StateDir, "volumes"))
+	for _, f := range files {
+		if f.err == nil {
+			claimed[f.rec.NQN] = true
+		}
+	}
 	ledger := &connectionLedger{dir: filepath.Join(d.cfg.StateDir, "connections"), bootID: d.bootID()}
 	var managed int
-	var notLive, unowned []string
-	var details []string
+	var notLive, unowned, details []string
 	for _, s := range subs {
 		role := "left alone (outside the managed prefix)"
 		if s.Managed {
@@ -261,16 +248,21 @@ func (d *doctor) checkSubsystems(host *nvme.Host, guardErr error) checkResult {
 				role = "managed, but nothing proves this driver connected it: left alone"
 				unowned = append(unowned, s.NQN+" ("+doctorRemoveByHand(s)+")")
 			}
-			if !doctorAnyLive(s.Controllers) {
+			if !slices.ContainsFunc(s.Controllers, nvme.Controller.Live) {
 				notLive = append(notLive, fmt.Sprintf("%s (%s)", s.NQN, doctorDescribeCtrls(s.Controllers)))
 			}
 		}
-		details = append(details, fmt.Sprintf("%s %s: %s; %s%s", s.Name, s.NQN, role, doctorDescribeCtrls(s.Controllers), doctorDescribeDisks(s.Disks)))
+		line, sep := fmt.Sprintf("%s %s: %s; %s", s.Name, s.NQN, role, doctorDescribeCtrls(s.Controllers)), "; disk "
+		for _, dk := range s.Disks {
+			line, sep = line+sep+dk.Name+" "+humanBytes(dk.SizeBytes), ", "
+		}
+		details = append(details, line)
 	}
 	summary := "none connected"
 	if len(subs) > 0 {
 		summary = fmt.Sprintf("%d connected: %d managed, %d left alone", len(subs), managed, len(subs)-managed)
 	}
+	r := okResult("%s", summary)
 	var problems, fixes []string
 	if len(unowned) > 0 {
 		problems = append(problems, fmt.Sprintf("%d managed but not proven this driver's (the earlier driver's, or this driver's after its state directory was lost), never disconnected automatically: %s",
@@ -282,17 +274,14 @@ func (d *doctor) checkSubsystems(host *nvme.Host, guardErr error) checkResult {
 		fixes = append(fixes, "a controller that is connecting is waiting for the RDS: check that it is up and reachable from this node on the NVMe/TCP port (I/O is queued meanwhile and resumes on reconnect); one with no controllers left is held open by a stale mount, which the node plugin heals")
 	}
 	if len(problems) > 0 {
-		r := warnResult(strings.Join(fixes, "; "), "%s; %s", summary, strings.Join(problems, "; "))
-		r.details = details
-		return r
+		r = warnResult(strings.Join(fixes, "; "), "%s; %s", summary, strings.Join(problems, "; "))
 	}
-	r := okResult("%s", summary)
 	r.details = details
 	return r
 }
 
-// doctorRemoveByHand is the command that disconnects subsystem s without nvme-cli, to run
-// once nothing uses its disks.
+// doctorRemoveByHand is the command that disconnects subsystem s without nvme-cli, to run once
+// nothing uses its disks.
 func doctorRemoveByHand(s nvme.Subsystem) string {
 	if len(s.Controllers) == 0 {
 		return "no controllers left"
@@ -304,50 +293,18 @@ func doctorRemoveByHand(s nvme.Subsystem) string {
 	return "once nothing uses it: " + strings.Join(cmds, " && ") + ", or nvme disconnect -n " + s.NQN
 }
 
-// claimedNQNs are the NQNs of the node's readable staging records.
-func (d *doctor) claimedNQNs() map[string]bool {
-	claimed := map[string]bool{}
-	files, _ := readRecordFiles(filepath.Join(d.cfg.StateDir, "volumes"))
-	for _, f := range files {
-		if f.err == nil {
-			claimed[f.rec.NQN] = true
-		}
-	}
-	return claimed
-}
-
-func doctorAnyLive(ctrls []nvme.Controller) bool {
-	for _, c := range ctrls {
-		if c.Live() {
-			return true
-		}
-	}
-	return false
-}
-
 func doctorDescribeCtrls(ctrls []nvme.Controller) string {
 	if len(ctrls) == 0 {
 		return "no controllers"
 	}
 	parts := make([]string, len(ctrls))
 	for i, c := range ctrls {
-		parts[i] = fmt.Sprintf("%s %s", c.Name, c.State)
+		parts[i] = c.Name + " " + c.State
 		if c.TrAddr != "" {
 			parts[i] += fmt.Sprintf(" (%s:%d)", c.TrAddr, c.TrSvcID)
 		}
 	}
 	return strings.Join(parts, ", ")
-}
-
-func doctorDescribeDisks(disks []nvme.Disk) string {
-	if len(disks) == 0 {
-		return ""
-	}
-	parts := make([]string, len(disks))
-	for i, dk := range disks {
-		parts[i] = fmt.Sprintf("%s %s", dk.Name, humanBytes(dk.SizeBytes))
-	}
-	return "; disk " + strings.Join(parts, ", ")
 }
 
 // plural picks one or many by n, for counts in findings.
@@ -356,4 +313,156 @@ func plural(n int, one, many string) string {
 		return one
 	}
 	return many
+}
+
+// stagingChecks reports the node plugin's staging records (read by its own loader), then one
+// line per staged volume.
+func (d *doctor) stagingChecks(host *nvme.Host, guardErr error) {
+	dir := filepath.Join(d.cfg.StateDir, "volumes")
+	_, files := doctorRun(d, "staging records", doctorHungKernel, func(context.Context) (checkResult, []recordFile) {
+		switch files, err := readRecordFiles(dir); {
+		case errors.Is(err, fs.ErrNotExist):
+			return okResult("none: %s does not exist (nothing has been staged on this node)", dir), nil
+		case err != nil:
+			return failResult("mount the node's state directory into the node plugin (hostPath "+d.cfg.StateDir+", as deploy.yaml does)",
+				"cannot read %s: %v", dir, err), nil
+		default:
+			return okResult("%d in %s", len(files), dir), files
+		}
+	})
+	bootID := d.bootID()
+	for _, f := range files {
+		d.run("volume "+strings.TrimSuffix(filepath.Base(f.path), ".json"), doctorHungKernel, func(ctx context.Context) checkResult {
+			switch {
+			case f.err != nil:
+				return warnResult("nothing to do while the volume is in use; once it is unstaged (or if no pod on this node uses it), move the file away",
+					"the node plugin ignores record %s: %v", f.path, f.err)
+			case host == nil:
+				return skipResult("not checked: sysfs is unreadable")
+			case guardErr != nil:
+				return skipResult("not checked: needs a valid --managed-nqn-prefix")
+			}
+			return d.checkStagedVolume(ctx, host, f.rec, bootID)
+		})
+	}
+}
+
+// checkStagedVolume judges the node plugin's look at a staged volume and lists its publish
+// targets as details.
+func (d *doctor) checkStagedVolume(ctx context.Context, host *nvme.Host, rec stagingRecord, bootID string) checkResult {
+	f := lookAt(ctx, rec, bootID, host, d.mounts, nil, false)
+	if errors.Is(f.diskErr, nvme.ErrNotManaged) {
+		return warnResult("if --managed-nqn-prefix was changed, restore the prefix the volume was staged with: the node plugin never touches subsystems outside it, so this volume can be neither healed nor unstaged",
+			"its NQN %s is outside the managed prefix %q", rec.NQN, d.cfg.ManagedNQNPrefix)
+	}
+	if f.mountErr != nil {
+		return failResult(doctorMountNSFix, "%v", f.mountErr)
+	}
+	r := judgeStagedVolume(rec, f, planHeal(rec, f))
+	if f.currentBoot && len(rec.paths()) > 1 {
+		r = judgePaths(r, rec, f)
+	}
+	if !f.currentBoot || f.disk == nil {
+		return r
+	}
+	for _, target := range rec.publishTargets() {
+		line, stale, err := d.describePublishTarget(ctx, rec, target, f.disk)
+		if err != nil {
+			return failResult(doctorMountNSFix, "%v", err)
+		}
+		r.details = append(r.details, "publish "+target+": "+line)
+		if stale && r.status == verdictOK {
+			// the staging mount is right, so no heal comes: only a new publish fixes it
+			r = checkResult{status: verdictFail, details: r.details, finding: "publish target " + target + " is stale: " + line,
+				fix: "restart the pod that uses the volume on this node, so that kubelet publishes it again"}
+		}
+	}
+	return r
+}
+
+// judgeStagedVolume turns the node plugin's healing plan for a volume into a verdict.
+func judgeStagedVolume(rec stagingRecord, f stagedFacts, plan healPlan) checkResult {
+	switch {
+	case !f.currentBoot:
+		return okResult("%s", plan.reason)
+	case rec.Healing:
+		return warnResult(doctorHealFix, "%s: mounts may be missing until it is done", plan.reason)
+	case plan.reconnect || plan.replace:
+		return failResult(doctorHealFix, "stale: %s", plan.reason)
+	case !rec.Block && f.staging == nil:
+		return warnResult("kubelet stages the volume again when a pod on this node needs it; if none does (kubectl get volumeattachment shows where it is attached), the record is left over from an interrupted unstage and the next NodeUnstageVolume removes it",
+			"recorded as staged, but nothing is mounted at %s", rec.StagingPath)
+	case f.lost:
+		return warnResult("nothing to do: the node plugin connects it again as soon as a pod on this node needs it (kubelet publishes it), or kubelet unstages it",
+			"%s: %v", plan.reason, f.diskErr)
+	case f.disk == nil:
+		return warnResult("the node plugin resolves it again at every pass; if it stays, see the subsystems line above and check the RDS",
+			"%s: %v", plan.reason, f.diskErr)
+	case plan.reason != "":
+		return failResult(fmt.Sprintf("the node plugin leaves it alone, as nothing proves it is this volume's: look at it (findmnt %s), unmount it by hand if it is stale, then let kubelet stage the volume again", rec.StagingPath),
+			"%s", plan.reason)
+	case f.stacked > 1:
+		return warnResult("drain the node (kubectl drain) so the volume is unstaged, which unmounts every layer, then let it stage again",
+			"%s is mounted from %s, but %d mounts are stacked there: earlier stages left mounts behind", rec.StagingPath, f.disk.Name, f.stacked)
+	case rec.Block:
+		return okResult("raw block on %s (%d:%d)", f.disk.Name, f.disk.Major, f.disk.Minor)
+	}
+	return okResult("%s mounted at %s from %s (%d:%d)", f.staging.FSType, rec.StagingPath, f.disk.Name, f.disk.Major, f.disk.Minor)
+}
+
+// judgePaths lists a multipath volume's paths and their states, and turns a working volume
+// with a path down, or on a single path because native multipath is off, into a warning.
+func judgePaths(r checkResult, rec stagingRecord, f stagedFacts) checkResult {
+	if f.healthErr != nil {
+		r.details = append(r.details, fmt.Sprintf("paths: cannot be read: %v", f.healthErr))
+		return r
+	}
+	ps := f.paths
+	r.details = append(r.details, "paths: "+describePaths(ps))
+	if r.status != verdictOK {
+		return r
+	}
+	var w checkResult
+	switch live := countLive(ps); {
+	case rec.SinglePath:
+		w = warnResult("enable native NVMe multipath: add nvme_core.multipath=Y to the node's kernel command line and reboot it (check with cat /sys/module/nvme_core/parameters/multipath); the volume then connects every path when it is staged again",
+			"uses one of its %d paths (%s), because native NVMe multipath was off when it was staged: a failure of that path stops its I/O", len(ps), rec.Address)
+	case live < len(ps):
+		w = warnResult("check the network path from this node to each address not live (ping it, and that the RDS listens there on port "+fmt.Sprint(rec.Port)+"); the kernel reconnects a path it is still retrying, and the node plugin one the kernel gave up, once the address answers",
+			"degraded: %d of %d paths live (%s)", live, len(ps), describePaths(ps))
+	default:
+		return r
+	}
+	w.details = r.details
+	return w
+}
+
+// describePublishTarget says what a publish target holds: a bind mount of the volume's
+// filesystem, or for raw block a device node of its disk; stale when it holds another device.
+func (d *doctor) describePublishTarget(ctx context.Context, rec stagingRecord, target string, disk *nvme.Disk) (line string, stale bool, err error) {
+	var got devNum
+	if rec.Block {
+		dev, isBlock, err := blockNodeAt(target)
+		switch {
+		case err != nil:
+			return fmt.Sprintf("no device node (%v)", err), false, nil
+		case !isBlock:
+			return "not a block device node", false, nil
+		}
+		got = dev
+	} else {
+		entries, err := d.mounts(ctx, target)
+		if err != nil {
+			return "", false, err
+		}
+		t := top(entries)
+		if t == nil {
+			return "nothing mounted (the pod may be gone)", false, nil
+		}
+		got = entryDev(t)
+	}
+	if got != diskDev(disk) {
+		return fmt.Sprintf("on %d:%d, but the volume's disk is %s (%d:%d)", got.major, got.minor, disk.Name, disk.Major, disk.Minor), true, nil
+	}
+	return fmt.Sprintf("on %s (%d:%d)", disk.Name, got.major, got.minor), false, nil
 }
