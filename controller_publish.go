@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -13,36 +15,31 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"srvlab.io/rds-csi/kube"
 )
 
-// ControllerPublishVolume admits a volume to a node. Nothing changes on the RDS (the node
-// connects by itself, with what the volume context holds); this is the fence: a volume in
-// a single-node mode goes to one node, a raw block volume in ReadWriteMany to at most the
-// two nodes of a KubeVirt live migration. The readonly flag is not acted on here:
-// PUBLISH_READONLY is not advertised, and the node mounts read-only when NodePublish asks.
+// ControllerPublishVolume admits a volume to a node; nothing changes on the RDS (the node
+// connects with what the volume context holds). This is the fence: one node for a
+// single-node mode, at most the two of a live migration for raw block ReadWriteMany.
+// PUBLISH_READONLY is not advertised: the node mounts read-only when NodePublish asks.
 func (c *controllerService) ControllerPublishVolume(ctx context.Context, req *csi.ControllerPublishVolumeRequest) (*csi.ControllerPublishVolumeResponse, error) {
 	id, nodeID := req.GetVolumeId(), req.GetNodeId()
-	switch {
-	case id == "":
-		return nil, required("volume_id", "ControllerPublishVolume")
-	case nodeID == "":
-		return nil, required("node_id", "ControllerPublishVolume")
-	case req.GetVolumeCapability() == nil:
+	if err := requireAll("ControllerPublishVolume", "volume_id", id, "node_id", nodeID); err != nil {
+		return nil, err
+	}
+	if req.GetVolumeCapability() == nil {
 		return nil, required("volume_capability", "ControllerPublishVolume")
 	}
 	access, err := requestCapability(req.GetVolumeCapability())
 	if err != nil {
 		return nil, err
 	}
-	release, ok := c.locks.tryLock(id)
-	if !ok {
-		return nil, busy(id)
-	}
-	defer release()
-	disk, err := c.lookupVolume(ctx, id, "publish volume "+id)
+	disk, release, err := c.lockVolume(ctx, id, "publish volume "+id)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	if !disk.NVMeExport {
 		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is not exported over NVMe/TCP, so no node can attach it: on the RDS run /disk set [find slot=%q] nvme-tcp-export=yes", id, id)
 	}
@@ -60,8 +57,8 @@ func (c *controllerService) ControllerPublishVolume(ctx context.Context, req *cs
 }
 
 // checkNode answers NotFound for a node ID no CSINode lists for this driver. When the
-// cluster cannot be asked the publish goes on: a node that does not exist cannot attach
-// anything, so the check only gives a clearer error, and must never block a real attach.
+// cluster cannot be asked the publish goes on: the check only gives a clearer error and
+// must never block a real attach.
 func (c *controllerService) checkNode(ctx context.Context, nodeID string) error {
 	if c.nodes == nil {
 		return nil
@@ -92,17 +89,15 @@ type attachmentLister interface {
 	listVolumeAttachments(ctx context.Context, attacher string) ([]volumeAttachment, error)
 }
 
-// fencing records which nodes each volume is published to, so a single-node volume is never
-// attached to two nodes at once, and a raw block volume in a KubeVirt live migration to at
-// most two. The records are rebuilt from the cluster's VolumeAttachments (never from the
-// driver's own notes, which go stale when an appliance or node crashes); until the first
-// rebuild succeeds, publishing is refused as Unavailable rather than guessed.
+// fencing records which nodes each volume is published to. The records are rebuilt from
+// the cluster's VolumeAttachments, never from the driver's own notes (which go stale when
+// an appliance or node crashes); until the first rebuild, publishing is Unavailable.
 type fencing struct {
 	mu        sync.Mutex
-	published map[string]*volumePublications // volume ID → nodes
+	published map[string]*volumePublications // by volume ID
 	rebuilt   bool
 
-	source   attachmentLister // nil: out of a cluster, records are in-memory only
+	source   attachmentLister // nil: out of a cluster, in-memory only
 	attacher string
 	log      *slog.Logger
 	now      func() time.Time
@@ -117,8 +112,7 @@ type volumePublications struct {
 	timeoutReported  bool
 }
 
-// defaultMigrationTimeout applies to records rebuilt after a restart, whose StorageClass
-// value the controller has not seen yet.
+// defaultMigrationTimeout applies to records rebuilt after a restart.
 const defaultMigrationTimeout = 300 * time.Second
 
 const notRebuilt = "attachment records are not rebuilt from the cluster's VolumeAttachments yet (is the API server reachable and may the controller list volumeattachments?); retry shortly"
@@ -132,12 +126,10 @@ func newFencing(source attachmentLister, attacher string, log *slog.Logger) *fen
 	return f
 }
 
-// rebuild replaces the records with what the cluster's VolumeAttachments say. A node holds
-// a volume when its attachment is attached (also while it is being deleted), or when it is
-// still attaching and this controller already confirmed the publish (the attacher has not
-// written attached=true yet). An attachment that is merely attaching holds nothing: kubelet
-// uses a volume only once it is attached, and counting it would let the very attachment
-// being decided fence itself in. A record with no attachment left is stale and dropped.
+// rebuild replaces the records with the cluster's VolumeAttachments. A node holds a volume
+// when attached (also while being deleted), or while attaching once this controller has
+// confirmed the publish. A merely attaching one holds nothing: kubelet uses a volume only
+// once attached, and counting it would let the attachment being decided fence itself in.
 func (f *fencing) rebuild(ctx context.Context) error {
 	if f.source == nil {
 		return nil
@@ -198,7 +190,8 @@ func (f *fencing) runRebuild(ctx context.Context) {
 	}
 }
 
-// recheck re-reads the cluster's attachments for a volume the records show on holders.
+// recheck re-reads the cluster's attachments for a volume the records show on holders,
+// so a stale record never blocks a legitimate attach or delete.
 func (f *fencing) recheck(ctx context.Context, volumeID string, holders []string) error {
 	if err := f.rebuild(ctx); err != nil {
 		return status.Errorf(codes.Unavailable, "volume %s looks attached to %s; could not confirm with the cluster's VolumeAttachments: %v", volumeID, strings.Join(holders, ", "), err)
@@ -206,10 +199,8 @@ func (f *fencing) recheck(ctx context.Context, volumeID string, holders []string
 	return nil
 }
 
-// publish records nodeID for volumeID, or refuses with FailedPrecondition when the volume's
-// access mode allows no further node. maxNodes is 1 for single-node modes and 2 for raw
-// block multi-node (live migration). A refusal first re-reads the cluster's attachments, so a
-// stale record never blocks a legitimate attach.
+// publish records nodeID for volumeID, or refuses with FailedPrecondition when the access
+// mode allows no further node (maxNodes), after a recheck.
 func (f *fencing) publish(ctx context.Context, volumeID, nodeID string, maxNodes int, migrationTimeout time.Duration) error {
 	err := f.tryPublish(volumeID, nodeID, maxNodes, migrationTimeout)
 	var conflict *fencingConflict
@@ -252,7 +243,7 @@ func (f *fencing) tryPublish(volumeID, nodeID string, maxNodes int, migrationTim
 	}
 	switch {
 	case slices.Contains(p.nodes, nodeID):
-		return nil // idempotent
+		return nil
 	case len(p.nodes) >= maxNodes:
 		return &fencingConflict{volumeID: volumeID, holders: slices.Clone(p.nodes), maxNodes: maxNodes}
 	}
@@ -264,8 +255,7 @@ func (f *fencing) tryPublish(volumeID, nodeID string, maxNodes int, migrationTim
 	return nil
 }
 
-// unpublish forgets nodeID for volumeID, or every node when nodeID is ""; unknown volumes
-// and nodes are fine (idempotent, and the node may no longer exist).
+// unpublish forgets nodeID for volumeID, or every node when nodeID is "".
 func (f *fencing) unpublish(volumeID, nodeID string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -292,9 +282,8 @@ func (f *fencing) nodes(volumeID string) []string {
 	return nil
 }
 
-// checkMigrations reports volumes that have stayed on two nodes longer than their
-// migration timeout. The attach itself is left alone: cutting off a running VM would be
-// worse than a long migration; the log and the counter tell the operator.
+// checkMigrations reports volumes on two nodes longer than their migration timeout. The
+// attach is left alone: cutting off a running VM is worse than a long migration.
 func (f *fencing) checkMigrations() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -317,7 +306,6 @@ func (f *fencing) checkMigrations() {
 	}
 }
 
-// isRebuilt reports whether the records reflect the cluster (always, out of a cluster).
 func (f *fencing) isRebuilt() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -325,9 +313,7 @@ func (f *fencing) isRebuilt() bool {
 }
 
 // attachedNodes returns the nodes volumeID is attached to, for a delete that must not
-// remove a volume in use. Before the first rebuild nothing can be confirmed (Unavailable);
-// a volume the records show attached is re-checked against the cluster, so a stale record
-// does not block the delete.
+// remove a volume in use: Unavailable before the first rebuild, rechecked when attached.
 func (f *fencing) attachedNodes(ctx context.Context, volumeID string) ([]string, error) {
 	if !f.isRebuilt() {
 		return nil, status.Errorf(codes.Unavailable, "cannot confirm that volume %s is detached: %s", volumeID, notRebuilt)
@@ -340,4 +326,102 @@ func (f *fencing) attachedNodes(ctx context.Context, volumeID string) ([]string,
 		return nil, err
 	}
 	return f.nodes(volumeID), nil
+}
+
+// kubeCluster answers fencing (where this driver's attacher has volumes attached) and
+// checkNode (whether a node plugin is registered) from the Kubernetes API.
+type kubeCluster struct{ api *kube.Client }
+
+const (
+	volumeAttachmentsPath = "/apis/storage.k8s.io/v1/volumeattachments"
+	csiNodesPath          = "/apis/storage.k8s.io/v1/csinodes"
+)
+
+// volumeAttachment is what fencing needs from a storage.k8s.io/v1 VolumeAttachment.
+type volumeAttachment struct {
+	Name, Attacher, NodeName, PVName string
+	Attached, Deleting               bool
+}
+
+type kubeVolumeAttachment struct {
+	Metadata struct {
+		Name              string  `json:"name"`
+		DeletionTimestamp *string `json:"deletionTimestamp"`
+	} `json:"metadata"`
+	Spec struct {
+		Attacher string `json:"attacher"`
+		NodeName string `json:"nodeName"`
+		Source   struct {
+			PersistentVolumeName *string `json:"persistentVolumeName"`
+		} `json:"source"`
+	} `json:"spec"`
+	Status struct {
+		Attached bool `json:"attached"`
+	} `json:"status"`
+}
+
+// listVolumeAttachments returns the attacher's VolumeAttachments of PersistentVolumes.
+func (k kubeCluster) listVolumeAttachments(ctx context.Context, attacher string) ([]volumeAttachment, error) {
+	items, err := kube.List[kubeVolumeAttachment](ctx, k.api, volumeAttachmentsPath)
+	if err != nil {
+		return nil, withRBACHint(err)
+	}
+	var out []volumeAttachment
+	for _, it := range items {
+		if it.Spec.Attacher != attacher || it.Spec.Source.PersistentVolumeName == nil {
+			continue
+		}
+		out = append(out, volumeAttachment{Name: it.Metadata.Name, Attacher: it.Spec.Attacher, NodeName: it.Spec.NodeName,
+			PVName: *it.Spec.Source.PersistentVolumeName, Attached: it.Status.Attached, Deleting: it.Metadata.DeletionTimestamp != nil})
+	}
+	return out, nil
+}
+
+// nodeRegistry answers whether a node ID belongs to a registered node plugin (CSINodes).
+type nodeRegistry interface {
+	nodeRegistered(ctx context.Context, driver, nodeID string) (bool, error)
+}
+
+type csiNode struct {
+	Spec struct {
+		Drivers []struct {
+			Name   string `json:"name"`
+			NodeID string `json:"nodeID"`
+		} `json:"drivers"`
+	} `json:"spec"`
+}
+
+func (n *csiNode) lists(driver, nodeID string) bool {
+	for _, d := range n.Spec.Drivers {
+		if d.Name == driver && d.NodeID == nodeID {
+			return true
+		}
+	}
+	return false
+}
+
+// nodeRegistered looks the node ID up in the CSINode named like it (the node plugin's ID
+// is the node name), then, for a node plugin given another --node-id, in all of them.
+func (k kubeCluster) nodeRegistered(ctx context.Context, driver, nodeID string) (bool, error) {
+	n, err := kube.Get[csiNode](ctx, k.api, csiNodesPath+"/"+url.PathEscape(nodeID))
+	switch {
+	case err == nil && n.lists(driver, nodeID):
+		return true, nil
+	case err != nil && !kube.IsNotFound(err):
+		return false, withRBACHint(err)
+	}
+	nodes, err := kube.List[csiNode](ctx, k.api, csiNodesPath)
+	if err != nil {
+		return false, withRBACHint(err)
+	}
+	return slices.ContainsFunc(nodes, func(n csiNode) bool { return n.lists(driver, nodeID) }), nil
+}
+
+// withRBACHint names the missing permission when the API refuses the controller.
+func withRBACHint(err error) error {
+	var se *kube.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusForbidden {
+		return fmt.Errorf("%w (the controller's service account needs get and list on volumeattachments and csinodes (storage.k8s.io); see deploy.yaml)", err)
+	}
+	return err
 }

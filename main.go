@@ -84,7 +84,6 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		}
 		csi.RegisterControllerServer(srv, ctrl)
 		identity.controller = ctrl
-		identity.onlineExpansion = ctrl.supportsOnlineExpansion()
 		background = append(background, ctrl.run)
 		closers = append(closers, ctrl.close)
 	}
@@ -155,8 +154,8 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 
 const redacted = "***redacted***"
 
-// redactSecrets returns a copy of msg in which every map field named "secrets", at any depth,
-// has its values replaced, so requests can be logged. The original is not modified.
+// redactSecrets returns a copy of msg, for logs, with the values of every map field named
+// "secrets", at any depth, replaced.
 func redactSecrets(msg proto.Message) proto.Message {
 	if msg == nil {
 		return nil
