@@ -7,12 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
 	"net"
+	"net/http"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -241,115 +241,96 @@ func defaultNQN(id string) string { return nqnPrefix + id }
 
 func volumeFileName(id string) string { return id + ".img" }
 
-// volumeParams are a validated set of StorageClass parameters.
-type volumeParams struct {
-	volumePath  string
-	nvmeAddress string         // "" until withAddress
-	paths       []string       // nvmeAddresses, nvmeAddress first; nil for one path
-	ints        map[string]int // every option that is set or has a default
+// kubeCluster answers fencing and checkNode from the Kubernetes API.
+type kubeCluster struct{ api *kube.Client }
+
+const (
+	volumeAttachmentsPath = "/apis/storage.k8s.io/v1/volumeattachments"
+	csiNodesPath          = "/apis/storage.k8s.io/v1/csinodes"
+)
+
+type volumeAttachment struct {
+	Name, Attacher, NodeName, PVName string
+	Attached, Deleting               bool
 }
 
-// parseParams validates StorageClass parameters, reporting every problem at once so one
-// edit of the StorageClass fixes them all.
-func (c *controllerService) parseParams(params map[string]string) (*volumeParams, error) {
-	p := &volumeParams{volumePath: c.cfg.RDSVolumePath, ints: map[string]int{}}
-	var problems []string
-	add := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
-	for _, o := range volumeOptions {
-		if o.def != nil {
-			p.ints[o.key] = *o.def
+type kubeVolumeAttachment struct {
+	Metadata struct {
+		Name              string  `json:"name"`
+		DeletionTimestamp *string `json:"deletionTimestamp"`
+	} `json:"metadata"`
+	Spec struct {
+		Attacher string `json:"attacher"`
+		NodeName string `json:"nodeName"`
+		Source   struct {
+			PersistentVolumeName *string `json:"persistentVolumeName"`
+		} `json:"source"`
+	} `json:"spec"`
+	Status struct {
+		Attached bool `json:"attached"`
+	} `json:"status"`
+}
+
+func (k kubeCluster) listVolumeAttachments(ctx context.Context, attacher string) ([]volumeAttachment, error) {
+	items, err := kube.List[kubeVolumeAttachment](ctx, k.api, volumeAttachmentsPath)
+	if err != nil {
+		return nil, withRBACHint(err)
+	}
+	var out []volumeAttachment
+	for _, it := range items {
+		if it.Spec.Attacher != attacher || it.Spec.Source.PersistentVolumeName == nil {
+			continue
+		}
+		out = append(out, volumeAttachment{Name: it.Metadata.Name, Attacher: it.Spec.Attacher, NodeName: it.Spec.NodeName,
+			PVName: *it.Spec.Source.PersistentVolumeName, Attached: it.Status.Attached, Deleting: it.Metadata.DeletionTimestamp != nil})
+	}
+	return out, nil
+}
+
+type nodeRegistry interface {
+	nodeRegistered(ctx context.Context, driver, nodeID string) (bool, error)
+}
+
+type csiNode struct {
+	Spec struct {
+		Drivers []struct {
+			Name   string `json:"name"`
+			NodeID string `json:"nodeID"`
+		} `json:"drivers"`
+	} `json:"spec"`
+}
+
+func (n *csiNode) lists(driver, nodeID string) bool {
+	for _, d := range n.Spec.Drivers {
+		if d.Name == driver && d.NodeID == nodeID {
+			return true
 		}
 	}
-	for _, k := range slices.Sorted(maps.Keys(params)) {
-		v := params[k]
-		switch o, known := lookupOption(k); {
-		case strings.HasPrefix(k, reservedParamPrefix):
-		case k == paramVolumePath:
-			if msg := c.checkVolumePath(v); msg != "" {
-				add("%s", msg)
-			}
-			p.volumePath = v
-		case k == paramNVMeAddress:
-			if msg := checkNVMeAddress(v); msg != "" {
-				add("parameter %s %q %s", k, v, msg)
-			}
-			p.nvmeAddress = v
-		case k == paramNVMeAddresses:
-			paths, msg := parseNVMeAddresses(v)
-			if msg != "" {
-				add("parameter %s %q %s", k, v, msg)
-			}
-			p.paths = paths
-		case !known:
-			add("unknown parameter %q: the known ones are %s", k, strings.Join(knownParams(), ", "))
-		default:
-			if n, err := o.parse(v); err != nil {
-				add("parameter %s %q %v", k, v, err)
-			} else {
-				p.ints[k] = n
-			}
-		}
-	}
-	if p.paths != nil {
-		switch {
-		case p.nvmeAddress != "" && checkNVMeAddress(p.nvmeAddress) == "" && !sameAddress(p.nvmeAddress, p.paths[0]):
-			add("parameter %s %q is not the first entry of %s %q: set %s alone (its first address is the primary path) or make %s its first entry",
-				paramNVMeAddress, p.nvmeAddress, paramNVMeAddresses, params[paramNVMeAddresses], paramNVMeAddresses, paramNVMeAddress)
-		case len(p.paths) == 1:
-			p.nvmeAddress, p.paths = p.paths[0], nil
-		default:
-			p.nvmeAddress = p.paths[0]
-		}
-	}
-	if len(problems) > 0 {
-		return nil, status.Errorf(codes.InvalidArgument, "invalid StorageClass parameters: %s", strings.Join(problems, "; "))
-	}
-	return p, nil
+	return false
 }
 
-// checkVolumePath says what is wrong with a volumePath parameter ("" when nothing is).
-func (c *controllerService) checkVolumePath(v string) string {
-	if err := routeros.ValidatePath(v + "/x.img"); err != nil || !strings.HasPrefix(v, "/") {
-		return fmt.Sprintf("parameter %s %q must be a clean absolute RouterOS directory like %s (letters, digits, '.', '_', '-' and '/' only, no trailing '/')",
-			paramVolumePath, v, c.cfg.RDSVolumePath)
+// nodeRegistered looks the node ID up in the CSINode named like it (the node plugin's ID
+// is the node name), then, for a node plugin given another --node-id, in all of them.
+func (k kubeCluster) nodeRegistered(ctx context.Context, driver, nodeID string) (bool, error) {
+	n, err := kube.Get[csiNode](ctx, k.api, csiNodesPath+"/"+url.PathEscape(nodeID))
+	switch {
+	case err == nil && n.lists(driver, nodeID):
+		return true, nil
+	case err != nil && !kube.IsNotFound(err):
+		return false, withRBACHint(err)
 	}
-	if c.underBases(v) {
-		return ""
+	nodes, err := kube.List[csiNode](ctx, k.api, csiNodesPath)
+	if err != nil {
+		return false, withRBACHint(err)
 	}
-	allowed := "--rds-allowed-paths is empty"
-	if len(c.cfg.RDSAllowedPaths) > 0 {
-		allowed = "--rds-allowed-paths is " + strings.Join(c.cfg.RDSAllowedPaths, ",")
-	}
-	return fmt.Sprintf("parameter %s %q must be --rds-volume-path (%s) or a directory below it or below one of --rds-allowed-paths (%s); add the directory to --rds-allowed-paths to use it",
-		paramVolumePath, v, c.cfg.RDSVolumePath, allowed)
+	return slices.ContainsFunc(nodes, func(n csiNode) bool { return n.lists(driver, nodeID) }), nil
 }
 
-// withAddress fills in the NVMe/TCP address of a new volume: nvmeAddress, else
-// --rds-address when that is an IP.
-func (p *volumeParams) withAddress(rdsAddress string) error {
-	if p.nvmeAddress != "" {
-		return nil
+// withRBACHint names the missing permission when the API refuses the controller.
+func withRBACHint(err error) error {
+	var se *kube.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusForbidden {
+		return fmt.Errorf("%w (the controller's service account needs get and list on volumeattachments and csinodes (storage.k8s.io); see deploy.yaml)", err)
 	}
-	if msg := checkNVMeAddress(rdsAddress); msg != "" {
-		return status.Errorf(codes.InvalidArgument, "parameter %s is not set and --rds-address %q cannot stand in for it: it %s; set %s in the StorageClass to the RDS's IP on the storage network",
-			paramNVMeAddress, rdsAddress, msg, paramNVMeAddress)
-	}
-	p.nvmeAddress = rdsAddress
-	return nil
-}
-
-// volumeContext is all the node needs to attach the volume: target, the NQN the RDS
-// reports, and the connect options set or defaulted (the node's defaults apply to the rest).
-func (p *volumeParams) volumeContext(d *routeros.Disk) map[string]string {
-	vc := map[string]string{paramVolumePath: p.volumePath, paramNVMeAddress: p.nvmeAddress, contextNQN: d.NQN}
-	if len(p.paths) > 1 {
-		vc[paramNVMeAddresses] = strings.Join(p.paths, ",")
-	}
-	for k, v := range p.ints {
-		vc[k] = strconv.Itoa(v)
-	}
-	if d.NVMePort != 0 {
-		vc[paramNVMePort] = strconv.Itoa(d.NVMePort) // what the RDS really exports on
-	}
-	return vc
+	return err
 }

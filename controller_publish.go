@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -15,14 +13,11 @@ import (
 	"github.com/container-storage-interface/spec/lib/go/csi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-
-	"srvlab.io/rds-csi/kube"
 )
 
-// ControllerPublishVolume admits a volume to a node; nothing changes on the RDS (the node
-// connects with what the volume context holds). This is the fence: one node for a
-// single-node mode, at most the two of a live migration for raw block ReadWriteMany.
-// PUBLISH_READONLY is not advertised: the node mounts read-only when NodePublish asks.
+// ControllerPublishVolume is the fence that admits a volume to a node (nothing changes on
+// the RDS): one node for a single-node mode, at most the two of a live migration for raw
+// block ReadWriteMany. PUBLISH_READONLY is not advertised: NodePublish mounts read-only.
 func (c *controllerService) ControllerPublishVolume(ctx context.Context, req *csi.ControllerPublishVolumeRequest) (*csi.ControllerPublishVolumeResponse, error) {
 	id, nodeID := req.GetVolumeId(), req.GetNodeId()
 	if err := requireAll("ControllerPublishVolume", "volume_id", id, "node_id", nodeID); err != nil {
@@ -56,9 +51,8 @@ func (c *controllerService) ControllerPublishVolume(ctx context.Context, req *cs
 	return &csi.ControllerPublishVolumeResponse{}, nil
 }
 
-// checkNode answers NotFound for a node ID no CSINode lists for this driver. When the
-// cluster cannot be asked the publish goes on: the check only gives a clearer error and
-// must never block a real attach.
+// checkNode answers NotFound for a node ID no CSINode lists. When the cluster cannot be
+// asked the publish goes on: the check gives a clearer error, never blocks a real attach.
 func (c *controllerService) checkNode(ctx context.Context, nodeID string) error {
 	if c.nodes == nil {
 		return nil
@@ -74,8 +68,8 @@ func (c *controllerService) checkNode(ctx context.Context, nodeID string) error 
 	return nil
 }
 
-// ControllerUnpublishVolume releases a volume from a node, or from every node when none is
-// named. It always succeeds: the volume or the node may be long gone.
+// ControllerUnpublishVolume releases a volume from a node (every node when none is named);
+// it always succeeds, as the volume or the node may be long gone.
 func (c *controllerService) ControllerUnpublishVolume(ctx context.Context, req *csi.ControllerUnpublishVolumeRequest) (*csi.ControllerUnpublishVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, required("volume_id", "ControllerUnpublishVolume")
@@ -84,7 +78,6 @@ func (c *controllerService) ControllerUnpublishVolume(ctx context.Context, req *
 	return &csi.ControllerUnpublishVolumeResponse{}, nil
 }
 
-// attachmentLister is the cluster's truth about attachments (VolumeAttachment objects).
 type attachmentLister interface {
 	listVolumeAttachments(ctx context.Context, attacher string) ([]volumeAttachment, error)
 }
@@ -112,8 +105,7 @@ type volumePublications struct {
 	timeoutReported  bool
 }
 
-// defaultMigrationTimeout applies to records rebuilt after a restart.
-const defaultMigrationTimeout = 300 * time.Second
+const defaultMigrationTimeout = 300 * time.Second // also for records rebuilt after a restart
 
 const notRebuilt = "attachment records are not rebuilt from the cluster's VolumeAttachments yet (is the API server reachable and may the controller list volumeattachments?); retry shortly"
 
@@ -172,7 +164,6 @@ func (f *fencing) rebuild(ctx context.Context) error {
 	return nil
 }
 
-// runRebuild retries the initial rebuild with backoff until it succeeds or ctx ends.
 func (f *fencing) runRebuild(ctx context.Context) {
 	for delay := time.Second; ; delay = min(delay*2, 30*time.Second) {
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -255,7 +246,6 @@ func (f *fencing) tryPublish(volumeID, nodeID string, maxNodes int, migrationTim
 	return nil
 }
 
-// unpublish forgets nodeID for volumeID, or every node when nodeID is "".
 func (f *fencing) unpublish(volumeID, nodeID string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -272,7 +262,6 @@ func (f *fencing) unpublish(volumeID, nodeID string) {
 	}
 }
 
-// nodes returns the nodes volumeID is published to, sorted.
 func (f *fencing) nodes(volumeID string) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -326,102 +315,4 @@ func (f *fencing) attachedNodes(ctx context.Context, volumeID string) ([]string,
 		return nil, err
 	}
 	return f.nodes(volumeID), nil
-}
-
-// kubeCluster answers fencing (where this driver's attacher has volumes attached) and
-// checkNode (whether a node plugin is registered) from the Kubernetes API.
-type kubeCluster struct{ api *kube.Client }
-
-const (
-	volumeAttachmentsPath = "/apis/storage.k8s.io/v1/volumeattachments"
-	csiNodesPath          = "/apis/storage.k8s.io/v1/csinodes"
-)
-
-// volumeAttachment is what fencing needs from a storage.k8s.io/v1 VolumeAttachment.
-type volumeAttachment struct {
-	Name, Attacher, NodeName, PVName string
-	Attached, Deleting               bool
-}
-
-type kubeVolumeAttachment struct {
-	Metadata struct {
-		Name              string  `json:"name"`
-		DeletionTimestamp *string `json:"deletionTimestamp"`
-	} `json:"metadata"`
-	Spec struct {
-		Attacher string `json:"attacher"`
-		NodeName string `json:"nodeName"`
-		Source   struct {
-			PersistentVolumeName *string `json:"persistentVolumeName"`
-		} `json:"source"`
-	} `json:"spec"`
-	Status struct {
-		Attached bool `json:"attached"`
-	} `json:"status"`
-}
-
-// listVolumeAttachments returns the attacher's VolumeAttachments of PersistentVolumes.
-func (k kubeCluster) listVolumeAttachments(ctx context.Context, attacher string) ([]volumeAttachment, error) {
-	items, err := kube.List[kubeVolumeAttachment](ctx, k.api, volumeAttachmentsPath)
-	if err != nil {
-		return nil, withRBACHint(err)
-	}
-	var out []volumeAttachment
-	for _, it := range items {
-		if it.Spec.Attacher != attacher || it.Spec.Source.PersistentVolumeName == nil {
-			continue
-		}
-		out = append(out, volumeAttachment{Name: it.Metadata.Name, Attacher: it.Spec.Attacher, NodeName: it.Spec.NodeName,
-			PVName: *it.Spec.Source.PersistentVolumeName, Attached: it.Status.Attached, Deleting: it.Metadata.DeletionTimestamp != nil})
-	}
-	return out, nil
-}
-
-// nodeRegistry answers whether a node ID belongs to a registered node plugin (CSINodes).
-type nodeRegistry interface {
-	nodeRegistered(ctx context.Context, driver, nodeID string) (bool, error)
-}
-
-type csiNode struct {
-	Spec struct {
-		Drivers []struct {
-			Name   string `json:"name"`
-			NodeID string `json:"nodeID"`
-		} `json:"drivers"`
-	} `json:"spec"`
-}
-
-func (n *csiNode) lists(driver, nodeID string) bool {
-	for _, d := range n.Spec.Drivers {
-		if d.Name == driver && d.NodeID == nodeID {
-			return true
-		}
-	}
-	return false
-}
-
-// nodeRegistered looks the node ID up in the CSINode named like it (the node plugin's ID
-// is the node name), then, for a node plugin given another --node-id, in all of them.
-func (k kubeCluster) nodeRegistered(ctx context.Context, driver, nodeID string) (bool, error) {
-	n, err := kube.Get[csiNode](ctx, k.api, csiNodesPath+"/"+url.PathEscape(nodeID))
-	switch {
-	case err == nil && n.lists(driver, nodeID):
-		return true, nil
-	case err != nil && !kube.IsNotFound(err):
-		return false, withRBACHint(err)
-	}
-	nodes, err := kube.List[csiNode](ctx, k.api, csiNodesPath)
-	if err != nil {
-		return false, withRBACHint(err)
-	}
-	return slices.ContainsFunc(nodes, func(n csiNode) bool { return n.lists(driver, nodeID) }), nil
-}
-
-// withRBACHint names the missing permission when the API refuses the controller.
-func withRBACHint(err error) error {
-	var se *kube.StatusError
-	if errors.As(err, &se) && se.Code == http.StatusForbidden {
-		return fmt.Errorf("%w (the controller's service account needs get and list on volumeattachments and csinodes (storage.k8s.io); see deploy.yaml)", err)
-	}
-	return err
 }

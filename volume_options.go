@@ -2,10 +2,14 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
 	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"srvlab.io/rds-csi/nvme"
 	"srvlab.io/rds-csi/routeros"
@@ -170,3 +174,116 @@ func parseNVMeAddresses(v string) ([]string, string) {
 
 // sameAddress compares two valid IP addresses ("fd00::1" and "fd00:0::1" are one).
 func sameAddress(a, b string) bool { return net.ParseIP(a).Equal(net.ParseIP(b)) }
+
+// volumeParams are a validated set of StorageClass parameters.
+type volumeParams struct {
+	volumePath  string
+	nvmeAddress string         // "" until withAddress
+	paths       []string       // nvmeAddresses, nvmeAddress first; nil for one path
+	ints        map[string]int // every option that is set or has a default
+}
+
+// parseParams validates StorageClass parameters, reporting every problem at once so one
+// edit of the StorageClass fixes them all.
+func (c *controllerService) parseParams(params map[string]string) (*volumeParams, error) {
+	p := &volumeParams{volumePath: c.cfg.RDSVolumePath, ints: map[string]int{}}
+	var problems []string
+	add := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
+	for _, o := range volumeOptions {
+		if o.def != nil {
+			p.ints[o.key] = *o.def
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		v := params[k]
+		switch o, known := lookupOption(k); {
+		case strings.HasPrefix(k, reservedParamPrefix):
+		case k == paramVolumePath:
+			if msg := c.checkVolumePath(v); msg != "" {
+				add("%s", msg)
+			}
+			p.volumePath = v
+		case k == paramNVMeAddress:
+			if msg := checkNVMeAddress(v); msg != "" {
+				add("parameter %s %q %s", k, v, msg)
+			}
+			p.nvmeAddress = v
+		case k == paramNVMeAddresses:
+			paths, msg := parseNVMeAddresses(v)
+			if msg != "" {
+				add("parameter %s %q %s", k, v, msg)
+			}
+			p.paths = paths
+		case !known:
+			add("unknown parameter %q: the known ones are %s", k, strings.Join(knownParams(), ", "))
+		default:
+			if n, err := o.parse(v); err != nil {
+				add("parameter %s %q %v", k, v, err)
+			} else {
+				p.ints[k] = n
+			}
+		}
+	}
+	if p.paths != nil {
+		switch {
+		case p.nvmeAddress != "" && checkNVMeAddress(p.nvmeAddress) == "" && !sameAddress(p.nvmeAddress, p.paths[0]):
+			add("parameter %s %q is not the first entry of %s %q: set %s alone (its first address is the primary path) or make %s its first entry",
+				paramNVMeAddress, p.nvmeAddress, paramNVMeAddresses, params[paramNVMeAddresses], paramNVMeAddresses, paramNVMeAddress)
+		case len(p.paths) == 1:
+			p.nvmeAddress, p.paths = p.paths[0], nil
+		default:
+			p.nvmeAddress = p.paths[0]
+		}
+	}
+	if len(problems) > 0 {
+		return nil, status.Errorf(codes.InvalidArgument, "invalid StorageClass parameters: %s", strings.Join(problems, "; "))
+	}
+	return p, nil
+}
+
+// checkVolumePath says what is wrong with a volumePath parameter ("" when nothing is).
+func (c *controllerService) checkVolumePath(v string) string {
+	if err := routeros.ValidatePath(v + "/x.img"); err != nil || !strings.HasPrefix(v, "/") {
+		return fmt.Sprintf("parameter %s %q must be a clean absolute RouterOS directory like %s (letters, digits, '.', '_', '-' and '/' only, no trailing '/')",
+			paramVolumePath, v, c.cfg.RDSVolumePath)
+	}
+	if c.underBases(v) {
+		return ""
+	}
+	allowed := "--rds-allowed-paths is empty"
+	if len(c.cfg.RDSAllowedPaths) > 0 {
+		allowed = "--rds-allowed-paths is " + strings.Join(c.cfg.RDSAllowedPaths, ",")
+	}
+	return fmt.Sprintf("parameter %s %q must be --rds-volume-path (%s) or a directory below it or below one of --rds-allowed-paths (%s); add the directory to --rds-allowed-paths to use it",
+		paramVolumePath, v, c.cfg.RDSVolumePath, allowed)
+}
+
+// withAddress fills in the NVMe/TCP address of a new volume: nvmeAddress, else
+// --rds-address when that is an IP.
+func (p *volumeParams) withAddress(rdsAddress string) error {
+	if p.nvmeAddress != "" {
+		return nil
+	}
+	if msg := checkNVMeAddress(rdsAddress); msg != "" {
+		return status.Errorf(codes.InvalidArgument, "parameter %s is not set and --rds-address %q cannot stand in for it: it %s; set %s in the StorageClass to the RDS's IP on the storage network",
+			paramNVMeAddress, rdsAddress, msg, paramNVMeAddress)
+	}
+	p.nvmeAddress = rdsAddress
+	return nil
+}
+
+// volumeContext is all the node needs to attach the volume: target, the NQN the RDS
+// reports, and the connect options set or defaulted (the node's defaults apply to the rest).
+func (p *volumeParams) volumeContext(d *routeros.Disk) map[string]string {
+	vc := map[string]string{paramVolumePath: p.volumePath, paramNVMeAddress: p.nvmeAddress, contextNQN: d.NQN}
+	if len(p.paths) > 1 {
+		vc[paramNVMeAddresses] = strings.Join(p.paths, ",")
+	}
+	for k, v := range p.ints {
+		vc[k] = strconv.Itoa(v)
+	}
+	if d.NVMePort != 0 {
+		vc[paramNVMePort] = strconv.Itoa(d.NVMePort) // what the RDS really exports on
+	}
+	return vc
+}
