@@ -10,8 +10,7 @@ import (
 	"srvlab.io/rds-csi/mount"
 )
 
-// File systems the node formats volumes with; ext4 when the capability names none, as
-// Kubernetes does for CSI volumes without fsType.
+// File systems the node formats volumes with; ext4 when the capability names none.
 const (
 	fsExt4 = "ext4"
 	fsXFS  = "xfs"
@@ -23,27 +22,20 @@ const (
 	maxNodesMigration = 2 // raw block RWX: source and target of a live migration
 )
 
-// volumeAccess is what one volume capability asks of a volume. parseCapability is the one
-// rule for it: the controller applies it when it creates, validates and publishes a
-// volume, the node when it stages and publishes, so neither accepts what the other refuses.
+// volumeAccess is what one volume capability asks of a volume.
 type volumeAccess struct {
-	block      bool
-	fsType     string   // ext4 or xfs; "" for block
-	mountFlags []string // validated by mount.ParseOptions
-	// maxNodes is how many nodes may hold the volume at once (attachment fencing).
-	maxNodes int
-	// readOnly: the access mode only reads, so a filesystem is mounted read-only and
-	// never checked or replayed.
-	readOnly bool
-	// singleWriter: SINGLE_NODE_SINGLE_WRITER (ReadWriteOncePod), at most one publish target.
-	singleWriter bool
+	block        bool
+	fsType       string   // ext4 or xfs; "" for block
+	mountFlags   []string // validated by mount.ParseOptions
+	maxNodes     int      // attachment fencing
+	readOnly     bool     // the mode only reads: mounted read-only, never checked or replayed
+	singleWriter bool     // ReadWriteOncePod: at most one publish target
 }
 
-// parseCapability validates a volume capability; the error says what to use instead.
-// An RDS volume is attached to one node at a time, except a raw block volume during a
-// KubeVirt live migration (source and target node; the VM coordinates the writers).
-// Filesystem volumes are never multi-node: ext4 and xfs are not cluster file systems, and
-// two kernels mounting one corrupt it.
+// parseCapability is the one capability rule for controller and node, so neither accepts
+// what the other refuses; the error says what to use instead. A volume is on one node at a
+// time, except a raw block volume in a KubeVirt live migration (the VM coordinates the
+// writers): ext4 and xfs are not cluster file systems, and two kernels mounting one corrupt it.
 func parseCapability(vc *csi.VolumeCapability) (volumeAccess, error) {
 	if vc == nil {
 		return volumeAccess{}, fmt.Errorf("empty capability: give an access mode and block or mount access")
@@ -88,32 +80,26 @@ func parseCapability(vc *csi.VolumeCapability) (volumeAccess, error) {
 	return a, nil
 }
 
-// capabilityUse is what a set of volume capabilities asks of a volume's size.
-type capabilityUse struct {
-	minimum int64 // the smallest size every requested file system can be made on
-}
-
 // checkCapabilities applies parseCapability to every capability of a controller request
-// and returns what they need. Any one that rds-csi cannot serve makes the request
-// InvalidArgument, with the reason.
-func checkCapabilities(caps []*csi.VolumeCapability) (capabilityUse, error) {
+// (InvalidArgument for any it cannot serve) and returns the smallest size that every
+// requested file system can be made on.
+func checkCapabilities(caps []*csi.VolumeCapability) (minimum int64, err error) {
 	if len(caps) == 0 {
-		return capabilityUse{}, status.Error(codes.InvalidArgument, "volume_capabilities are required: give at least one access mode with block or mount access")
+		return 0, status.Error(codes.InvalidArgument, "volume_capabilities are required: give at least one access mode with block or mount access")
 	}
-	var use capabilityUse
 	for i, vc := range caps {
 		a, err := parseCapability(vc)
 		if err != nil {
-			return capabilityUse{}, status.Errorf(codes.InvalidArgument, "volume capability %d: %v", i+1, err)
+			return 0, status.Errorf(codes.InvalidArgument, "volume capability %d: %v", i+1, err)
 		}
 		if a.fsType == fsXFS {
-			use.minimum = max(use.minimum, xfsMinimumSize)
+			minimum = max(minimum, xfsMinimumSize)
 		}
 	}
-	return use, nil
+	return minimum, nil
 }
 
-// requestCapability applies parseCapability to the one capability of a publish or stage
+// requestCapability applies parseCapability to the capability of a publish or stage
 // request, as an InvalidArgument error.
 func requestCapability(vc *csi.VolumeCapability) (volumeAccess, error) {
 	if vc == nil {

@@ -15,34 +15,26 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// ControllerPublishVolume admits a volume to a node. Nothing changes on the RDS (the node
-// connects by itself, with what the volume context holds); this is the fence: a volume in
-// a single-node mode goes to one node, a raw block volume in ReadWriteMany to at most the
-// two nodes of a KubeVirt live migration. The readonly flag is not acted on here:
-// PUBLISH_READONLY is not advertised, and the node mounts read-only when NodePublish asks.
+// ControllerPublishVolume is the fence that admits a volume to a node (nothing changes on
+// the RDS): one node for a single-node mode, at most the two of a live migration for raw
+// block ReadWriteMany. PUBLISH_READONLY is not advertised: NodePublish mounts read-only.
 func (c *controllerService) ControllerPublishVolume(ctx context.Context, req *csi.ControllerPublishVolumeRequest) (*csi.ControllerPublishVolumeResponse, error) {
 	id, nodeID := req.GetVolumeId(), req.GetNodeId()
-	switch {
-	case id == "":
-		return nil, required("volume_id", "ControllerPublishVolume")
-	case nodeID == "":
-		return nil, required("node_id", "ControllerPublishVolume")
-	case req.GetVolumeCapability() == nil:
+	if err := requireAll("ControllerPublishVolume", "volume_id", id, "node_id", nodeID); err != nil {
+		return nil, err
+	}
+	if req.GetVolumeCapability() == nil {
 		return nil, required("volume_capability", "ControllerPublishVolume")
 	}
 	access, err := requestCapability(req.GetVolumeCapability())
 	if err != nil {
 		return nil, err
 	}
-	release, ok := c.locks.tryLock(id)
-	if !ok {
-		return nil, busy(id)
-	}
-	defer release()
-	disk, err := c.lookupVolume(ctx, id, "publish volume "+id)
+	disk, release, err := c.lockVolume(ctx, id, "publish volume "+id)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	if !disk.NVMeExport {
 		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is not exported over NVMe/TCP, so no node can attach it: on the RDS run /disk set [find slot=%q] nvme-tcp-export=yes", id, id)
 	}
@@ -59,9 +51,8 @@ func (c *controllerService) ControllerPublishVolume(ctx context.Context, req *cs
 	return &csi.ControllerPublishVolumeResponse{}, nil
 }
 
-// checkNode answers NotFound for a node ID no CSINode lists for this driver. When the
-// cluster cannot be asked the publish goes on: a node that does not exist cannot attach
-// anything, so the check only gives a clearer error, and must never block a real attach.
+// checkNode answers NotFound for a node ID no CSINode lists. When the cluster cannot be
+// asked the publish goes on: the check gives a clearer error, never blocks a real attach.
 func (c *controllerService) checkNode(ctx context.Context, nodeID string) error {
 	if c.nodes == nil {
 		return nil
@@ -77,8 +68,8 @@ func (c *controllerService) checkNode(ctx context.Context, nodeID string) error 
 	return nil
 }
 
-// ControllerUnpublishVolume releases a volume from a node, or from every node when none is
-// named. It always succeeds: the volume or the node may be long gone.
+// ControllerUnpublishVolume releases a volume from a node (every node when none is named);
+// it always succeeds, as the volume or the node may be long gone.
 func (c *controllerService) ControllerUnpublishVolume(ctx context.Context, req *csi.ControllerUnpublishVolumeRequest) (*csi.ControllerUnpublishVolumeResponse, error) {
 	if req.GetVolumeId() == "" {
 		return nil, required("volume_id", "ControllerUnpublishVolume")
@@ -87,22 +78,19 @@ func (c *controllerService) ControllerUnpublishVolume(ctx context.Context, req *
 	return &csi.ControllerUnpublishVolumeResponse{}, nil
 }
 
-// attachmentLister is the cluster's truth about attachments (VolumeAttachment objects).
 type attachmentLister interface {
 	listVolumeAttachments(ctx context.Context, attacher string) ([]volumeAttachment, error)
 }
 
-// fencing records which nodes each volume is published to, so a single-node volume is never
-// attached to two nodes at once, and a raw block volume in a KubeVirt live migration to at
-// most two. The records are rebuilt from the cluster's VolumeAttachments (never from the
-// driver's own notes, which go stale when an appliance or node crashes); until the first
-// rebuild succeeds, publishing is refused as Unavailable rather than guessed.
+// fencing records which nodes each volume is published to. The records are rebuilt from
+// the cluster's VolumeAttachments, never from the driver's own notes (which go stale when
+// an appliance or node crashes); until the first rebuild, publishing is Unavailable.
 type fencing struct {
 	mu        sync.Mutex
-	published map[string]*volumePublications // volume ID → nodes
+	published map[string]*volumePublications // by volume ID
 	rebuilt   bool
 
-	source   attachmentLister // nil: out of a cluster, records are in-memory only
+	source   attachmentLister // nil: out of a cluster, in-memory only
 	attacher string
 	log      *slog.Logger
 	now      func() time.Time
@@ -117,9 +105,7 @@ type volumePublications struct {
 	timeoutReported  bool
 }
 
-// defaultMigrationTimeout applies to records rebuilt after a restart, whose StorageClass
-// value the controller has not seen yet.
-const defaultMigrationTimeout = 300 * time.Second
+const defaultMigrationTimeout = 300 * time.Second // also for records rebuilt after a restart
 
 const notRebuilt = "attachment records are not rebuilt from the cluster's VolumeAttachments yet (is the API server reachable and may the controller list volumeattachments?); retry shortly"
 
@@ -132,12 +118,10 @@ func newFencing(source attachmentLister, attacher string, log *slog.Logger) *fen
 	return f
 }
 
-// rebuild replaces the records with what the cluster's VolumeAttachments say. A node holds
-// a volume when its attachment is attached (also while it is being deleted), or when it is
-// still attaching and this controller already confirmed the publish (the attacher has not
-// written attached=true yet). An attachment that is merely attaching holds nothing: kubelet
-// uses a volume only once it is attached, and counting it would let the very attachment
-// being decided fence itself in. A record with no attachment left is stale and dropped.
+// rebuild replaces the records with the cluster's VolumeAttachments. A node holds a volume
+// when attached (also while being deleted), or while attaching once this controller has
+// confirmed the publish. A merely attaching one holds nothing: kubelet uses a volume only
+// once attached, and counting it would let the attachment being decided fence itself in.
 func (f *fencing) rebuild(ctx context.Context) error {
 	if f.source == nil {
 		return nil
@@ -180,7 +164,6 @@ func (f *fencing) rebuild(ctx context.Context) error {
 	return nil
 }
 
-// runRebuild retries the initial rebuild with backoff until it succeeds or ctx ends.
 func (f *fencing) runRebuild(ctx context.Context) {
 	for delay := time.Second; ; delay = min(delay*2, 30*time.Second) {
 		rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
@@ -198,7 +181,8 @@ func (f *fencing) runRebuild(ctx context.Context) {
 	}
 }
 
-// recheck re-reads the cluster's attachments for a volume the records show on holders.
+// recheck re-reads the cluster's attachments for a volume the records show on holders,
+// so a stale record never blocks a legitimate attach or delete.
 func (f *fencing) recheck(ctx context.Context, volumeID string, holders []string) error {
 	if err := f.rebuild(ctx); err != nil {
 		return status.Errorf(codes.Unavailable, "volume %s looks attached to %s; could not confirm with the cluster's VolumeAttachments: %v", volumeID, strings.Join(holders, ", "), err)
@@ -206,10 +190,8 @@ func (f *fencing) recheck(ctx context.Context, volumeID string, holders []string
 	return nil
 }
 
-// publish records nodeID for volumeID, or refuses with FailedPrecondition when the volume's
-// access mode allows no further node. maxNodes is 1 for single-node modes and 2 for raw
-// block multi-node (live migration). A refusal first re-reads the cluster's attachments, so a
-// stale record never blocks a legitimate attach.
+// publish records nodeID for volumeID, or refuses with FailedPrecondition when the access
+// mode allows no further node (maxNodes), after a recheck.
 func (f *fencing) publish(ctx context.Context, volumeID, nodeID string, maxNodes int, migrationTimeout time.Duration) error {
 	err := f.tryPublish(volumeID, nodeID, maxNodes, migrationTimeout)
 	var conflict *fencingConflict
@@ -252,7 +234,7 @@ func (f *fencing) tryPublish(volumeID, nodeID string, maxNodes int, migrationTim
 	}
 	switch {
 	case slices.Contains(p.nodes, nodeID):
-		return nil // idempotent
+		return nil
 	case len(p.nodes) >= maxNodes:
 		return &fencingConflict{volumeID: volumeID, holders: slices.Clone(p.nodes), maxNodes: maxNodes}
 	}
@@ -264,8 +246,6 @@ func (f *fencing) tryPublish(volumeID, nodeID string, maxNodes int, migrationTim
 	return nil
 }
 
-// unpublish forgets nodeID for volumeID, or every node when nodeID is ""; unknown volumes
-// and nodes are fine (idempotent, and the node may no longer exist).
 func (f *fencing) unpublish(volumeID, nodeID string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -282,7 +262,6 @@ func (f *fencing) unpublish(volumeID, nodeID string) {
 	}
 }
 
-// nodes returns the nodes volumeID is published to, sorted.
 func (f *fencing) nodes(volumeID string) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -292,9 +271,8 @@ func (f *fencing) nodes(volumeID string) []string {
 	return nil
 }
 
-// checkMigrations reports volumes that have stayed on two nodes longer than their
-// migration timeout. The attach itself is left alone: cutting off a running VM would be
-// worse than a long migration; the log and the counter tell the operator.
+// checkMigrations reports volumes on two nodes longer than their migration timeout. The
+// attach is left alone: cutting off a running VM is worse than a long migration.
 func (f *fencing) checkMigrations() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -317,7 +295,6 @@ func (f *fencing) checkMigrations() {
 	}
 }
 
-// isRebuilt reports whether the records reflect the cluster (always, out of a cluster).
 func (f *fencing) isRebuilt() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -325,9 +302,7 @@ func (f *fencing) isRebuilt() bool {
 }
 
 // attachedNodes returns the nodes volumeID is attached to, for a delete that must not
-// remove a volume in use. Before the first rebuild nothing can be confirmed (Unavailable);
-// a volume the records show attached is re-checked against the cluster, so a stale record
-// does not block the delete.
+// remove a volume in use: Unavailable before the first rebuild, rechecked when attached.
 func (f *fencing) attachedNodes(ctx context.Context, volumeID string) ([]string, error) {
 	if !f.isRebuilt() {
 		return nil, status.Errorf(codes.Unavailable, "cannot confirm that volume %s is detached: %s", volumeID, notRebuilt)

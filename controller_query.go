@@ -18,8 +18,8 @@ import (
 	"srvlab.io/rds-csi/routeros"
 )
 
-// ValidateVolumeCapabilities confirms capabilities (and parameters) for an existing volume,
-// or says in the message why it cannot.
+// ValidateVolumeCapabilities confirms capabilities (and parameters) for an existing
+// volume, or says why it cannot.
 func (c *controllerService) ValidateVolumeCapabilities(ctx context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
 	id := req.GetVolumeId()
 	switch {
@@ -33,12 +33,12 @@ func (c *controllerService) ValidateVolumeCapabilities(ctx context.Context, req 
 		return nil, err
 	}
 	var msg string
-	use, err := checkCapabilities(req.GetVolumeCapabilities())
+	minimum, err := checkCapabilities(req.GetVolumeCapabilities())
 	switch {
 	case err != nil:
 		msg = status.Convert(err).Message()
-	case disk.Size < use.minimum:
-		msg = "volume " + id + " is " + humanBytes(disk.Size) + ", smaller than xfs allows (" + humanBytes(use.minimum) + ")"
+	case disk.Size < minimum:
+		msg = "volume " + id + " is " + humanBytes(disk.Size) + ", smaller than xfs allows (" + humanBytes(minimum) + ")"
 	case len(req.GetParameters()) > 0:
 		if _, err := c.parseParams(req.GetParameters()); err != nil {
 			msg = status.Convert(err).Message()
@@ -51,9 +51,7 @@ func (c *controllerService) ValidateVolumeCapabilities(ctx context.Context, req 
 		return &csi.ValidateVolumeCapabilitiesResponse{Message: msg}, nil
 	}
 	return &csi.ValidateVolumeCapabilitiesResponse{Confirmed: &csi.ValidateVolumeCapabilitiesResponse_Confirmed{
-		VolumeContext:      req.GetVolumeContext(),
-		VolumeCapabilities: req.GetVolumeCapabilities(),
-		Parameters:         req.GetParameters(),
+		VolumeContext: req.GetVolumeContext(), VolumeCapabilities: req.GetVolumeCapabilities(), Parameters: req.GetParameters(),
 	}}, nil
 }
 
@@ -92,17 +90,14 @@ func (c *controllerService) ControllerGetVolume(ctx context.Context, req *csi.Co
 	}, nil
 }
 
-// ListVolumes lists the volumes of this driver — file disks in the volume directories whose
-// slot is their ID — in ID order, with the nodes each is published to. The token is the
-// last ID returned (opaque to the CO), so paging survives volumes coming and going.
+// ListVolumes lists this driver's volumes in ID order, with the nodes each is published to.
 func (c *controllerService) ListVolumes(ctx context.Context, req *csi.ListVolumesRequest) (*csi.ListVolumesResponse, error) {
 	after, err := decodeListToken(req.GetStartingToken(), req.GetMaxEntries())
 	if err != nil {
 		return nil, err
 	}
 	if !c.fencing.isRebuilt() {
-		// an empty published-nodes list now would make the external-attacher mark live
-		// attachments detached
+		// empty published nodes now would make the external-attacher detach live attachments
 		return nil, status.Error(codes.Unavailable, "attachment records are not rebuilt from the cluster's VolumeAttachments yet; retry shortly")
 	}
 	disks, err := c.volumeDisks(ctx)
@@ -120,8 +115,9 @@ func (c *controllerService) ListVolumes(ctx context.Context, req *csi.ListVolume
 	return resp, nil
 }
 
-// page keeps the items (in ID order) after the ID `after`, at most maxEntries of them, and
-// returns the token that continues the listing ("" at its end).
+// page keeps the items (in ID order) after the ID `after`, at most maxEntries, and returns
+// the token that continues the listing ("" at its end): the last ID returned, so paging
+// survives volumes and snapshots coming and going.
 func page[T any](items []T, id func(T) string, after string, maxEntries int32) ([]T, string) {
 	items = slices.DeleteFunc(items, func(x T) bool { return id(x) <= after })
 	if limit := int(maxEntries); limit > 0 && len(items) > limit {
@@ -130,7 +126,7 @@ func page[T any](items []T, id func(T) string, after string, maxEntries int32) (
 	return items, ""
 }
 
-// decodeListToken returns the ID a listing continues after ("" from the start). A token
+// decodeListToken returns the ID a listing continues after ("" from the start); a token
 // this driver did not make is Aborted, as the CSI spec asks.
 func decodeListToken(token string, maxEntries int32) (string, error) {
 	if maxEntries < 0 {
@@ -155,8 +151,7 @@ func (c *controllerService) volumeDisks(ctx context.Context) ([]routeros.Disk, e
 	return slices.DeleteFunc(all, func(d routeros.Disk) bool { return !isVolumeID(d.Slot) || c.managedDisk(&d) != "" }), nil
 }
 
-// baseFiles lists the files below the volume directories, each once (nested bases list
-// the same files); `what` names the listing for messages.
+// baseFiles lists the files below the volume directories, each once (bases may nest).
 func (c *controllerService) baseFiles(ctx context.Context, what string) ([]routeros.File, error) {
 	var found []routeros.File
 	seen := map[string]bool{}
@@ -191,7 +186,7 @@ func volumeIDOfFile(f routeros.File) (string, bool) {
 }
 
 // GetCapacity reports the free space of the pool holding the class's volumePath, less
-// --capacity-reserve. A volume can be as large as that (file disks live in one pool).
+// --capacity-reserve; file disks live in one pool, so a volume can be as large.
 func (c *controllerService) GetCapacity(ctx context.Context, req *csi.GetCapacityRequest) (*csi.GetCapacityResponse, error) {
 	volumePath := c.cfg.RDSVolumePath
 	if v, ok := req.GetParameters()[paramVolumePath]; ok {
@@ -224,12 +219,11 @@ func (c *controllerService) recordPool(p routeros.Pool) {
 	c.metrics.poolFreeBytes.WithLabelValues(p.Name).Set(float64(p.Free))
 }
 
-// refreshPools reads the pools of every volume directory, once each.
+// refreshPools reads the pool of every volume directory, once each.
 func (c *controllerService) refreshPools(ctx context.Context) {
 	for _, b := range onePathPerPool(c.bases) {
 		p, err := c.client.PoolCapacity(ctx, b)
-		if err != nil {
-			// the health loop reports an unreachable RDS; this is the detail
+		if err != nil { // the health loop reports an unreachable RDS; this is the detail
 			c.log.Debug("cannot read pool capacity for metrics", "path", b, "err", err)
 			continue
 		}
@@ -237,8 +231,7 @@ func (c *controllerService) refreshPools(ctx context.Context) {
 	}
 }
 
-// onePathPerPool keeps the first of paths on each pool, in order: the pool's capacity is
-// the same from every path on it.
+// onePathPerPool keeps the first of paths on each pool, in order.
 func onePathPerPool(paths []string) []string {
 	var out []string
 	seen := map[string]bool{}
@@ -252,15 +245,14 @@ func onePathPerPool(paths []string) []string {
 }
 
 // Volume health (CSI 1.13's replacement of VOLUME_CONDITION): a volume is INACCESSIBLE
-// when its disk no longer exports it over NVMe/TCP, or when only its file is left (the
-// disk item was removed on the RDS). Each condition says how to repair it.
+// when its disk stops exporting it over NVMe/TCP, or when only its file is left.
 const (
 	healthNotExported = "NotExported"
 	healthDiskMissing = "DiskMissing"
 )
 
-// ControllerGetVolumeHealth reports one volume's health; a volume with neither disk nor
-// file does not exist (NotFound).
+// ControllerGetVolumeHealth reports one volume's health; with neither disk nor file the
+// volume does not exist (NotFound).
 func (c *controllerService) ControllerGetVolumeHealth(ctx context.Context, req *csi.ControllerGetVolumeHealthRequest) (*csi.ControllerGetVolumeHealthResponse, error) {
 	id := req.GetVolumeId()
 	if id == "" {
@@ -280,9 +272,8 @@ func (c *controllerService) ControllerGetVolumeHealth(ctx context.Context, req *
 	return &csi.ControllerGetVolumeHealthResponse{VolumeHealth: diskHealth(disk)}, nil
 }
 
-// ControllerListVolumeHealth lists the volumes with a known problem, in ID order and with
-// the same paging as ListVolumes: disks that stopped exporting, and files left without a
-// disk.
+// ControllerListVolumeHealth lists the volumes with a known problem (disks that stopped
+// exporting, files left without a disk), in ID order and paged like ListVolumes.
 func (c *controllerService) ControllerListVolumeHealth(ctx context.Context, req *csi.ControllerListVolumeHealthRequest) (*csi.ControllerListVolumeHealthResponse, error) {
 	after, err := decodeListToken(req.GetStartingToken(), req.GetMaxEntries())
 	if err != nil {
@@ -319,10 +310,8 @@ func (c *controllerService) ControllerListVolumeHealth(ctx context.Context, req 
 func diskHealth(d *routeros.Disk) *csi.VolumeHealth {
 	h := &csi.VolumeHealth{VolumeId: d.Slot}
 	if !d.NVMeExport {
-		h.HealthStatuses = append(h.HealthStatuses, &csi.VolumeHealth_VolumeHealthEntry{
-			Status: csi.VolumeHealthErrorType_INACCESSIBLE, Reason: healthNotExported,
-			Message: fmt.Sprintf("the RDS does not export disk %s over NVMe/TCP, so no node can attach it: run /disk set [find slot=%q] nvme-tcp-export=yes", d.Slot, d.Slot),
-		})
+		h.HealthStatuses = []*csi.VolumeHealth_VolumeHealthEntry{{Status: csi.VolumeHealthErrorType_INACCESSIBLE, Reason: healthNotExported,
+			Message: fmt.Sprintf("the RDS does not export disk %s over NVMe/TCP, so no node can attach it: run /disk set [find slot=%q] nvme-tcp-export=yes", d.Slot, d.Slot)}}
 	}
 	return h
 }

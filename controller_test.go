@@ -102,7 +102,7 @@ func TestControllerServiceFromConfig(t *testing.T) {
 			if _, err := c.ControllerPublishVolume(testCtx(t), &csi.ControllerPublishVolumeRequest{VolumeId: vol.Volume.VolumeId, NodeId: "node-1", VolumeCapability: rwo}); err != nil {
 				t.Fatal(err)
 			}
-			if !c.supportsOnlineExpansion() {
+			if caps, _ := (&identityService{controller: c}).GetPluginCapabilities(testCtx(t), nil); caps.GetCapabilities()[1].GetVolumeExpansion().GetType() != csi.PluginCapability_VolumeExpansion_ONLINE {
 				t.Error("online expansion not advertised")
 			}
 			c.fencing.unpublish(vol.Volume.VolumeId, "node-1")
@@ -435,7 +435,7 @@ func (e *ctrlEnv) serve(node csi.NodeServer) string {
 	sock := dir + "/csi.sock"
 	srv := grpc.NewServer(grpc.UnaryInterceptor(rpcInterceptor(discardLog, e.m)))
 	csi.RegisterControllerServer(srv, e.c)
-	csi.RegisterIdentityServer(srv, &identityService{name: defaultDriverName, version: "test", controller: e.c, onlineExpansion: true})
+	csi.RegisterIdentityServer(srv, &identityService{name: defaultDriverName, version: "test", controller: e.c})
 	if node != nil {
 		csi.RegisterNodeServer(srv, node)
 	}

@@ -15,16 +15,14 @@ import (
 	"srvlab.io/rds-csi/routeros"
 )
 
-// CreateVolume makes a file disk <volumePath>/<id>.img exported over NVMe/TCP, empty or,
-// with a content source, a copy of a snapshot or volume (createFromSource). It is
-// idempotent by name: a retry — also one after a create that was cut off after the RDS had
-// made the disk (deadline, dropped connection) — finds the disk and returns it, so there is
-// never a duplicate or a leaked file.
+// CreateVolume makes a file disk <volumePath>/<id>.img exported over NVMe/TCP, empty or a
+// copy of a content source (createFromSource). It is idempotent by name: a retry, also
+// after a create cut off once the RDS had made the disk, finds the disk and returns it.
 func (c *controllerService) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
 	if req.GetName() == "" {
 		return nil, required("name", "CreateVolume")
 	}
-	use, err := checkCapabilities(req.GetVolumeCapabilities())
+	minimum, err := checkCapabilities(req.GetVolumeCapabilities())
 	if err != nil {
 		return nil, err
 	}
@@ -35,7 +33,7 @@ func (c *controllerService) CreateVolume(ctx context.Context, req *csi.CreateVol
 	if err := params.withAddress(c.cfg.RDSAddress); err != nil {
 		return nil, err
 	}
-	size, err := volumeSize(req.GetCapacityRange(), use.minimum)
+	size, err := volumeSize(req.GetCapacityRange(), minimum)
 	if err != nil {
 		return nil, err
 	}
@@ -43,47 +41,39 @@ func (c *controllerService) CreateVolume(ctx context.Context, req *csi.CreateVol
 	if id != req.GetName() {
 		logFrom(ctx).Debug("volume ID derived from the request name (not a valid RDS slot)", "volume_id", id)
 	}
-	release, ok := c.locks.tryLock(id)
-	if !ok {
-		return nil, busy(id)
+	release, err := c.lock("volume", id)
+	if err != nil {
+		return nil, err
 	}
 	defer release()
 	if req.GetVolumeContentSource() != nil {
-		return c.createFromSource(ctx, req, id, params, use.minimum)
+		return c.createFromSource(ctx, req, id, params, minimum)
 	}
 	filePath := path.Join(params.volumePath, volumeFileName(id))
 	disk, err := c.client.CreateDisk(ctx, routeros.CreateDiskRequest{
 		Slot: id, FilePath: filePath, SizeBytes: size, Port: params.ints[paramNVMePort], NQN: defaultNQN(id),
 	})
-	if errors.Is(err, routeros.ErrAlreadyExists) {
-		// a retry, or a second request with the same name: the existing disk must fit it
+	if errors.Is(err, routeros.ErrAlreadyExists) { // a retry, or another request of that name
 		if disk, err = c.client.GetDisk(ctx, id); err == nil {
-			if err := c.checkExisting(req, disk, filePath, params, use.minimum); err != nil {
+			if err := c.checkExisting(req, disk, filePath, params, minimum); err != nil {
 				return nil, err
 			}
 		}
 	}
-	switch {
-	case errors.Is(err, routeros.ErrNoSpace):
-		return nil, c.noSpaceStatus(ctx, "create volume "+id, params.volumePath, size, err)
-	case err != nil:
-		return nil, c.rdsStatus(fmt.Sprintf("create volume %s (%s in %s)", id, humanBytes(size), params.volumePath), err)
+	if err != nil {
+		return nil, c.spaceStatus(ctx, "create volume "+id, fmt.Sprintf(" (%s in %s)", humanBytes(size), params.volumePath), params.volumePath, size, err)
 	}
 	return volumeResponse(req, disk, params), nil
 }
 
-// volumeResponse describes a created volume: exactly the size the RDS holds, and what the
-// node needs to attach it.
+// volumeResponse describes a created volume: the size the RDS holds, and its context.
 func volumeResponse(req *csi.CreateVolumeRequest, disk *routeros.Disk, params *volumeParams) *csi.CreateVolumeResponse {
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{
-		VolumeId:      disk.Slot,
-		CapacityBytes: disk.Size,
-		VolumeContext: params.volumeContext(disk),
-		ContentSource: req.GetVolumeContentSource(),
+		VolumeId: disk.Slot, CapacityBytes: disk.Size, VolumeContext: params.volumeContext(disk), ContentSource: req.GetVolumeContentSource(),
 	}}
 }
 
-// checkExisting is AlreadyExists when a disk found for a create's name cannot stand for
+// checkExisting is AlreadyExists when the disk found for a create's name cannot stand for
 // the requested volume.
 func (c *controllerService) checkExisting(req *csi.CreateVolumeRequest, d *routeros.Disk, filePath string, p *volumeParams, minimum int64) error {
 	why := c.managedDisk(d)
@@ -92,7 +82,7 @@ func (c *controllerService) checkExisting(req *csi.CreateVolumeRequest, d *route
 	case why != "":
 	case d.FilePath != filePath:
 		why = fmt.Sprintf("it is stored at %s, this request asks for %s", d.FilePath, filePath)
-	case !sizeFits(d.Size, cr, minimum):
+	case d.Size < max(cr.GetRequiredBytes(), minimum) || cr.GetLimitBytes() != 0 && d.Size > cr.GetLimitBytes():
 		why = fmt.Sprintf("its size is %s (%d bytes), this request asks for %s", humanBytes(d.Size), d.Size, describeRange(cr, minimum))
 	case !d.NVMeExport:
 		why = "it is not exported over NVMe/TCP (nvme-tcp-export=no)"
@@ -104,9 +94,9 @@ func (c *controllerService) checkExisting(req *csi.CreateVolumeRequest, d *route
 	return status.Errorf(codes.AlreadyExists, "volume %s (name %q) already exists and does not match this request: %s; use another name or delete the existing volume", d.Slot, req.GetName(), why)
 }
 
-// DeleteVolume removes the volume's disk and its backing file (RouterOS keeps the file
-// when the disk goes). It is idempotent, and it completes an earlier delete that removed
-// the disk but was cut off before the file. A volume still attached to a node is refused.
+// DeleteVolume removes the volume's disk and then its file (RouterOS keeps the file when
+// the disk goes), completing an earlier delete cut off between the two. A volume still
+// attached is refused.
 func (c *controllerService) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
 	id := req.GetVolumeId()
 	if id == "" {
@@ -115,9 +105,9 @@ func (c *controllerService) DeleteVolume(ctx context.Context, req *csi.DeleteVol
 	if !isVolumeID(id) {
 		return &csi.DeleteVolumeResponse{}, nil // no volume can have this ID
 	}
-	release, ok := c.locks.tryLock(id)
-	if !ok {
-		return nil, busy(id)
+	release, err := c.lock("volume", id)
+	if err != nil {
+		return nil, err
 	}
 	defer release()
 	nodes, err := c.fencing.attachedNodes(ctx, id)
@@ -152,8 +142,7 @@ func (c *controllerService) DeleteVolume(ctx context.Context, req *csi.DeleteVol
 }
 
 // removeLeftoverFiles finishes a delete whose disk is gone: it removes <id>.img wherever a
-// volume of this driver could have it, but only a file no disk uses. Nothing else is ever
-// removed: no directories, no other names.
+// volume could have it, but only a file no disk uses; never directories or other names.
 func (c *controllerService) removeLeftoverFiles(ctx context.Context, id string) error {
 	files, err := c.volumeFiles(ctx, id)
 	if err != nil || len(files) == 0 {
@@ -171,14 +160,13 @@ func (c *controllerService) removeLeftoverFiles(ctx context.Context, id string) 
 		if err := c.client.RemoveFile(ctx, f.Path); err != nil {
 			return c.rdsStatus("delete volume "+id+": remove its leftover file "+f.Path, err)
 		}
-		c.copies.forget(f.Path) // it may have been a restore or clone still being copied
+		c.copies.forget(f.Path) // it may have been a copy still running
 	}
 	return nil
 }
 
-// ControllerExpandVolume grows the volume's file disk, also while it is attached (the
-// node then rescans the namespace and, for a filesystem volume, grows the file system).
-// It never shrinks: a request at or below the current size returns the current size.
+// ControllerExpandVolume grows the volume's disk, also while attached (the node rescans
+// and grows the file system). It never shrinks: a smaller request returns the current size.
 func (c *controllerService) ControllerExpandVolume(ctx context.Context, req *csi.ControllerExpandVolumeRequest) (*csi.ControllerExpandVolumeResponse, error) {
 	id, cr := req.GetVolumeId(), req.GetCapacityRange()
 	switch {
@@ -191,37 +179,27 @@ func (c *controllerService) ControllerExpandVolume(ctx context.Context, req *csi
 	if err != nil {
 		return nil, err
 	}
-	release, ok := c.locks.tryLock(id)
-	if !ok {
-		return nil, busy(id)
-	}
-	defer release()
-	cur, err := c.lookupVolume(ctx, id, "expand volume "+id)
+	cur, release, err := c.lockVolume(ctx, id, "expand volume "+id)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	disk, err := c.client.ResizeDisk(ctx, id, size)
-	switch {
-	case errors.Is(err, routeros.ErrNoSpace):
-		return nil, c.noSpaceStatus(ctx, "expand volume "+id, cur.FilePath, size-cur.Size, err)
-	case err != nil:
-		return nil, c.rdsStatus("expand volume "+id+" to "+humanBytes(size), err)
+	if err != nil {
+		return nil, c.spaceStatus(ctx, "expand volume "+id, " to "+humanBytes(size), cur.FilePath, size-cur.Size, err)
 	}
-	// The node rescans the namespace for block volumes too, so it is always asked to.
+	// the node rescans the namespace of block volumes too
 	return &csi.ControllerExpandVolumeResponse{CapacityBytes: disk.Size, NodeExpansionRequired: true}, nil
 }
 
 const (
-	// defaultVolumeSize is given when a request names no size.
-	defaultVolumeSize = int64(1) << 30
-	// xfsMinimumSize: mkfs.xfs refuses file systems smaller than 300 MiB.
-	xfsMinimumSize = int64(300) << 20
+	defaultVolumeSize = int64(1) << 30   // when a request names no size
+	xfsMinimumSize    = int64(300) << 20 // mkfs.xfs refuses smaller file systems
 )
 
-// volumeSize picks the size to allocate for a capacity range: the required bytes (1 GiB
-// when none are given, but within the limit), at least minimum, rounded up to a whole MiB
-// (the unit the RDS allocates in, so a volume never gets less than asked for). A limit
-// that the rounding would exceed is OutOfRange.
+// volumeSize picks the size to allocate: the required bytes (1 GiB when none, within the
+// limit), at least minimum, rounded up to the whole MiB the RDS allocates in, so a volume
+// never gets less than asked for. A limit the rounding would exceed is OutOfRange.
 func volumeSize(cr *csi.CapacityRange, minimum int64) (int64, error) {
 	required, limit := cr.GetRequiredBytes(), cr.GetLimitBytes()
 	switch {
@@ -250,13 +228,6 @@ func volumeSize(cr *csi.CapacityRange, minimum int64) (int64, error) {
 	return size, nil
 }
 
-// sizeFits reports whether an existing volume of size bytes satisfies a capacity range and
-// a minimum (the idempotency check of CreateVolume).
-func sizeFits(size int64, cr *csi.CapacityRange, minimum int64) bool {
-	limit := cr.GetLimitBytes()
-	return size >= max(cr.GetRequiredBytes(), minimum) && (limit == 0 || size <= limit)
-}
-
 func describeRange(cr *csi.CapacityRange, minimum int64) string {
 	lo := max(cr.GetRequiredBytes(), minimum)
 	if cr.GetLimitBytes() > 0 {
@@ -265,8 +236,7 @@ func describeRange(cr *csi.CapacityRange, minimum int64) string {
 	return fmt.Sprintf("at least %d bytes", lo)
 }
 
-// contentSource is what a new volume is copied from: a snapshot or another volume, and
-// once resolved (resolveSource) its file and exact size.
+// contentSource is what a new volume is copied from, and once resolved its file and size.
 type contentSource struct {
 	kind string // "snapshot" or "volume"
 	id   string
@@ -293,15 +263,13 @@ func sourceOf(cs *csi.VolumeContentSource) (contentSource, error) {
 	return s, nil
 }
 
-// comment is recorded on the new volume's disk, so a retry can tell a volume made from
-// this source from one made otherwise.
+// comment is recorded on the new volume's disk, so a retry can tell a copy of this source.
 func (s contentSource) comment() string { return "rds-csi: copy of " + s.kind + " " + s.id }
 
 func (s contentSource) String() string { return s.kind + " " + s.id }
 
-// copySize is the size of a volume copied from a source of from.size bytes: at least the
-// source's and what was asked for (in whole MiB), at most the limit. Asking for less than
-// the source holds is OutOfRange.
+// copySize is the size of a volume copied from `from`: at least the source's and what was
+// asked for (in whole MiB), at most the limit; asking for less than the source is OutOfRange.
 func copySize(cr *csi.CapacityRange, minimum int64, from contentSource) (int64, error) {
 	req, limit := cr.GetRequiredBytes(), cr.GetLimitBytes()
 	if req > 0 && req < from.size || limit > 0 && limit < from.size {
@@ -316,8 +284,8 @@ func copySize(cr *csi.CapacityRange, minimum int64, from contentSource) (int64, 
 	return size, nil
 }
 
-// existingCopy answers a create whose disk exists already: a retry (growing the volume if
-// the earlier call was cut off before its grow), or a conflict.
+// existingCopy answers a create whose disk exists: a retry (grown if the earlier call was
+// cut off before its grow), or a conflict.
 func (c *controllerService) existingCopy(ctx context.Context, req *csi.CreateVolumeRequest, disk *routeros.Disk, dst string, params *volumeParams, src contentSource, minimum int64) (*csi.CreateVolumeResponse, error) {
 	if disk.Comment != src.comment() {
 		return nil, status.Errorf(codes.AlreadyExists, "volume %s (name %q) already exists and was not made from %s (its disk's comment is %q); use another name or delete the existing volume",
@@ -336,59 +304,40 @@ func (c *controllerService) existingCopy(ctx context.Context, req *csi.CreateVol
 	return volumeResponse(req, disk, params), nil
 }
 
-// growCopy grows a copied volume to the size asked for.
 func (c *controllerService) growCopy(ctx context.Context, id string, size int64, dst string) (*routeros.Disk, error) {
 	disk, err := c.client.ResizeDisk(ctx, id, size)
-	switch {
-	case errors.Is(err, routeros.ErrNoSpace):
-		return nil, c.noSpaceStatus(ctx, "grow the copied volume "+id, path.Dir(dst), size, err)
-	case err != nil:
-		return nil, c.rdsStatus(fmt.Sprintf("grow the copied volume %s to %s (its data is in place; the retry grows it)", id, humanBytes(size)), err)
+	if err != nil {
+		return nil, c.spaceStatus(ctx, "grow the copied volume "+id, fmt.Sprintf(" to %s (its data is in place; the retry grows it)", humanBytes(size)), path.Dir(dst), size, err)
 	}
 	return disk, nil
 }
 
 // resolveSource finds the source's file and size and takes its lock. A snapshot must be
 // complete to be copied.
-func (c *controllerService) resolveSource(ctx context.Context, src *contentSource, id string) (release func(), err error) {
-	if src.kind == "volume" && src.id == id {
-		return nil, status.Errorf(codes.InvalidArgument, "volume %s cannot be cloned into itself", id)
-	}
-	key, busyErr := src.id, busy
-	if src.kind == "snapshot" {
-		key, busyErr = snapshotLockKey(src.id), busySnapshot
-	}
-	unlock, ok := c.locks.tryLock(key)
-	if !ok {
-		return nil, busyErr(src.id)
-	}
-	defer func() {
-		if err != nil {
-			unlock()
-		}
-	}()
+func (c *controllerService) resolveSource(ctx context.Context, src *contentSource, id string) (func(), error) {
 	if src.kind == "volume" {
-		disk, err := c.lookupVolume(ctx, src.id, "clone volume "+src.id)
+		if src.id == id {
+			return nil, status.Errorf(codes.InvalidArgument, "volume %s cannot be cloned into itself", id)
+		}
+		disk, release, err := c.lockVolume(ctx, src.id, "clone volume "+src.id)
 		if err != nil {
 			return nil, err
 		}
 		src.file, src.size = disk.FilePath, disk.Size
-		return unlock, nil
+		return release, nil
 	}
-	snaps, err := c.findSnapshot(ctx, src.id)
-	switch {
-	case err != nil:
+	release, err := c.lock("snapshot", src.id)
+	if err != nil {
 		return nil, err
-	case len(snaps) == 0:
-		return nil, status.Errorf(codes.NotFound, "snapshot %s does not exist", src.id)
 	}
-	src.file, src.size = snaps[0].file.Path, snaps[0].size
-	st, err := c.awaitCopy(ctx, src.file, src.size)
-	switch {
-	case err != nil:
-		return nil, c.rdsStatus("check snapshot "+src.id, err)
-	case st.phase != copyDone:
-		return nil, status.Errorf(codes.Aborted, "snapshot %s is not ready yet (%s); retry when it is ready to use", src.id, st.detail)
+	s, st, err := c.getSnapshot(ctx, src.id)
+	if err == nil && st.phase != copyDone {
+		err = status.Errorf(codes.Aborted, "snapshot %s is not ready yet (%s); retry when it is ready to use", src.id, st.detail)
 	}
-	return unlock, nil
+	if err != nil {
+		release()
+		return nil, err
+	}
+	src.file, src.size = s.file.Path, s.size
+	return release, nil
 }

@@ -69,24 +69,21 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-
 	bg, stopBackground := context.WithCancel(context.Background())
 	defer stopBackground()
 	srv := grpc.NewServer(grpc.UnaryInterceptor(rpcInterceptor(log, m)))
 	identity := &identityService{name: cfg.DriverName, version: version}
-	var background []func(context.Context)
-	var closers []func()
-
+	var services []interface {
+		run(context.Context)
+		close()
+	}
 	if cfg.runsController() {
 		ctrl, err := newControllerService(cfg, log, m)
 		if err != nil {
 			return err
 		}
 		csi.RegisterControllerServer(srv, ctrl)
-		identity.controller = ctrl
-		identity.onlineExpansion = ctrl.supportsOnlineExpansion()
-		background = append(background, ctrl.run)
-		closers = append(closers, ctrl.close)
+		identity.controller, services = ctrl, append(services, ctrl)
 	}
 	if cfg.runsNode() {
 		node, err := newNodeService(cfg, log, m)
@@ -94,17 +91,14 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 			return err
 		}
 		csi.RegisterNodeServer(srv, node)
-		background = append(background, node.run)
-		closers = append(closers, node.close)
+		services = append(services, node)
 	}
 	csi.RegisterIdentityServer(srv, identity)
-
 	lis, err := listenUnix(path)
 	if err != nil {
 		return err
 	}
 	defer os.Remove(path)
-
 	var ms *metricsServer
 	if cfg.MetricsAddress != "" {
 		if ms, err = startMetricsServer(cfg.MetricsAddress, m, log); err != nil {
@@ -114,16 +108,15 @@ func serve(ctx context.Context, cfg *Config, log *slog.Logger) error {
 		ms.serving.Store(true)
 	}
 	defer ms.shutdown()
-
-	for _, f := range background {
-		go f(bg)
+	for _, s := range services {
+		go s.run(bg)
 	}
 	log.Info("serving CSI", "endpoint", path)
 	err = serveUntil(ctx, srv, lis, cfg.ShutdownTimeout, log)
 	ms.shutdown()
 	stopBackground()
-	for _, c := range closers {
-		c()
+	for _, s := range services {
+		s.close()
 	}
 	log.Info("stopped")
 	return err
@@ -155,8 +148,8 @@ func newLogger(w io.Writer, format, level string) *slog.Logger {
 
 const redacted = "***redacted***"
 
-// redactSecrets returns a copy of msg in which every map field named "secrets", at any depth,
-// has its values replaced, so requests can be logged. The original is not modified.
+// redactSecrets returns a copy of msg, for logs, with the values of every map field named
+// "secrets", at any depth, replaced.
 func redactSecrets(msg proto.Message) proto.Message {
 	if msg == nil {
 		return nil

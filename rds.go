@@ -19,11 +19,9 @@ import (
 	"srvlab.io/rds-csi/routeros"
 )
 
-// rdsClientConfig maps the configuration onto the RouterOS client's. File paths are held
-// to the volume directories as a second line of defence: the client refuses any other
-// before it is sent. Every operation but a copy (which the copy tracker bounds) ends by
-// --rds-command-timeout unless its caller's deadline is earlier, so no RPC waits on the
-// RDS without bound; each is counted in the metrics.
+// rdsClientConfig maps the configuration onto the RouterOS client's. AllowedBases is a
+// second line of defence: the client refuses any other file path before it is sent.
+// Every operation but a copy (the copy tracker bounds those) ends by --rds-command-timeout.
 func rdsClientConfig(cfg *Config, log *slog.Logger, m *metrics) routeros.Config {
 	return routeros.Config{
 		Address:             cfg.RDSAddress,
@@ -42,21 +40,23 @@ func rdsClientConfig(cfg *Config, log *slog.Logger, m *metrics) routeros.Config 
 	}
 }
 
-// routerosErrorKinds label errors for metrics; the first that matches counts.
-var routerosErrorKinds = []struct {
+// routerosErrors maps the client's sentinel errors, once for every RPC: the first that
+// matches gives the metrics label and the gRPC code (rdsStatus).
+var routerosErrors = []struct {
 	err  error
 	kind string
+	code codes.Code
 }{
-	{routeros.ErrTransport, "transport"}, {routeros.ErrNotFound, "not_found"},
-	{routeros.ErrAlreadyExists, "already_exists"}, {routeros.ErrNoSpace, "no_space"},
-	{routeros.ErrInvalidArgument, "invalid_argument"},
+	{routeros.ErrTransport, "transport", codes.Unavailable}, {routeros.ErrNotFound, "not_found", codes.NotFound},
+	{routeros.ErrAlreadyExists, "already_exists", codes.AlreadyExists}, {routeros.ErrNoSpace, "no_space", codes.ResourceExhausted},
+	{routeros.ErrInvalidArgument, "invalid_argument", codes.InvalidArgument},
 }
 
 func routerosErrorKind(err error) string {
 	if err == nil {
 		return ""
 	}
-	for _, k := range routerosErrorKinds {
+	for _, k := range routerosErrors {
 		if errors.Is(err, k.err) {
 			return k.kind
 		}
@@ -64,18 +64,16 @@ func routerosErrorKind(err error) string {
 	return "other"
 }
 
-// rdsHealth keeps track of whether the RDS answered recently. The controller never exits
-// because the RDS is unreachable (that would crash-loop it through an appliance reboot): it
-// reports not-ready through Probe and keeps retrying in the background.
+// rdsHealth tracks whether the RDS answered recently. The controller never exits because
+// the RDS is unreachable (it would crash-loop through an appliance reboot): Probe reports
+// not ready and pings retry in the background.
 type rdsHealth struct {
-	ping     func(context.Context) error
-	interval time.Duration // between pings while healthy
-	maxDelay time.Duration // upper bound of the retry backoff while failing
-	log      *slog.Logger
-	onChange func(up bool)
-
-	lastOK atomic.Int64 // unix nanoseconds of the last successful contact
-	up     atomic.Bool
+	ping               func(context.Context) error
+	interval, maxDelay time.Duration // between pings while healthy; backoff bound while not
+	log                *slog.Logger
+	onChange           func(up bool)
+	lastOK             atomic.Int64 // unix nanoseconds of the last contact
+	up                 atomic.Bool
 }
 
 func newRDSHealth(ping func(context.Context) error, log *slog.Logger, onChange func(bool)) *rdsHealth {
@@ -88,9 +86,9 @@ func (h *rdsHealth) ready() bool {
 	return last != 0 && time.Since(time.Unix(0, last)) < 3*h.interval
 }
 
-// observe takes the outcome of one RouterOS operation (the client's Observe hook): any
-// answer from the RDS, also a refusal such as "not found", shows it is up; a transport
-// failure or a deadline does not. Pings are left to run, which judges them itself.
+// observe takes one operation's outcome (the client's Observe hook): any answer, also a
+// refusal such as "not found", shows the RDS up; a transport failure or deadline does
+// not. run judges the pings itself.
 func (h *rdsHealth) observe(op string, err error) {
 	var ce *routeros.CommandError
 	if op != "Ping" && (err == nil || errors.As(err, &ce) && ce.Kind != routeros.KindTransport) {
@@ -98,7 +96,6 @@ func (h *rdsHealth) observe(op string, err error) {
 	}
 }
 
-// setUp records whether the RDS answered (a contact when up) and reports a change.
 func (h *rdsHealth) setUp(up bool) {
 	if up {
 		h.lastOK.Store(time.Now().UnixNano())
@@ -143,36 +140,30 @@ func (h *rdsHealth) run(ctx context.Context) {
 	}
 }
 
-// Breaker settings: after breakerThreshold consecutive staging failures of one volume
-// the node stops trying it for breakerCooldown, then lets one trial through.
+// After breakerThreshold staging failures of one volume in a row, the node stops trying
+// it for breakerCooldown, then lets one trial through.
 const (
 	breakerThreshold = 3
 	breakerCooldown  = 5 * time.Minute
 )
 
-// breaker is a per-volume circuit breaker for staging. kubelet retries a failing
-// NodeStageVolume with a short backoff; when the cause is on the RDS side (a volume not
-// exported, a target refusing the host), each retry costs a connect attempt and log noise
-// on both ends. After a few failures in a row the breaker answers at once, and says when
-// it tries again.
-//
-// States: closed (failures below the threshold); open (answering Unavailable until the
-// cooldown ends); half-open (cooldown over: one call is let through as a trial; success
-// closes the breaker, failure opens it again for another cooldown). It lives in memory
-// only, so restarting the node plugin resets every breaker, as the message promises.
+// breaker is a per-volume circuit breaker for staging: when the cause is on the RDS side
+// (a volume not exported, a target refusing the host), each of kubelet's quick retries
+// costs a connect attempt and log noise on both ends. Open, it answers Unavailable at once
+// until the cooldown ends; then one trial goes through, whose success closes it and whose
+// failure opens it again. In memory only: restarting the node plugin resets it.
 type breaker struct {
 	threshold int
 	cooldown  time.Duration
 	now       func() time.Time
-	onChange  func(open int) // reports how many volumes are not closed (for a gauge)
-
-	mu   sync.Mutex
-	vols map[string]*breakerState
+	onChange  func(open int) // how many volumes are not closed (a gauge)
+	mu        sync.Mutex
+	vols      map[string]*breakerState
 }
 
 type breakerState struct {
 	failures  int
-	openUntil time.Time // end of the current cooldown; meaningful once failures >= threshold
+	openUntil time.Time // end of the cooldown, once failures >= threshold
 	trial     bool      // a half-open trial is running
 	lastErr   string
 }
@@ -181,8 +172,8 @@ func newBreaker(now func() time.Time, onChange func(int)) *breaker {
 	return &breaker{threshold: breakerThreshold, cooldown: breakerCooldown, now: now, onChange: onChange, vols: map[string]*breakerState{}}
 }
 
-// allow returns nil when a staging attempt may go ahead, or an Unavailable status that
-// says when the next attempt happens and what resets the breaker.
+// allow returns nil when a staging attempt may go ahead, or Unavailable saying when the
+// next attempt happens and what resets the breaker.
 func (b *breaker) allow(id string) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -204,7 +195,6 @@ func (b *breaker) allow(id string) error {
 		id, s.failures, s.lastErr, retry.UTC().Format("15:04:05 MST"))
 }
 
-// success closes the breaker of id.
 func (b *breaker) success(id string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -214,8 +204,8 @@ func (b *breaker) success(id string) {
 	}
 }
 
-// failure counts a failed staging attempt; at the threshold, or when a half-open trial
-// fails, the breaker opens for a cooldown.
+// failure counts a failed attempt; at the threshold, or when a trial fails, the breaker
+// opens for a cooldown.
 func (b *breaker) failure(id string, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -248,47 +238,51 @@ func (b *breaker) changed() {
 }
 
 // rdsStatus turns a RouterOS failure while doing `what` into the gRPC status the CO acts
-// on. An RDS that cannot be reached is Unavailable (retried), never NotFound (which would
-// tell the CO a volume is gone) or Internal.
+// on. An unreachable RDS is Unavailable (retried), never NotFound (the CO would take the
+// volume as gone) or Internal.
 func (c *controllerService) rdsStatus(what string, err error) error {
-	var ce *routeros.CommandError
 	switch {
 	case errors.Is(err, context.DeadlineExceeded):
 		return status.Errorf(codes.DeadlineExceeded, "%s: the RDS at %s did not answer in time: %v; it is retried — if this persists, check the RDS's load and the network, or raise --rds-command-timeout", what, c.rdsAddr, err)
 	case errors.Is(err, context.Canceled):
 		return status.Errorf(codes.Canceled, "%s: the caller gave up: %v", what, err)
-	case errors.Is(err, routeros.ErrTransport):
-		return status.Errorf(codes.Unavailable, "%s: cannot reach the RDS at %s over SSH: %v; check that the RDS is up and reachable from the controller, and the controller's --rds-address, --rds-ssh-port, SSH key and known_hosts", what, c.rdsAddr, err)
-	case errors.Is(err, routeros.ErrNotFound):
-		return status.Errorf(codes.NotFound, "%s: %v", what, err)
-	case errors.Is(err, routeros.ErrAlreadyExists):
-		return status.Errorf(codes.AlreadyExists, "%s: %v", what, err)
-	case errors.Is(err, routeros.ErrNoSpace):
-		return status.Errorf(codes.ResourceExhausted, "%s: the RDS pool is full: %v; free space on the pool", what, err)
-	case errors.Is(err, routeros.ErrInvalidArgument) && !errors.As(err, &ce):
-		// refused before anything was sent: a value from the request
-		return status.Errorf(codes.InvalidArgument, "%s: %v", what, err)
-	case errors.Is(err, routeros.ErrInvalidArgument):
-		return status.Errorf(codes.Internal, "%s: the RDS rejected the command rds-csi sent: %v; this RouterOS version may not support it: report it with the output of /system resource print", what, err)
+	}
+	var ce *routeros.CommandError
+	for _, k := range routerosErrors {
+		switch {
+		case !errors.Is(err, k.err):
+			continue
+		case k.kind == "transport":
+			return status.Errorf(codes.Unavailable, "%s: cannot reach the RDS at %s over SSH: %v; check that the RDS is up and reachable from the controller, and the controller's --rds-address, --rds-ssh-port, SSH key and known_hosts", what, c.rdsAddr, err)
+		case k.kind == "no_space":
+			return status.Errorf(codes.ResourceExhausted, "%s: the RDS pool is full: %v; free space on the pool", what, err)
+		case k.kind == "invalid_argument" && errors.As(err, &ce): // sent, and refused
+			return status.Errorf(codes.Internal, "%s: the RDS rejected the command rds-csi sent: %v; this RouterOS version may not support it: report it with the output of /system resource print", what, err)
+		}
+		return status.Errorf(k.code, "%s: %v", what, err) // invalid_argument: refused before sending
 	}
 	return status.Errorf(codes.Internal, "%s: the RDS refused: %v", what, err)
 }
 
-// noSpaceStatus is ResourceExhausted for an RDS pool too full for need bytes, with the
-// pool's free space read back so the user sees how much is missing.
-func (c *controllerService) noSpaceStatus(ctx context.Context, what, volumePath string, need int64, cause error) error {
-	pool, err := c.client.PoolCapacity(ctx, volumePath)
+// spaceStatus maps the failure of an operation that needed `need` bytes in dir: "no
+// space" is ResourceExhausted with the pool's free space read back, so the user sees how
+// much is missing; anything else is rdsStatus(what+more).
+func (c *controllerService) spaceStatus(ctx context.Context, what, more, dir string, need int64, cause error) error {
+	if !errors.Is(cause, routeros.ErrNoSpace) {
+		return c.rdsStatus(what+more, cause)
+	}
+	pool, err := c.client.PoolCapacity(ctx, dir)
 	if err != nil {
 		return status.Errorf(codes.ResourceExhausted, "%s: the RDS has not enough space for %s (%v); its free space could not be read: %v; free space on the pool holding %s",
-			what, humanBytes(need), cause, err, volumePath)
+			what, humanBytes(need), cause, err, dir)
 	}
 	c.recordPool(pool)
 	return status.Errorf(codes.ResourceExhausted, "%s: the RDS pool %q has %s free (%d bytes) and this needs %s (%d bytes): free space on the pool (delete unused volumes) or ask for less",
 		what, pool.Name, humanBytes(pool.Free), pool.Free, humanBytes(need), need)
 }
 
-// volumeBases returns the directories volumes may live in: --rds-volume-path first, then
-// --rds-allowed-paths, each checked to be a clean absolute RouterOS path.
+// volumeBases returns the directories volumes may live in (--rds-volume-path, then
+// --rds-allowed-paths), each checked to be a clean absolute RouterOS path.
 func volumeBases(cfg *Config) ([]string, error) {
 	bases := append([]string{cfg.RDSVolumePath}, cfg.RDSAllowedPaths...)
 	for i, b := range bases {
@@ -296,7 +290,6 @@ func volumeBases(cfg *Config) ([]string, error) {
 		if i > 0 {
 			flag = "--rds-allowed-paths"
 		}
-		// a file below the base must be a valid path: that checks the base's form
 		if err := routeros.ValidatePath(b + "/x.img"); err != nil || b == "" || path.Clean(b) != b {
 			return nil, fmt.Errorf("%s %q is not a clean absolute RouterOS path like /storage-pool/metal-csi (letters, digits, '.', '_', '-' and '/' only)", flag, b)
 		}
@@ -304,9 +297,8 @@ func volumeBases(cfg *Config) ([]string, error) {
 	return slices.Compact(bases), nil
 }
 
-// managedDisk says why a disk found under a volume's slot is not a volume of this driver
-// ("" when it is one): only file disks whose file is <base>/…/<id>.img below a configured
-// base are ever changed or removed.
+// managedDisk says why a disk in a volume's slot is not a volume of this driver ("" when
+// it is): only file disks on <base>/…/<id>.img below a configured base are ever changed.
 func (c *controllerService) managedDisk(d *routeros.Disk) string {
 	switch {
 	case d.Type != "file":

@@ -19,49 +19,34 @@ import (
 )
 
 // copyTracker runs and follows the file copies on the RDS that snapshots, restores and
-// clones are made of, and decides when one is complete.
+// clones are made of. Whether `/file copy` is synchronous, preallocates or reflinks is
+// unverified, so completion is judged from what can be observed, which holds for all:
 //
-// Whether RouterOS's `/file copy` returns when the copy is done, returns at once and copies
-// in the background, preallocates the destination or makes a reflink is unverified, so
-// completion is decided from what can be observed, and the rule holds for all of them. A
-// copy is complete when
+//  1. the copy command this process started (if any) has returned without error;
+//  2. /file print shows the exact size expected, as far as its rounded figure tells
+//     (routeros.PrintedSizeMatches), so a copy that grows its file is not done early; and
+//  3. two observations at least `settle` apart show the same printed size and
+//     last-modified (printed to the second, so settle ≥ 2 s spans a tick): this catches a
+//     copy that preallocates and then fills. A background copy pausing longer than settle
+//     would still pass early; that is the residual risk.
 //
-//  1. the copy command this process started for it (if any) has returned without error —
-//     a synchronous copy is never taken as done while its command runs;
-//  2. /file print shows the destination at the exact size expected, as far as its rounded
-//     figure tells (routeros.PrintedSizeMatches), so a copy that grows its file is not done
-//     until its last piece is written; and
-//  3. two observations at least `settle` apart show the same printed size and the same
-//     last-modified: nothing wrote the file in between (last-modified is printed to the
-//     second, so a settle of 2 s or more spans a tick of that clock), which catches a copy
-//     that preallocates the full size and then fills it.
-//
-// The residual risk is a background copy that preallocates and then pauses for longer than
-// `settle` without writing; it would be taken as complete early. Memory only speeds this up:
-// after a restart the next observations decide again, from the RDS alone.
-//
-// A copy whose destination shows a wrong size and has not changed for `stall` (and whose
-// command is not running here) is stalled — its writer died, say with the previous
-// controller process — and the callers start it again.
+// After a restart the next observations decide again, from the RDS alone. A destination of
+// the wrong size unchanged for `stall`, with no command running here, is stalled (its
+// writer died) and the callers start it again.
 type copyTracker struct {
 	run func(ctx context.Context, src, dst string) error // the copy command
 	log *slog.Logger
 	now func() time.Time
-
-	// settle is the quiet time that confirms a copy; stall the time without any change
-	// after which an incomplete copy is given up; commandTimeout bounds one copy command
-	// (a synchronous copy of a large volume takes long). poll, waitMax and margin shape the
-	// waiting inside an RPC (see awaitCopy). Fields, so tests can shorten them.
+	// commandTimeout bounds one copy command; poll, waitMax and margin shape the waiting
+	// inside an RPC (awaitCopy). Fields, so tests can shorten them.
 	settle, stall, commandTimeout time.Duration
 	poll, waitMax, margin         time.Duration
-
-	// slots bounds the copy commands running at once: a synchronous copy holds an SSH
-	// session for its whole length, and the other RPCs need sessions too.
+	// slots bounds the copy commands at once: a synchronous copy holds an SSH session.
 	slots chan struct{}
 
 	mu   sync.Mutex
 	runs map[string]*copyRun        // by destination: copy commands this process started
-	seen map[string]copyObservation // by destination: when it was first seen as it is now
+	seen map[string]copyObservation // by destination: when first seen as it is now
 	done map[string]copyObservation // by destination: confirmed complete, as it looked then
 	from map[string]map[string]bool // by source: destinations of running copy commands
 }
@@ -77,11 +62,12 @@ func newCopyTracker(run func(ctx context.Context, src, dst string) error, log *s
 	}
 }
 
-// copyRun is one copy command started by this process.
+// copyRun is one copy command started by this process; err and ended are set before
+// finished is closed.
 type copyRun struct {
 	finished chan struct{}
-	err      error     // set before finished is closed
-	ended    time.Time // set before finished is closed
+	err      error
+	ended    time.Time
 }
 
 func (r *copyRun) running() bool {
@@ -93,11 +79,10 @@ func (r *copyRun) running() bool {
 	}
 }
 
-// copyObservation is a destination as /file print showed it.
+// copyObservation is a destination as /file print showed it, at this process's clock.
 type copyObservation struct {
-	sizeText string
-	modified time.Time
-	at       time.Time // this process's clock: when the listing that showed it returned
+	sizeText     string
+	modified, at time.Time
 }
 
 func (o copyObservation) same(p copyObservation) bool {
@@ -118,13 +103,12 @@ const (
 type copyState struct {
 	phase   copyPhase
 	err     error     // copyFailed: why
-	detail  string    // copyRunning, copyStalled: progress, for messages
+	detail  string    // progress, for messages
 	recheck time.Time // copyRunning at full size: when the quiet time is over
 }
 
-// start runs the copy command for dst in the background unless one runs already. The
-// command outlives the RPC that started it (under commandTimeout), so a copy longer than
-// any RPC deadline still completes.
+// start runs the copy command for dst in the background unless one runs already. It
+// outlives the RPC (under commandTimeout), so a copy longer than any deadline completes.
 func (t *copyTracker) start(src, dst string) {
 	t.mu.Lock()
 	if r := t.runs[dst]; r != nil && r.running() {
@@ -171,8 +155,7 @@ func (t *copyTracker) start(src, dst string) {
 }
 
 // state judges a copy from one observation of its destination (nil: not listed), asked
-// for at `asked` (this process's clock, before the listing was requested), and the exact
-// size it must reach.
+// for at `asked` (before the listing was requested), and the exact size it must reach.
 func (t *copyTracker) state(dst string, f *routeros.File, want int64, asked time.Time) copyState {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -185,8 +168,7 @@ func (t *copyTracker) state(dst string, f *routeros.File, want int64, asked time
 			t.forgetLocked(dst)
 			return copyState{phase: copyFailed, err: r.err}
 		case !running && !r.ended.Before(asked):
-			// the command returned after the listing was asked for: the listing may predate
-			// the copy, so it proves nothing; look again
+			// the listing may predate the copy, so it proves nothing; look again
 			return copyState{phase: copyRunning, recheck: now, detail: "the copy command has just returned"}
 		}
 	}
@@ -208,8 +190,7 @@ func (t *copyTracker) state(dst string, f *routeros.File, want int64, asked time
 	if !ok || !first.same(obs) {
 		t.seen[dst], first = obs, obs
 	}
-	// first.at is when the first listing returned, asked when this one was requested: the
-	// file was unchanged for at least the time between
+	// unchanged at least from when the first listing returned to when this one was asked
 	quiet := asked.Sub(first.at)
 	progress := fmt.Sprintf("%s of %s written", f.SizeText, humanBytes(want))
 	switch {
@@ -230,15 +211,14 @@ func (t *copyTracker) state(dst string, f *routeros.File, want int64, asked time
 }
 
 // inFlight returns the destinations of copy commands this process started and has not
-// judged yet (running, or returned but not yet confirmed complete, failed or gone). Their
-// files may not be listed on the RDS yet.
+// judged yet; their files may not be listed on the RDS yet.
 func (t *copyTracker) inFlight() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return slices.Sorted(maps.Keys(t.runs))
 }
 
-// forget drops what is known of dst (its file was removed, or became a volume's disk).
+// forget drops what is known of dst (removed, or now a volume's file).
 func (t *copyTracker) forget(dst string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -251,8 +231,8 @@ func (t *copyTracker) forgetLocked(dst string) {
 	delete(t.done, dst)
 }
 
-// copyingFrom returns a destination a copy command of this process is still copying src
-// into ("" when none): the source must not be deleted under it.
+// copyingFrom returns a destination src is still being copied into ("" when none): the
+// source must not be deleted under it.
 func (t *copyTracker) copyingFrom(src string) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -262,8 +242,7 @@ func (t *copyTracker) copyingFrom(src string) string {
 	return ""
 }
 
-// finishedCh returns a channel closed when dst's running copy command returns (nil when
-// none runs), so a waiting RPC wakes at once.
+// finishedCh is closed when dst's running copy command returns (nil when none runs).
 func (t *copyTracker) finishedCh(dst string) <-chan struct{} {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -283,15 +262,11 @@ func (t *copyTracker) mayWait(ctx context.Context, began, until time.Time) bool 
 	return !ok || time.Until(deadline) >= until.Sub(t.now())+t.margin
 }
 
-// createFromSource makes volume id a copy of a snapshot (restore) or of a volume (clone):
-// the source's file is copied to the volume's file, and only once the copy is confirmed
-// complete (see copyTracker) is the exported disk created on it, then grown to the size
-// asked for. While the copy runs the answer is Aborted, which the provisioner retries; a
-// half-copied volume is never exported. It is idempotent like CreateVolume: a retry
-// follows the running copy, or finds the disk (growing it when a retry was cut off before
-// the grow).
-//
-// The caller holds the volume's lock and has validated the capacity range.
+// createFromSource makes volume id a copy of a snapshot (restore) or volume (clone): the
+// source's file is copied to the volume's, and only once the copy is confirmed complete
+// is the exported disk created on it and grown to the size asked for; a half-copied
+// volume is never exported. Meanwhile the answer is Aborted, which the provisioner
+// retries. The caller holds the volume's lock and has validated the capacity range.
 func (c *controllerService) createFromSource(ctx context.Context, req *csi.CreateVolumeRequest, id string, params *volumeParams, minimum int64) (*csi.CreateVolumeResponse, error) {
 	src, err := sourceOf(req.GetVolumeContentSource())
 	if err != nil {
@@ -342,10 +317,9 @@ func (c *controllerService) createFromSource(ctx context.Context, req *csi.Creat
 	return volumeResponse(req, disk, params), nil
 }
 
-// startVolumeCopy resolves the source, checks the size asked for against it, and starts
-// the copy into dst unless it runs already (a stalled copy is removed and started again).
-// It holds the source's lock meanwhile, so the source is neither deleted nor resized
-// between being read and the copy starting. It returns the size the new volume gets.
+// startVolumeCopy resolves the source, checks the size against it and starts the copy
+// into dst unless it runs (a stalled one is removed and restarted), holding the source's
+// lock so it is neither deleted nor resized meanwhile. It returns the new volume's size.
 func (c *controllerService) startVolumeCopy(ctx context.Context, src *contentSource, id, what, dst string, cr *csi.CapacityRange, minimum int64) (int64, error) {
 	release, err := c.resolveSource(ctx, src, id)
 	if err != nil {
