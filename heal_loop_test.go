@@ -98,9 +98,15 @@ func TestHealLoopBlockNode(t *testing.T) {
 	}) {
 		t.Fatal("the block publish node still points at the lost device")
 	}
+	// Loop numbers are reused under parallel tests, so the new device is the attached
+	// one that is not the old, not the highest-numbered one.
 	devs := attachedDevices(t, v)
-	if unix.Major(st.Rdev) != devs[len(devs)-1].Major || unix.Minor(st.Rdev) != devs[len(devs)-1].Minor || st.Mode&0o777 != 0o660 {
-		t.Fatalf("node %d:%d mode %#o, want the new device %v, 0660", unix.Major(st.Rdev), unix.Minor(st.Rdev), st.Mode&0o777, devs)
+	isNew := false
+	for _, d := range devs {
+		isNew = isNew || unix.Mkdev(d.Major, d.Minor) == st.Rdev && st.Rdev != oldRdev
+	}
+	if !isNew || st.Mode&0o777 != 0o660 {
+		t.Fatalf("node %d:%d mode %#o, want a new device of %v (old %d:%d), 0660", unix.Major(st.Rdev), unix.Minor(st.Rdev), st.Mode&0o777, devs, unix.Major(oldRdev), unix.Minor(oldRdev))
 	}
 	checkData(t, target, data, 0)
 	holder.Close()
