@@ -3,33 +3,27 @@
 package main
 
 import (
-	"io"
 	"path/filepath"
 	"testing"
 
 	"srvlab.io/rds-csi/nvme/loopback"
 )
 
-// TestNodeLoopAttacherFlag: a loopnvme build takes --loop-nvme-exports-dir and then
-// attaches through the loop-device stand-in; without the flag it uses NVMe/TCP.
-func TestNodeLoopAttacherFlag(t *testing.T) {
+// TestNodeLoopAttacherEnv: a loopnvme build with RDS_CSI_LOOP_NVME_EXPORTS_DIR set
+// attaches through the loop-device stand-in; without it, through NVMe/TCP.
+func TestNodeLoopAttacherEnv(t *testing.T) {
 	dir := t.TempDir()
-	exports := filepath.Join(dir, "rds", ".nvme-exports")
-	cfg, err := parseConfig([]string{"--mode=node", "--managed-nqn-prefix=" + testPrefix, "--state-dir=" + dir, "--loop-nvme-exports-dir=" + exports},
-		func(string) string { return "" }, io.Discard)
-	must(t, err)
-	if cfg.LoopNVMeExportsDir != exports {
-		t.Fatalf("flag not parsed: %q", cfg.LoopNVMeExportsDir)
-	}
+	cfg := &Config{StateDir: dir, NVMeHostDir: filepath.Join(dir, "nvme"), SysfsRoot: "/sys", DevRoot: "/dev"}
+	t.Setenv(loopExportsEnv, filepath.Join(dir, "rds", ".nvme-exports"))
 	att, err := newAttacher(cfg, testGuard(t), testLogger(t), newMetrics())
 	must(t, err)
 	if _, ok := att.(*loopback.Host); !ok {
 		t.Fatalf("attacher %T, want *loopback.Host", att)
 	}
-	cfg.LoopNVMeExportsDir, cfg.NVMeHostDir, cfg.SysfsRoot, cfg.DevRoot = "", filepath.Join(dir, "nvme"), "/sys", "/dev"
+	t.Setenv(loopExportsEnv, "")
 	att, err = newAttacher(cfg, testGuard(t), testLogger(t), newMetrics())
 	must(t, err)
 	if _, ok := att.(*loopback.Host); ok {
-		t.Fatal("without the flag the attacher must be the NVMe host")
+		t.Fatal("without the environment variable the attacher must be the NVMe host")
 	}
 }

@@ -56,12 +56,7 @@ type Config struct {
 	HealInterval           time.Duration
 	MountStormLimit        int
 	ShowVersion            bool
-	LoopNVMeExportsDir     string // only in loopnvme test builds (attacher_loop.go)
 }
-
-// tagFlags lets files built with a tag add their flags (attacher_loop.go adds
-// --loop-nvme-exports-dir); the production binary has none.
-var tagFlags []func(c *Config, str func(p *string, name, env, def, usage string))
 
 func (c *Config) runsController() bool { return c.Mode == modeController || c.Mode == modeAll }
 func (c *Config) runsNode() bool       { return c.Mode == modeNode || c.Mode == modeAll }
@@ -131,9 +126,6 @@ func parseConfig(args []string, getenv func(string) string, out io.Writer) (*Con
 	duration(&c.HealInterval, "heal-interval", "", 5*time.Second, "how often the node checks staged volumes for stale NVMe devices")
 	integer(&c.MountStormLimit, "mount-storm-limit", "", mount.DefaultStormLimit, "refuse a mount whose source already has this many mount entries")
 	boolean(&c.ShowVersion, "version", "", "print the version and exit")
-	for _, add := range tagFlags {
-		add(c, str)
-	}
 
 	fs.Usage = func() { printUsage(out, fs, flags) }
 	if err := fs.Parse(args); err != nil {

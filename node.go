@@ -23,13 +23,10 @@ import (
 	"srvlab.io/rds-csi/nvme"
 )
 
-// nodeService is the CSI Node service: it attaches volumes over NVMe/TCP (through an
-// attacher), formats and mounts filesystem volumes at the staging path, publishes them
-// by bind mount (filesystem) or device node (raw block), and keeps them usable across
-// NVMe/TCP reconnects by replacing stale mounts (heal.go).
-//
-// Its own state is one staging record per staged volume in the state directory; the
-// kernel (sysfs, the mount table) is asked for everything else on every call.
+// nodeService is the CSI Node service: it attaches volumes over NVMe/TCP, formats and
+// mounts filesystem volumes at the staging path, publishes them by bind mount or device
+// node, and heals them across reconnects (heal.go). Its own state is one staging record
+// per volume; everything else is asked of the kernel on every call.
 type nodeService struct {
 	csi.UnimplementedNodeServer
 	cfg     *Config
@@ -39,8 +36,7 @@ type nodeService struct {
 	guard   *nvme.Guard
 	records *recordStore
 	ledger  *connectionLedger
-	// unreadableRecords counts staging records that could not be read at start: each may
-	// be a volume in use, so the sweep disconnects nothing while there are any.
+	// unreadableRecords: each may be a volume in use, so the sweep disconnects nothing.
 	unreadableRecords int
 	locks             *volumeLocks
 	breaker           *breaker
@@ -52,15 +48,12 @@ type nodeService struct {
 
 	// sweepMu keeps stages out while the sweep runs: a volume connected but not yet
 	// recorded would look like an orphan to it.
-	sweepMu sync.RWMutex
-	// kick asks the healing watcher for a pass now (NodeGetVolumeStats saw trouble).
-	kick chan struct{}
-	// heals remembers the last healing outcome per volume, for VolumeCondition.
-	heals sync.Map // volume ID → healOutcome
-	// pathNotes remembers why a path's last connect failed, for the volume condition.
-	pathNotes sync.Map // volume ID + "\x00" + address → message
-	// unowned holds the managed subsystems the sweep left alone for want of proof, until
-	// kubelet stages (adopts) or unstages them.
+	sweepMu   sync.RWMutex
+	kick      chan struct{} // asks the watcher for a pass now
+	heals     sync.Map      // volume ID → last healOutcome
+	pathNotes sync.Map      // volume ID + "\x00" + address → pathFailure
+	// unowned: managed subsystems the sweep left alone for want of proof, until kubelet
+	// stages (adopts) or unstages them.
 	unownedMu sync.Mutex
 	unowned   map[string]bool
 	done      chan struct{}
@@ -78,11 +71,37 @@ type filesystems struct {
 	grow   func(ctx context.Context, device, mountPoint, fstype string) error
 }
 
-var systemFilesystems = filesystems{probe: mount.Probe, format: mount.Format, repair: mount.Repair, grow: mount.Grow}
+// attacher is what the node needs from the NVMe host: *nvme.Host, or in tests and
+// loopnvme builds the loop-device stand-in (nvme/loopback) with the same methods.
+type attacher interface {
+	Probe() (nvme.Features, error)
+	// Multipath reports whether native NVMe multipath is on: only then may a volume
+	// connect more than one path.
+	Multipath() (bool, error)
+	Connect(ctx context.Context, t nvme.Target, o nvme.Options) (*nvme.Disk, error)
+	Resolve(nqn string, nsid int) (*nvme.Disk, error)
+	Health(nqn string) (nvme.Health, error)
+	Disconnect(ctx context.Context, nqn string) error
+	Rescan(ctx context.Context, nqn string, nsid int) (*nvme.Disk, error)
+	Subsystems() ([]nvme.Subsystem, error)
+	Sweep(ctx context.Context, claimed, owned map[string]bool, inUse func(nvme.Disk) bool) (nvme.SweepReport, error)
+}
 
-// newNodeService builds the node service. It succeeds where /dev/nvme-fabrics is missing
-// (the attacher logs it; staging then fails saying so), so the plugin registers and
-// answers probes on a node whose nvme-tcp module is loaded later.
+var _ attacher = (*nvme.Host)(nil)
+
+// newAttacher builds the node's attacher; attacher_loop.go (tag loopnvme) replaces it.
+var newAttacher = newNVMeAttacher
+
+// newNVMeAttacher is the real host. It succeeds where /dev/nvme-fabrics is missing, so
+// the plugin registers on a node whose nvme-tcp module is loaded later; staging then
+// fails saying so.
+func newNVMeAttacher(cfg *Config, guard *nvme.Guard, log *slog.Logger, m *metrics) (attacher, error) {
+	return nvme.NewHost(nvme.Config{
+		SysfsRoot: cfg.SysfsRoot, DevRoot: cfg.DevRoot, HostDir: cfg.NVMeHostDir,
+		Guard: guard, Logger: log, Observe: m.observeNVMe,
+	})
+}
+
 func newNodeService(cfg *Config, log *slog.Logger, m *metrics) (*nodeService, error) {
 	guard, err := nvme.NewGuard(cfg.ManagedNQNPrefix)
 	if err != nil {
@@ -115,15 +134,16 @@ func newNodeServiceWith(cfg *Config, log *slog.Logger, m *metrics, guard *nvme.G
 		cfg: cfg, log: log, m: m, att: &owningAttacher{attacher: att, ledger: ledger}, guard: guard,
 		records: records, ledger: ledger, unreadableRecords: len(bad),
 		locks: newVolumeLocks(), storm: mount.StormGuard{Limit: cfg.MountStormLimit},
-		fs: systemFilesystems, bootID: bootID, now: time.Now, after: time.After,
+		fs:     filesystems{probe: mount.Probe, format: mount.Format, repair: mount.Repair, grow: mount.Grow},
+		bootID: bootID, now: time.Now, after: time.After,
 		kick: make(chan struct{}, 1), done: make(chan struct{}), swept: make(chan struct{}), unowned: map[string]bool{},
 	}
 	n.breaker = newBreaker(n.now, func(open int) { m.breakersOpen.Set(float64(open)) })
 	return n, nil
 }
 
-// kernelBootID identifies this boot of the kernel, to tell staging records of this boot
-// from those whose connections and mounts a reboot took away.
+// kernelBootID tells staging records of this boot from those whose connections and
+// mounts a reboot took away.
 func kernelBootID(log *slog.Logger) string {
 	raw, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
 	if err != nil {
@@ -133,9 +153,8 @@ func kernelBootID(log *slog.Logger) string {
 	return strings.TrimSpace(string(raw))
 }
 
-// run does the node's background work until ctx ends: rebuild the view of staged volumes
-// from the records and the mount table, sweep NVMe subsystems nobody claims, then heal
-// stale volumes every HealInterval (and whenever NodeGetVolumeStats asks).
+// run does the background work until ctx ends: log the staged volumes, sweep NVMe
+// subsystems nobody claims, then heal.
 func (n *nodeService) run(ctx context.Context) {
 	n.started.Store(true)
 	defer close(n.done)
@@ -145,8 +164,8 @@ func (n *nodeService) run(ctx context.Context) {
 	n.watch(ctx)
 }
 
-// close waits (bounded) for the background work to stop after its context ended, so a
-// heal is not cut off between unmounting and mounting by the process exiting.
+// close waits (bounded) for the background work to stop, so a heal is not cut off
+// between unmounting and mounting by the process exiting.
 func (n *nodeService) close() {
 	n.once.Do(func() {
 		if !n.started.Load() {
@@ -178,31 +197,29 @@ func (n *nodeService) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilit
 	return &csi.NodeGetCapabilitiesResponse{Capabilities: caps}, nil
 }
 
-// requireVolumeID checks a request's volume ID.
-func requireVolumeID(id string) error {
+// checkRequest validates a request's volume ID and its absolute path fields (mountinfo
+// shows absolute paths only; a relative one would silently match nothing), given as
+// field name, value pairs.
+func checkRequest(id string, fields ...string) error {
 	if id == "" {
 		return status.Error(codes.InvalidArgument, "volume_id is missing")
 	}
 	if err := validVolumeIDForFile(id); err != nil {
 		return status.Errorf(codes.InvalidArgument, "%v; this driver's volume IDs are PV names (pvc-<uuid>)", err)
 	}
-	return nil
-}
-
-// requirePath checks that a path field is given and absolute: mountinfo shows absolute
-// paths only, and a relative one would silently match nothing.
-func requirePath(field, p string) error {
-	if p == "" {
-		return status.Errorf(codes.InvalidArgument, "%s is missing", field)
-	}
-	if !filepath.IsAbs(p) {
-		return status.Errorf(codes.InvalidArgument, "%s %q is not an absolute path", field, p)
+	for i := 0; i+1 < len(fields); i += 2 {
+		switch field, p := fields[i], fields[i+1]; {
+		case p == "":
+			return status.Errorf(codes.InvalidArgument, "%s is missing", field)
+		case !filepath.IsAbs(p):
+			return status.Errorf(codes.InvalidArgument, "%s %q is not an absolute path", field, p)
+		}
 	}
 	return nil
 }
 
-// lockVolume takes the volume's lock without waiting: a concurrent call for the same
-// volume answers Aborted and the CO retries, so a stuck call never piles callers up.
+// lockVolume takes the volume's lock without waiting: a concurrent call answers Aborted
+// and the CO retries, so a stuck call never piles callers up.
 func (n *nodeService) lockVolume(id string) (func(), error) {
 	release, ok := n.locks.tryLock(id)
 	if !ok {
@@ -226,20 +243,40 @@ func top(entries []*mount.Entry) *mount.Entry {
 	return entries[len(entries)-1]
 }
 
-// mountReadOnly reports whether a mount is read-only, per mount or for the whole
-// filesystem (ext4 with errors=remount-ro after I/O errors shows "ro" in the super
-// options).
+// topMount is the visible mount at path, nil if none.
+func topMount(ctx context.Context, path string) (*mount.Entry, error) {
+	entries, err := mount.ByMountPoint(ctx, path)
+	return top(entries), err
+}
+
+// mountReadOnly: per mount, or for the whole filesystem (ext4 with errors=remount-ro
+// shows "ro" in the super options after I/O errors).
 func mountReadOnly(e *mount.Entry) bool {
 	return hasOption(e.Options, "ro") || hasOption(e.VFSOptions, "ro")
 }
 
-// hasOption reports whether a comma-separated mountinfo option field holds opt.
 func hasOption(options, opt string) bool { return slices.Contains(strings.Split(options, ","), opt) }
 
-// nodeStatus turns an error of the nvme or mount packages into a gRPC status with the
-// code the CO acts on, keeping the message (which already says what is wrong and how to
-// fix it) behind what the node was doing. An error that already is a status passes
-// through unchanged.
+// blockNodeAt returns the device the block device node at path stands for (lstat: the
+// node itself, not a symlink's target); isBlock is false for anything else.
+func blockNodeAt(path string) (dev devNum, isBlock bool, err error) {
+	return deviceNodeAt(path, unix.Lstat)
+}
+
+// deviceNodeAt is blockNodeAt with the stat to use (unix.Stat follows symlinks).
+func deviceNodeAt(path string, stat func(string, *unix.Stat_t) error) (devNum, bool, error) {
+	var st unix.Stat_t
+	if err := stat(path, &st); err != nil {
+		return devNum{}, false, err
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+		return devNum{}, false, nil
+	}
+	return devNum{unix.Major(st.Rdev), unix.Minor(st.Rdev)}, true, nil
+}
+
+// nodeStatus turns an nvme or mount error into a gRPC status with the code the CO acts
+// on, its message behind what the node was doing; a status passes through unchanged.
 func nodeStatus(doing string, err error) error {
 	if err == nil {
 		return nil
@@ -251,40 +288,66 @@ func nodeStatus(doing string, err error) error {
 	return status.Errorf(nodeCode(err), "%s: %v", doing, err)
 }
 
-func nodeCode(err error) codes.Code {
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nvme.ErrTimeout):
-		return codes.DeadlineExceeded
-	case errors.Is(err, context.Canceled):
-		return codes.Canceled
-	case errors.Is(err, nvme.ErrBadOption):
-		return codes.InvalidArgument
-	case errors.Is(err, nvme.ErrSubsystemUnknown):
-		return codes.NotFound
-	case errors.Is(err, nvme.ErrUnreachable), errors.Is(err, nvme.ErrNotLive),
-		errors.Is(err, nvme.ErrNotConnected), errors.Is(err, nvme.ErrNoDisk):
-		return codes.Unavailable
-	case errors.Is(err, nvme.ErrNotManaged), errors.Is(err, nvme.ErrIdentityConflict), errors.Is(err, nvme.ErrFabricsMissing),
-		errors.Is(err, mount.ErrNotBlank), errors.Is(err, mount.ErrNeedsRepair), errors.Is(err, mount.ErrInUse),
-		errors.Is(err, unix.EUCLEAN):
-		return codes.FailedPrecondition
-	case errors.Is(err, mount.ErrMountStorm):
-		return codes.ResourceExhausted
-	default:
-		return codes.Internal
-	}
+var nodeCodes = []struct {
+	code codes.Code
+	errs []error
+}{
+	{codes.DeadlineExceeded, []error{context.DeadlineExceeded, nvme.ErrTimeout}},
+	{codes.Canceled, []error{context.Canceled}},
+	{codes.InvalidArgument, []error{nvme.ErrBadOption}},
+	{codes.NotFound, []error{nvme.ErrSubsystemUnknown}},
+	{codes.Unavailable, []error{nvme.ErrUnreachable, nvme.ErrNotLive, nvme.ErrNotConnected, nvme.ErrNoDisk}},
+	{codes.FailedPrecondition, []error{nvme.ErrNotManaged, nvme.ErrIdentityConflict, nvme.ErrFabricsMissing,
+		mount.ErrNotBlank, mount.ErrNeedsRepair, mount.ErrInUse, unix.EUCLEAN}},
+	{codes.ResourceExhausted, []error{mount.ErrMountStorm}},
 }
 
-// parseVolumeContext validates the NVMe part of a volume context and returns where to
-// connect and how: t.Address is the primary path, paths every path (t.Address first; one
-// entry unless the context has nvmeAddresses). Options the context leaves out stay nil: nvme then applies the
-// driver's defaults (ctrl_loss_tmo -1, reconnect_delay 5) and the kernel's for the rest.
-// Errors are gRPC statuses: InvalidArgument for malformed values, FailedPrecondition for
-// an NQN outside this node's managed prefix.
+func nodeCode(err error) codes.Code {
+	for _, c := range nodeCodes {
+		if slices.ContainsFunc(c.errs, func(e error) bool { return errors.Is(err, e) }) {
+			return c.code
+		}
+	}
+	return codes.Internal
+}
+
+// parseVolumeContext validates the NVMe part of a volume context: t.Address is the
+// primary path, paths every path (t.Address first). Options left out stay nil, so nvme
+// applies the driver's defaults and the kernel's. Errors are InvalidArgument, or
+// FailedPrecondition for an NQN outside the managed prefix.
 func parseVolumeContext(vc map[string]string, guard *nvme.Guard) (t nvme.Target, paths []string, o nvme.Options, err error) {
-	t, o, err = parseTarget(vc, guard)
+	t.NQN = strings.TrimSpace(vc[contextNQN])
+	if t.NQN == "" {
+		return t, nil, o, status.Errorf(codes.InvalidArgument, "volume context has no %q: the volume was not created by this driver (or its PV was edited); the controller sets it at CreateVolume", contextNQN)
+	}
+	if err := guard.Check(t.NQN); err != nil {
+		return t, nil, o, status.Errorf(codes.FailedPrecondition,
+			"volume NQN %q is outside this node's managed NQN prefix %q: the node plugin never touches NVMe subsystems it does not own; if this is one of the driver's volumes, set --managed-nqn-prefix (CSI_MANAGED_NQN_PREFIX) to cover its NQNs (%v)",
+			t.NQN, guard.Prefix(), err)
+	}
+	t.Address = strings.TrimSpace(vc[paramNVMeAddress])
+	if t.Address == "" {
+		return t, nil, o, status.Errorf(codes.InvalidArgument, "volume context has no %q: the RDS's NVMe/TCP IP address is needed to connect; the controller sets it at CreateVolume", paramNVMeAddress)
+	}
+	if net.ParseIP(t.Address) == nil {
+		return t, nil, o, status.Errorf(codes.InvalidArgument, "volume context %s=%q is not an IP address: NVMe/TCP connects to an IP (the kernel resolves no host names); set the StorageClass parameter %s to the RDS's IP", paramNVMeAddress, t.Address, paramNVMeAddress)
+	}
+	port, _, err := mustOption(paramNVMePort).contextValue(vc)
 	if err != nil {
-		return t, nil, o, err
+		return t, nil, o, status.Error(codes.InvalidArgument, err.Error())
+	}
+	t.Port, t.NSID = port, 1
+	for _, opt := range volumeOptions {
+		if opt.connect == nil {
+			continue
+		}
+		v, set, err := opt.contextValue(vc)
+		if err != nil {
+			return t, nil, o, status.Error(codes.InvalidArgument, err.Error())
+		}
+		if set {
+			opt.connect(&o, v)
+		}
 	}
 	raw, ok := vc[paramNVMeAddresses]
 	if !ok || strings.TrimSpace(raw) == "" {
@@ -298,46 +361,4 @@ func parseVolumeContext(vc map[string]string, guard *nvme.Guard) (t nvme.Target,
 		return t, nil, o, status.Errorf(codes.InvalidArgument, "volume context %s=%q does not start with %s=%q: the controller writes the primary path first in both; the PV was edited by hand, make them agree", paramNVMeAddresses, raw, paramNVMeAddress, t.Address)
 	}
 	return t, paths, o, nil
-}
-
-// parseTarget validates the single-path part of a volume context.
-func parseTarget(vc map[string]string, guard *nvme.Guard) (nvme.Target, nvme.Options, error) {
-	var t nvme.Target
-	var o nvme.Options
-	t.NQN = strings.TrimSpace(vc[contextNQN])
-	if t.NQN == "" {
-		return t, o, status.Errorf(codes.InvalidArgument, "volume context has no %q: the volume was not created by this driver (or its PV was edited); the controller sets it at CreateVolume", contextNQN)
-	}
-	if err := guard.Check(t.NQN); err != nil {
-		return t, o, status.Errorf(codes.FailedPrecondition,
-			"volume NQN %q is outside this node's managed NQN prefix %q: the node plugin never touches NVMe subsystems it does not own; if this is one of the driver's volumes, set --managed-nqn-prefix (CSI_MANAGED_NQN_PREFIX) to cover its NQNs (%v)",
-			t.NQN, guard.Prefix(), err)
-	}
-	t.Address = strings.TrimSpace(vc[paramNVMeAddress])
-	if t.Address == "" {
-		return t, o, status.Errorf(codes.InvalidArgument, "volume context has no %q: the RDS's NVMe/TCP IP address is needed to connect; the controller sets it at CreateVolume", paramNVMeAddress)
-	}
-	if net.ParseIP(t.Address) == nil {
-		return t, o, status.Errorf(codes.InvalidArgument, "volume context %s=%q is not an IP address: NVMe/TCP connects to an IP (the kernel resolves no host names); set the StorageClass parameter %s to the RDS's IP", paramNVMeAddress, t.Address, paramNVMeAddress)
-	}
-	port, _, err := mustOption(paramNVMePort).contextValue(vc)
-	if err != nil {
-		return t, o, status.Error(codes.InvalidArgument, err.Error())
-	}
-	t.Port, t.NSID = port, 1
-	for _, opt := range volumeOptions {
-		if opt.connect == nil {
-			continue
-		}
-		// Options the context leaves out stay nil: nvme sends its defaults for those
-		// it has one for (the table's), the kernel's apply to the rest.
-		v, set, err := opt.contextValue(vc)
-		if err != nil {
-			return t, o, status.Error(codes.InvalidArgument, err.Error())
-		}
-		if set {
-			opt.connect(&o, v)
-		}
-	}
-	return t, o, nil
 }

@@ -10,12 +10,11 @@ import (
 	"srvlab.io/rds-csi/nvme"
 )
 
-// NVMe/TCP multipath. A volume with several paths (the nvmeAddresses parameter) gets one
-// controller per path, all with the same host identity and options; the kernel's native
-// multipath puts one head disk (nvme<S>n<H>) over them and moves I/O to a live path when
-// one fails, so the volume's disk, mounts and device nodes never change with a path.
+// NVMe/TCP multipath. A volume with several paths (nvmeAddresses) gets one controller
+// per path, all with the same host identity and options; native multipath puts one head
+// disk over them, so the volume's disk, mounts and device nodes never change with a path.
 // With native multipath off every controller brings a disk of its own, and two disks of
-// one volume must never both be used: the volume then connects one path only and says so.
+// one volume must never both be used: the volume then connects one path only.
 
 // Path states beyond the kernel's controller states.
 const (
@@ -27,8 +26,8 @@ const (
 type pathState struct {
 	address    string
 	controller string // "" when missing or unused
-	state      string // the controller's state (live, connecting, …), or pathMissing/pathUnused
-	note       string // why this path's last connect failed, "" if it did not
+	state      string // the controller's state, or pathMissing/pathUnused
+	note       string // why this path's last connect failed
 }
 
 func (p pathState) live() bool { return p.state == "live" }
@@ -62,17 +61,18 @@ func (r *stagingRecord) paths() []string {
 // multipath reports whether the volume uses several paths now.
 func (r *stagingRecord) multipath() bool { return len(r.paths()) > 1 && !r.SinglePath }
 
-// pathTarget is the volume's target through path address.
 func (r *stagingRecord) pathTarget(address string) nvme.Target {
 	t := r.target()
 	t.Address = address
 	return t
 }
 
-// pathStates matches the volume's controllers to its configured paths, with the
-// node's note on each path whose last connect failed.
-func (n *nodeService) pathStates(rec stagingRecord, h nvme.Health) []pathState {
-	return pathStatesOf(rec, h, func(address string) string { return n.pathNote(rec.VolumeID, address) })
+// reconnectDelay is the volume's reconnectDelay, or nvme's default.
+func (r *stagingRecord) reconnectDelay() time.Duration {
+	if d := r.Options.ReconnectDelay; d != nil {
+		return time.Duration(*d) * time.Second
+	}
+	return time.Duration(nvme.DefaultReconnectDelay) * time.Second
 }
 
 // pathStatesOf matches controllers to paths by address and port; a controller the kernel
@@ -88,10 +88,7 @@ func pathStatesOf(rec stagingRecord, h nvme.Health, note func(address string) st
 			continue
 		}
 		for _, c := range h.Controllers {
-			if !sameAddress(c.TrAddr, a) || c.TrSvcID != rec.Port {
-				continue
-			}
-			if p.controller == "" || gone(p.state) {
+			if sameAddress(c.TrAddr, a) && c.TrSvcID == rec.Port && (p.controller == "" || gone(p.state)) {
 				p.controller, p.state = c.Name, c.State
 			}
 		}
@@ -106,19 +103,6 @@ func pathStatesOf(rec stagingRecord, h nvme.Health, note func(address string) st
 // gone reports a path state from which only a new connect recovers.
 func gone(state string) bool {
 	return state == pathMissing || state == "dead" || strings.HasPrefix(state, "deleting")
-}
-
-// missingPaths lists the addresses of paths without a controller that can recover (the
-// kernel gave them up, ctrl_loss_tmo, or their connect failed) that due accepts (nil:
-// all). Unused paths are not missing.
-func missingPaths(ps []pathState, due func(address string) bool) []string {
-	var out []string
-	for _, p := range ps {
-		if gone(p.state) && (due == nil || due(p.address)) {
-			out = append(out, p.address)
-		}
-	}
-	return out
 }
 
 func countLive(ps []pathState) int {
@@ -140,31 +124,27 @@ func describePaths(ps []pathState) string {
 	return strings.Join(parts, ", ")
 }
 
-// attach connects the volume through its paths and returns its disk: every path when
-// native multipath is on (a path that fails is logged, noted for the volume condition
-// and retried by the watcher; the volume fails only when no path connects), else one.
-// It sets rec.SinglePath (and, for one path, rec.Address to the path used). Paths are
-// connected one after another: each connect is bounded by nvme's ConnectTimeout.
+// attach connects the volume and returns its disk: every path when native multipath is
+// on (a failed path is noted and retried by the watcher; the volume fails only when none
+// connects), else one. It sets rec.SinglePath (and rec.Address to the path used). Paths
+// connect one after another, each bounded by nvme's ConnectTimeout.
 func (n *nodeService) attach(ctx context.Context, rec *stagingRecord) (*nvme.Disk, error) {
 	paths := rec.paths()
+	rec.SinglePath = false
 	if len(paths) == 1 {
-		rec.SinglePath = false
 		return n.att.Connect(ctx, rec.target(), rec.options())
 	}
-	mp, err := n.att.Multipath()
-	if err != nil || !mp {
+	if mp, err := n.att.Multipath(); err != nil || !mp {
 		return n.attachOnePath(ctx, rec, err)
 	}
-	rec.SinglePath = false
 	var disk *nvme.Disk
 	var errs []error
 	for _, a := range paths {
-		d, err := n.connectPath(ctx, rec, a)
-		if err != nil {
+		if d, err := n.connectPath(ctx, rec, a); err != nil {
 			errs = append(errs, err)
-			continue
+		} else {
+			disk = d
 		}
-		disk = d
 	}
 	if disk == nil {
 		return nil, fmt.Errorf("no NVMe/TCP path of volume %s connected (check that the RDS listens on each address and that this node reaches it): %w", rec.VolumeID, errors.Join(errs...))
@@ -175,22 +155,21 @@ func (n *nodeService) attach(ctx context.Context, rec *stagingRecord) (*nvme.Dis
 // connectPath connects one path of a multipath volume, noting the outcome.
 func (n *nodeService) connectPath(ctx context.Context, rec *stagingRecord, address string) (*nvme.Disk, error) {
 	d, err := n.att.Connect(ctx, rec.pathTarget(address), rec.options())
-	if err != nil {
-		again := n.pathNote(rec.VolumeID, address) == err.Error()
-		n.setPathNote(rec, address, err.Error())
-		if again {
-			return nil, fmt.Errorf("path %s:%d: %w", address, rec.Port, err) // logged already
-		}
+	if err == nil {
+		n.setPathNote(rec, address, "")
+		return d, nil
+	}
+	again := n.pathNote(rec.VolumeID, address) == err.Error()
+	n.setPathNote(rec, address, err.Error())
+	if !again { // a repeat was logged already
 		n.log.Warn("an NVMe/TCP path of the volume did not connect; the volume uses its other paths, and the node plugin retries this one",
 			"volume_id", rec.VolumeID, "path", fmt.Sprintf("%s:%d", address, rec.Port), "err", err)
-		return nil, fmt.Errorf("path %s:%d: %w", address, rec.Port, err)
 	}
-	n.setPathNote(rec, address, "")
-	return d, nil
+	return nil, fmt.Errorf("path %s:%d: %w", address, rec.Port, err)
 }
 
 // attachOnePath connects a multipath volume through one path because native multipath is
-// off (or cannot be read, mpErr): the path already connected if there is one (so a second
+// off (or unreadable, mpErr): the path already connected if there is one (so a second
 // disk of the volume never appears), else the first that connects.
 func (n *nodeService) attachOnePath(ctx context.Context, rec *stagingRecord, mpErr error) (*nvme.Disk, error) {
 	paths := rec.paths()
@@ -200,25 +179,18 @@ func (n *nodeService) attachOnePath(ctx context.Context, rec *stagingRecord, mpE
 	}
 	n.log.Warn(why+"; enable native multipath (nvme_core.multipath=Y on the kernel command line, then reboot) to use every path",
 		"volume_id", rec.VolumeID, "paths", strings.Join(paths, ","))
-	order := make([]string, 0, len(paths))
-	if h, err := n.att.Health(rec.NQN); err == nil {
-		for _, a := range paths {
-			for _, c := range h.Controllers {
-				if sameAddress(c.TrAddr, a) && c.TrSvcID == rec.Port {
-					order = append(order, a)
-					break
-				}
-			}
-		}
-	}
-	for _, a := range paths {
-		if !containsAddress(order, a) {
-			order = append(order, a)
+	var order, rest []string
+	h, herr := n.att.Health(rec.NQN)
+	for _, p := range pathStatesOf(*rec, h, nil) {
+		if herr == nil && p.controller != "" {
+			order = append(order, p.address)
+		} else {
+			rest = append(rest, p.address)
 		}
 	}
 	rec.SinglePath = true
 	var errs []error
-	for _, a := range order {
+	for _, a := range append(order, rest...) {
 		d, err := n.att.Connect(ctx, rec.pathTarget(a), rec.options())
 		if err == nil {
 			rec.Address = a
@@ -230,36 +202,22 @@ func (n *nodeService) attachOnePath(ctx context.Context, rec *stagingRecord, mpE
 	return nil, fmt.Errorf("no NVMe/TCP path of volume %s connected (native multipath is off, so one was tried at a time): %w", rec.VolumeID, errors.Join(errs...))
 }
 
-func containsAddress(list []string, a string) bool {
-	for _, x := range list {
-		if sameAddress(x, a) {
-			return true
-		}
-	}
-	return false
-}
+// pathReconnectTimeout bounds one path's reconnect by the watcher: an address that does
+// not answer must not hold the watcher (and the other volumes) for a whole ConnectTimeout.
+const pathReconnectTimeout = 10 * time.Second
 
 // reconnectPaths connects the missing paths of a multipath volume whose other paths are
-// connected. It touches neither the other paths nor any mount: the head disk stays. It
-// returns how many are still missing. The caller holds the volume lock.
-func (n *nodeService) reconnectPaths(ctx context.Context, rec stagingRecord, missing []string) int {
-	left := 0
+// connected, touching neither those nor any mount. The caller holds the volume lock.
+func (n *nodeService) reconnectPaths(ctx context.Context, rec stagingRecord, missing []string) {
 	for _, a := range missing {
 		pctx, cancel := context.WithTimeout(ctx, pathReconnectTimeout)
 		_, err := n.connectPath(pctx, &rec, a)
 		cancel()
-		if err != nil {
-			left++
-			continue
+		if err == nil {
+			n.log.Info("reconnected an NVMe/TCP path the kernel had given up", "volume_id", rec.VolumeID, "path", fmt.Sprintf("%s:%d", a, rec.Port))
 		}
-		n.log.Info("reconnected an NVMe/TCP path the kernel had given up", "volume_id", rec.VolumeID, "path", fmt.Sprintf("%s:%d", a, rec.Port))
 	}
-	return left
 }
-
-// pathReconnectTimeout bounds one path's reconnect by the watcher: an address that does
-// not answer must not hold the watcher (and the other volumes) for a whole ConnectTimeout.
-const pathReconnectTimeout = 10 * time.Second
 
 // pathFailure is why a path's last connect failed, and when the watcher tries it again.
 type pathFailure struct {
@@ -268,15 +226,19 @@ type pathFailure struct {
 	next     time.Time
 }
 
-// maxPathBackoff caps the wait between the watcher's attempts at a path that keeps
-// failing: each attempt holds the volume lock, which the CO's calls for the volume then
-// find taken (Aborted, retried), so an address that never answers is tried ever more
-// rarely, yet at least once a minute.
+// maxPathBackoff caps the wait between attempts at a path that keeps failing: each holds
+// the volume lock (the CO's calls then answer Aborted), so an address that never answers
+// is tried ever more rarely, yet at least once a minute.
 const maxPathBackoff = time.Minute
 
-func (n *nodeService) pathNote(id, address string) string {
-	v, _ := n.pathNotes.Load(id + "\x00" + address)
+func (n *nodeService) pathFailure(id, address string) (pathFailure, bool) {
+	v, ok := n.pathNotes.Load(id + "\x00" + address)
 	f, _ := v.(pathFailure)
+	return f, ok
+}
+
+func (n *nodeService) pathNote(id, address string) string {
+	f, _ := n.pathFailure(id, address)
 	return f.msg
 }
 
@@ -288,13 +250,9 @@ func (n *nodeService) setPathNote(rec *stagingRecord, address, msg string) {
 		n.pathNotes.Delete(key)
 		return
 	}
-	v, _ := n.pathNotes.Load(key)
-	f, _ := v.(pathFailure)
+	f, _ := n.pathFailure(rec.VolumeID, address)
 	f.msg, f.failures = msg, f.failures+1
-	delay := time.Duration(nvme.DefaultReconnectDelay) * time.Second
-	if d := rec.Options.ReconnectDelay; d != nil {
-		delay = time.Duration(*d) * time.Second
-	}
+	delay := rec.reconnectDelay()
 	for i := 1; i < f.failures && delay < maxPathBackoff; i++ {
 		delay *= 2
 	}
@@ -304,8 +262,8 @@ func (n *nodeService) setPathNote(rec *stagingRecord, address, msg string) {
 
 // pathDue reports whether the watcher may try a failed path again now.
 func (n *nodeService) pathDue(id, address string) bool {
-	v, ok := n.pathNotes.Load(id + "\x00" + address)
-	return !ok || !n.now().Before(v.(pathFailure).next)
+	f, ok := n.pathFailure(id, address)
+	return !ok || !n.now().Before(f.next)
 }
 
 // forgetPaths drops a volume's path notes and gauges (it was unstaged).

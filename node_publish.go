@@ -16,16 +16,12 @@ import (
 )
 
 // NodePublishVolume makes a staged volume visible at the target path: a bind mount of
-// the staging mount (filesystem; read-only when asked), or a block device node with the
-// disk's major:minor (raw block) — never a bind mount from /dev, whose copies multiply
-// through mount propagation. Before publishing it checks the volume and heals it if its
-// mounts went stale. Repeats are no-ops.
+// the staging mount (filesystem), or a block device node with the disk's major:minor (raw
+// block) — never a bind mount from /dev, whose copies multiply through mount propagation.
+// It heals a volume whose mounts went stale first. Repeats are no-ops.
 func (n *nodeService) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if err := requireVolumeID(id); err != nil {
-		return nil, err
-	}
-	if err := requirePath("target_path", req.GetTargetPath()); err != nil {
+	if err := checkRequest(id, "target_path", req.GetTargetPath()); err != nil {
 		return nil, err
 	}
 	mode, err := requestCapability(req.GetVolumeCapability())
@@ -84,14 +80,13 @@ func (n *nodeService) NodePublishVolume(ctx context.Context, req *csi.NodePublis
 }
 
 // publishFilesystem bind-mounts the staging mount at target. st is the staging mount as
-// healVolume saw it under the volume lock (nil: read the mount table for it).
+// healVolume saw it under the volume lock (nil: read it).
 func (n *nodeService) publishFilesystem(ctx context.Context, rec *stagingRecord, disk *nvme.Disk, st *mount.Entry, target string, readOnly bool) error {
+	var err error
 	if st == nil {
-		staged, err := mount.ByMountPoint(ctx, rec.StagingPath)
-		if err != nil {
+		if st, err = topMount(ctx, rec.StagingPath); err != nil {
 			return err
 		}
-		st = top(staged)
 	}
 	if st == nil {
 		return status.Errorf(codes.FailedPrecondition, "volume %s: nothing is mounted at the staging path %s; it must be staged again (NodeStageVolume)", rec.VolumeID, rec.StagingPath)
@@ -100,19 +95,18 @@ func (n *nodeService) publishFilesystem(ctx context.Context, rec *stagingRecord,
 		return status.Errorf(codes.Unavailable, "volume %s: the staging mount is on device %d:%d but the volume's disk is %s (%d:%d); the node plugin is replacing the stale mount, retry shortly",
 			rec.VolumeID, st.Major, st.Minor, disk.Name, disk.Major, disk.Minor)
 	}
-	published, err := mount.ByMountPoint(ctx, target)
-	if err != nil {
+	t, err := topMount(ctx, target)
+	switch {
+	case err != nil:
 		return err
-	}
-	if t := top(published); t != nil {
-		switch {
-		case entryDev(t) != diskDev(disk) || t.Root != st.Root:
-			return status.Errorf(codes.FailedPrecondition, "target %s already has another filesystem mounted (device %d:%d, %s); unpublish whatever uses it first",
-				target, t.Major, t.Minor, t.Source)
-		case hasOption(t.Options, "ro") != readOnly:
-			return status.Errorf(codes.AlreadyExists, "volume %s is already published at %s with read-only=%v; unpublish it before publishing it with read-only=%v",
-				rec.VolumeID, target, !readOnly, readOnly)
-		}
+	case t == nil:
+	case entryDev(t) != diskDev(disk) || t.Root != st.Root:
+		return status.Errorf(codes.FailedPrecondition, "target %s already has another filesystem mounted (device %d:%d, %s); unpublish whatever uses it first",
+			target, t.Major, t.Minor, t.Source)
+	case hasOption(t.Options, "ro") != readOnly:
+		return status.Errorf(codes.AlreadyExists, "volume %s is already published at %s with read-only=%v; unpublish it before publishing it with read-only=%v",
+			rec.VolumeID, target, !readOnly, readOnly)
+	default:
 		return nil // already published
 	}
 	if err := ensureDir(target); err != nil {
@@ -125,9 +119,8 @@ func (n *nodeService) publishFilesystem(ctx context.Context, rec *stagingRecord,
 	return nil
 }
 
-// publishBlock creates the block device node at target. A node left for the volume's
-// previous device (before a reconnect renamed the disk) is replaced; anything else at
-// target is refused by MakeBlockNode.
+// publishBlock creates the block device node at target. A node of the volume's previous
+// device is replaced; anything else at target is refused by MakeBlockNode.
 func (n *nodeService) publishBlock(rec *stagingRecord, disk *nvme.Disk, target string, readOnly bool) error {
 	if cur, ok, _ := blockNodeAt(target); ok && cur != diskDev(disk) && cur == rec.dev() {
 		if err := unix.Unlink(target); err != nil && !errors.Is(err, unix.ENOENT) {
@@ -141,16 +134,12 @@ func (n *nodeService) publishBlock(rec *stagingRecord, disk *nvme.Disk, target s
 	return nil
 }
 
-// NodeUnpublishVolume removes a publish target: it unmounts until the mount table shows
-// nothing at the target (mounts may be stacked), then removes only the target itself —
-// rmdir for a directory, unlink for a device node or an empty file — never anything
-// below it. A missing target is success.
+// NodeUnpublishVolume unmounts until nothing is mounted at the target (mounts may be
+// stacked), then removes the target alone — rmdir for a directory, unlink for a device
+// node or an empty file — never anything below it. A missing target is success.
 func (n *nodeService) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
 	id := req.GetVolumeId()
-	if err := requireVolumeID(id); err != nil {
-		return nil, err
-	}
-	if err := requirePath("target_path", req.GetTargetPath()); err != nil {
+	if err := checkRequest(id, "target_path", req.GetTargetPath()); err != nil {
 		return nil, err
 	}
 	release, err := n.lockVolume(id)
@@ -175,32 +164,34 @@ func (n *nodeService) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpu
 }
 
 // removePublishTarget unmounts everything at target and removes the target alone.
-// Whatever is left below a directory after every unmount is not ours to delete: rmdir
-// fails on it and the call reports it.
+// Whatever is left below a directory after every unmount is not ours: rmdir fails on it.
 func removePublishTarget(ctx context.Context, target string) error {
 	var st unix.Stat_t
-	if err := unix.Lstat(target, &st); errors.Is(err, unix.ENOENT) {
-		return nil
-	} else if err != nil {
-		return fmt.Errorf("inspect %s: %w", target, err)
+	gone := func() (bool, error) {
+		err := unix.Lstat(target, &st)
+		if err != nil && !errors.Is(err, unix.ENOENT) {
+			return false, fmt.Errorf("inspect %s: %w", target, err)
+		}
+		return err != nil, nil
+	}
+	if g, err := gone(); g || err != nil {
+		return err
 	}
 	if err := mount.UnmountAll(ctx, target); err != nil {
 		return err
 	}
-	if err := unix.Lstat(target, &st); errors.Is(err, unix.ENOENT) {
-		return nil
-	} else if err != nil {
-		return fmt.Errorf("inspect %s: %w", target, err)
+	if g, err := gone(); g || err != nil {
+		return err
 	}
 	var err error
-	switch {
-	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
+	switch kind := st.Mode & unix.S_IFMT; {
+	case kind == unix.S_IFDIR:
 		err = unix.Rmdir(target)
 		if errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
 			return status.Errorf(codes.FailedPrecondition,
 				"target %s still holds files after every mount on it was removed; they are not the volume's and are left alone: remove them by hand, then retry", target)
 		}
-	case st.Mode&unix.S_IFMT == unix.S_IFBLK, st.Mode&unix.S_IFMT == unix.S_IFREG && st.Size == 0:
+	case kind == unix.S_IFBLK, kind == unix.S_IFREG && st.Size == 0:
 		err = unix.Unlink(target)
 	default:
 		return status.Errorf(codes.FailedPrecondition,

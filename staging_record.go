@@ -29,11 +29,11 @@ type stagingRecord struct {
 	NSID     int    `json:"nsid"`
 	Address  string `json:"address"`
 	Port     int    `json:"port"`
-	// Addresses are every NVMe/TCP path of a multipath volume (nvmeAddresses), Address
-	// the primary among them; nil for one path, so such records read as before.
+	// Addresses are every path of a multipath volume, Address the primary among them;
+	// nil for one path, so such records read as before.
 	Addresses []string `json:"addresses,omitempty"`
-	// SinglePath: the volume has several paths but uses Address only, because native
-	// NVMe multipath was off when it was connected (node_paths.go).
+	// SinglePath: several paths, but Address only is used, because native NVMe
+	// multipath was off when it was connected.
 	SinglePath  bool          `json:"singlePath,omitempty"`
 	Options     recordOptions `json:"options"`
 	StagingPath string        `json:"stagingPath"`
@@ -41,18 +41,16 @@ type stagingRecord struct {
 	FSType      string        `json:"fsType,omitempty"`
 	MountFlags  []string      `json:"mountFlags,omitempty"`
 	ReadOnly    bool          `json:"readOnly,omitempty"`
-	// BootID is the kernel boot the volume was connected in. A record from an earlier
-	// boot describes no connection or mount that still exists, so nothing is healed from
-	// it: kubelet stages the volume again (refreshing it) or unstages it.
+	// BootID is the kernel boot the volume was connected in. A record of an earlier boot
+	// describes no connection or mount that still exists, so nothing is healed from it.
 	BootID string `json:"bootId"`
 	// Major and Minor are the disk the volume was last mounted or published from: the
 	// proof that a mount found later on another device number is this volume's stale one.
-	Major uint32 `json:"major"`
-	Minor uint32 `json:"minor"`
-	// Published maps each publish target to whether it is read-only.
-	Published map[string]bool `json:"published,omitempty"`
-	// Healing is set while the node replaces stale mounts (between unmounting them and
-	// mounting the new disk), so a restart mid-way finishes the job.
+	Major     uint32          `json:"major"`
+	Minor     uint32          `json:"minor"`
+	Published map[string]bool `json:"published,omitempty"` // publish target → read-only
+	// Healing is set between unmounting stale mounts and mounting the new disk, so a
+	// restart mid-way finishes the job.
 	Healing bool `json:"healing,omitempty"`
 }
 
@@ -83,8 +81,7 @@ func (r *stagingRecord) target() nvme.Target {
 
 func (r *stagingRecord) options() nvme.Options { return nvme.Options(r.Options) }
 
-// sameVolume reports whether a new stage request describes the staged volume: same
-// connection, same path and same kind of volume.
+// sameVolume reports whether a new stage request describes the staged volume.
 func (r *stagingRecord) sameVolume(o stagingRecord) bool {
 	return r.NQN == o.NQN && r.NSID == o.NSID && r.StagingPath == o.StagingPath && r.Block == o.Block &&
 		(r.Block || r.FSType == o.FSType)
@@ -106,13 +103,10 @@ func (r stagingRecord) clone() stagingRecord {
 }
 
 // publishTargets returns the publish targets in a stable order.
-func (r *stagingRecord) publishTargets() []string {
-	return slices.Sorted(maps.Keys(r.Published))
-}
+func (r *stagingRecord) publishTargets() []string { return slices.Sorted(maps.Keys(r.Published)) }
 
-// recordStore keeps the staging records in memory and on disk. Writes are atomic
-// (temporary file, fsync, rename, fsync of the directory), so a crash leaves the old
-// record or the new one, never half of one.
+// recordStore keeps the staging records in memory and on disk (written atomically, so a
+// crash leaves the old record or the new one, never half of one).
 type recordStore struct {
 	dir  string
 	mu   sync.Mutex
@@ -142,28 +136,22 @@ func openRecordStore(stateDir string) (*recordStore, []error, error) {
 	return s, bad, nil
 }
 
-// recordFile is one file of the record directory as read: its record, or why the node
-// plugin ignores it.
+// recordFile is one record file as read: its record, or why the node plugin ignores it.
 type recordFile struct {
 	path string
 	rec  stagingRecord
 	err  error
 }
 
-// readRecordFiles reads the record files in dir, sorted by name, and changes nothing: the
-// node plugin loads its records from it at start, and the doctor reports from it exactly
-// what the node plugin would load. Names starting with '.' are the store's temporary files.
+// readRecordFiles reads the record files in dir, sorted by name, changing nothing: the
+// node plugin loads them at start, and the doctor reports exactly what it would load.
 func readRecordFiles(dir string) ([]recordFile, error) {
-	entries, err := os.ReadDir(dir)
+	names, err := jsonFiles(dir)
 	if err != nil {
 		return nil, err
 	}
 	var out []recordFile
-	for _, e := range entries {
-		name := e.Name()
-		if !strings.HasSuffix(name, ".json") || strings.HasPrefix(name, ".") {
-			continue
-		}
+	for _, name := range names {
 		f := recordFile{path: filepath.Join(dir, name)}
 		raw, err := os.ReadFile(f.path)
 		if err == nil {
@@ -180,6 +168,19 @@ func readRecordFiles(dir string) ([]recordFile, error) {
 		out = append(out, f)
 	}
 	return out, nil
+}
+
+// jsonFiles lists the *.json files in dir, sorted; names starting with '.' are
+// writeFileAtomic's temporary files.
+func jsonFiles(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	var out []string
+	for _, e := range entries {
+		if name := e.Name(); strings.HasSuffix(name, ".json") && !strings.HasPrefix(name, ".") {
+			out = append(out, name)
+		}
+	}
+	return out, err
 }
 
 func (s *recordStore) get(id string) (stagingRecord, bool) {
@@ -205,11 +206,7 @@ func (s *recordStore) put(r stagingRecord) error {
 		return err
 	}
 	r.Version = stagingRecordVersion
-	raw, err := json.MarshalIndent(r, "", "  ")
-	if err != nil {
-		return err
-	}
-	if err := writeFileAtomic(filepath.Join(s.dir, r.VolumeID+".json"), raw); err != nil {
+	if err := writeJSON(filepath.Join(s.dir, r.VolumeID+".json"), r); err != nil {
 		return fmt.Errorf("write the staging record of %s: %w", r.VolumeID, err)
 	}
 	s.mu.Lock()
@@ -222,12 +219,8 @@ func (s *recordStore) remove(id string) error {
 	if err := validVolumeIDForFile(id); err != nil {
 		return err
 	}
-	err := os.Remove(filepath.Join(s.dir, id+".json"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := removeSynced(filepath.Join(s.dir, id+".json")); err != nil {
 		return fmt.Errorf("remove the staging record of %s: %w", id, err)
-	}
-	if err := syncDir(s.dir); err != nil {
-		return err
 	}
 	s.mu.Lock()
 	delete(s.recs, id)
@@ -245,9 +238,13 @@ func validVolumeIDForFile(id string) error {
 	return nil
 }
 
-// writeFileAtomic replaces path with data: a temporary file in the same directory,
-// fsync, rename over path, fsync of the directory.
-func writeFileAtomic(path string, data []byte) error {
+// writeJSON replaces path with v as indented JSON: a temporary file in the same
+// directory, fsync, rename over path, fsync of the directory.
+func writeJSON(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
@@ -260,13 +257,21 @@ func writeFileAtomic(path string, data []byte) error {
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
 	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	return syncDir(dir)
+}
+
+// removeSynced removes path (missing is fine) and syncs its directory.
+func removeSynced(path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
-	return syncDir(dir)
+	return syncDir(filepath.Dir(path))
 }
 
 func syncDir(dir string) error {
@@ -281,9 +286,9 @@ func syncDir(dir string) error {
 	return nil
 }
 
-// volumeLocks serialises operations per volume without ever waiting: a second concurrent
-// call on the same volume gets "busy" and the RPC answers Aborted, which the sidecars retry.
-// Waiting instead would let a stuck call for one volume pile up callers behind it.
+// volumeLocks serialises operations per volume without ever waiting: a second call on
+// the same volume is refused (the RPC answers Aborted, which the sidecars retry), so a
+// stuck call never piles callers up behind it.
 type volumeLocks struct {
 	mu   sync.Mutex
 	held map[string]struct{}
@@ -291,8 +296,8 @@ type volumeLocks struct {
 
 func newVolumeLocks() *volumeLocks { return &volumeLocks{held: map[string]struct{}{}} }
 
-// tryLock takes the lock for id and returns its release function, or ok=false when another
-// operation holds it.
+// tryLock takes the lock for id and returns its release function, or ok=false when
+// another operation holds it.
 func (l *volumeLocks) tryLock(id string) (release func(), ok bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -64,7 +64,8 @@ func nodeFigures(ctx context.Context, bins binaries, work string) []figure {
 	if err != nil {
 		return naAll(err.Error(), specs...)
 	}
-	args := append(d.commonArgs("node"), "--managed-nqn-prefix="+managedPrefix, "--loop-nvme-exports-dir="+r.exportsDir())
+	args := append(d.commonArgs("node"), "--managed-nqn-prefix="+managedPrefix)
+	d.env = []string{"RDS_CSI_LOOP_NVME_EXPORTS_DIR=" + r.exportsDir()}
 	args = replaceArg(args, "--metrics-address=", metricsAddr)
 	if err := d.start(bins.loop, args); err != nil {
 		return naAll(err.Error(), specs...)

@@ -28,6 +28,7 @@ type driver struct {
 	proc    *child.Process
 	// pprofAddr serves net/http/pprof in a -profile run.
 	pprofAddr string
+	env       []string // added to childEnv (the loop build's exports directory)
 
 	conn  *grpc.ClientConn
 	ident csi.IdentityClient
@@ -60,7 +61,7 @@ func (d *driver) commonArgs(mode string) []string {
 // start execs the binary; the time of the exec is d.proc.Started.
 func (d *driver) start(bin string, args []string) error {
 	_ = os.Remove(d.socket)
-	env := childEnv()
+	env := append(childEnv(), d.env...)
 	if prof != nil {
 		var err error
 		if d.pprofAddr, err = freeLoopbackAddr(); err != nil {

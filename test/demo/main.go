@@ -177,8 +177,8 @@ func (d *demo) startDriver(driverBin, simAddr string) (string, error) {
 		"--metrics-address=", "--rds-address="+host, "--rds-ssh-port="+port, "--rds-user=admin",
 		"--rds-key-file="+filepath.Join(d.work, "id_ed25519"), "--rds-known-hosts="+filepath.Join(d.work, "known_hosts"),
 		"--managed-nqn-prefix="+managedPrefix, "--state-dir="+filepath.Join(d.work, "state"),
-		"--nvme-host-dir="+filepath.Join(d.work, "etc-nvme"),
-		"--loop-nvme-exports-dir="+filepath.Join(d.work, "rds", ".nvme-exports"), "--log-level=warn")
+		"--nvme-host-dir="+filepath.Join(d.work, "etc-nvme"), "--log-level=warn")
+	cmd.Env = append(os.Environ(), "RDS_CSI_LOOP_NVME_EXPORTS_DIR="+filepath.Join(d.work, "rds", ".nvme-exports"))
 	var logBuf bytes.Buffer
 	cmd.Stderr = &logBuf
 	if err := cmd.Start(); err != nil {
