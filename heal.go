@@ -332,3 +332,26 @@ func (n *nodeService) heal(ctx context.Context, rec *stagingRecord, disk *nvme.D
 	}
 	return n.replaceMounts(ctx, rec, disk, plan.reason)
 }
+
+// rebuild logs the node's view of its staged volumes at start (the records are loaded;
+// the mount table tells which are mounted).
+func (n *nodeService) rebuild(ctx context.Context) {
+	recs := n.records.all()
+	var mounted, block, earlier int
+	for _, r := range recs {
+		switch {
+		case r.BootID != n.bootID:
+			earlier++
+		case r.Block:
+			block++
+		default:
+			if ok, err := mount.IsMounted(ctx, r.StagingPath); err == nil && ok {
+				mounted++
+			}
+		}
+	}
+	if _, err := n.att.Probe(); err != nil {
+		n.log.Warn("NVMe/TCP is not usable on this node yet: staging fails until it is", "err", err)
+	}
+	n.log.Info("node state rebuilt", "staged_volumes", len(recs), "mounted_filesystems", mounted, "block_volumes", block, "from_an_earlier_boot", earlier)
+}

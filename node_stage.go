@@ -65,7 +65,7 @@ func (n *nodeService) NodeStageVolume(ctx context.Context, req *csi.NodeStageVol
 	return &csi.NodeStageVolumeResponse{}, nil
 }
 
-// stage does the work of NodeStageVolume; the caller holds the volume lock.
+// stage does the work of NodeStageVolume under the volume lock.
 func (n *nodeService) stage(ctx context.Context, rec *stagingRecord) error {
 	disk, err := n.connect(ctx, rec)
 	switch {
@@ -197,7 +197,6 @@ func (n *nodeService) prepare(ctx context.Context, rec *stagingRecord, disk *nvm
 	return nil
 }
 
-// fsFamily is the fsType that mounts a probed filesystem.
 func fsFamily(k mount.Kind) string {
 	if k == mount.KindXFS {
 		return "xfs"
@@ -227,7 +226,6 @@ func (n *nodeService) growToDisk(ctx context.Context, rec *stagingRecord, disk *
 	return nil
 }
 
-// mountDisk mounts disk's filesystem at the staging path with the recorded options.
 func (n *nodeService) mountDisk(ctx context.Context, rec *stagingRecord, disk *nvme.Disk) error {
 	flags := slices.Clone(rec.MountFlags)
 	if rec.ReadOnly {
@@ -380,7 +378,6 @@ func (n *nodeService) replaceBlockNodes(rec *stagingRecord, disk *nvme.Disk) err
 	return n.healed(rec, disk, replaced, "healed: block device nodes point at the new disk", "replaced", replaced)
 }
 
-// replaceBlockNode removes the (stale) device node at path and makes one for disk.
 func replaceBlockNode(path string, disk *nvme.Disk, readOnly bool) error {
 	if err := unix.Unlink(path); err != nil && !errors.Is(err, unix.ENOENT) {
 		return fmt.Errorf("remove the stale device node %s: %w", path, err)
@@ -388,8 +385,7 @@ func replaceBlockNode(path string, disk *nvme.Disk, readOnly bool) error {
 	return mount.MakeBlockNode(path, disk.Major, disk.Minor, readOnly)
 }
 
-// ensureDir creates a missing publish target directory; anything else there that is not
-// a directory is an error.
+// ensureDir creates a missing publish target directory; a non-directory there is an error.
 func ensureDir(path string) error {
 	fi, err := os.Lstat(path)
 	switch {

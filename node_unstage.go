@@ -92,9 +92,8 @@ func (n *nodeService) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstag
 	return &csi.NodeUnstageVolumeResponse{}, nil
 }
 
-// publishUsers lists what still uses the staged volume: every mount of the staging
-// mount's device but the staging path itself, and for block volumes every recorded
-// publish node that still exists.
+// publishUsers lists what still uses the staged volume: other mounts of the staging
+// mount's device, or for block volumes the recorded publish nodes that still exist.
 func (n *nodeService) publishUsers(ctx context.Context, rec stagingRecord, recorded bool, staging string) ([]string, error) {
 	var users []string
 	if recorded && rec.Block {
@@ -113,8 +112,8 @@ func (n *nodeService) publishUsers(ctx context.Context, rec stagingRecord, recor
 	for _, e := range entries {
 		devs = append(devs, entryDev(e))
 	}
-	// The recorded device too: publish mounts outlive a staging mount removed by hand,
-	// and a disconnect under them would hang. Only this boot's numbers mean this disk.
+	// The recorded device (of this boot) too: publish mounts outlive a staging mount
+	// removed by hand, and a disconnect under them would hang.
 	if recorded && rec.BootID == n.bootID && rec.Major != 0 {
 		devs = append(devs, rec.dev())
 	}
@@ -134,8 +133,7 @@ func (n *nodeService) publishUsers(ctx context.Context, rec stagingRecord, recor
 	return users, nil
 }
 
-// nqnSharedWith returns another staged volume using the same NQN, or "": its connection
-// must stay.
+// nqnSharedWith returns another staged volume on the same NQN (whose connection stays), or "".
 func (n *nodeService) nqnSharedWith(rec stagingRecord) string {
 	for _, o := range n.records.all() {
 		if o.VolumeID != rec.VolumeID && o.NQN == rec.NQN {
@@ -145,7 +143,6 @@ func (n *nodeService) nqnSharedWith(rec stagingRecord) string {
 	return ""
 }
 
-// subsystems lists the NVMe subsystems match accepts.
 func (n *nodeService) subsystems(match func(nvme.Subsystem) bool) ([]nvme.Subsystem, error) {
 	all, err := n.att.Subsystems()
 	if err != nil {
@@ -180,7 +177,7 @@ func (n *nodeService) diskUsers(ctx context.Context, d nvme.Disk) ([]string, err
 		mount.UsersConfig{SysfsRoot: n.cfg.SysfsRoot, ProcRoot: n.cfg.ProcRoot, NodeDirs: dirs, SkipPID: os.Getpid()})
 }
 
-// diskInUse is diskUsers for the sweep: doubt counts as in use, and either is logged.
+// diskInUse is diskUsers for the sweep: doubt counts as in use.
 func (n *nodeService) diskInUse(ctx context.Context, d nvme.Disk) bool {
 	users, err := n.diskUsers(ctx, d)
 	switch {
@@ -192,8 +189,7 @@ func (n *nodeService) diskInUse(ctx context.Context, d nvme.Disk) bool {
 	return err != nil || len(users) > 0
 }
 
-// refuseIfUsed fails with FailedPrecondition, naming the users, when anything uses one
-// of the disks; an unknown answer fails too.
+// refuseIfUsed fails, naming the users, when anything uses (or may use) one of the disks.
 func (n *nodeService) refuseIfUsed(ctx context.Context, id string, disks []nvme.Disk) error {
 	for _, d := range disks {
 		users, err := n.diskUsers(ctx, d)
@@ -215,8 +211,7 @@ func (n *nodeService) refuseIfUsed(ctx context.Context, id string, disks []nvme.
 // to /dev/nvme-fabrics, and the record goes only after a verified disconnect. Outside
 // NodeUnstageVolume nothing is disconnected without such a record of this kernel boot.
 
-// connectionIntentVersion is bumped when the record's meaning changes incompatibly; a
-// record of another version proves nothing.
+// connectionIntentVersion: a record of another version proves nothing.
 const connectionIntentVersion = 1
 
 // connectionIntent is <StateDir>/connections/<sha256 of the NQN>.json.
@@ -225,14 +220,13 @@ type connectionIntent struct {
 	NQN     string `json:"nqn"`
 	Address string `json:"address"`
 	Port    int    `json:"port"`
-	BootID  string `json:"bootId"` // a record of an earlier boot describes no connection now
+	BootID  string `json:"bootId"` // an earlier boot's record describes no connection now
 	// Adopted: the subsystem was already connected (by someone else, or by this driver
 	// before its records were lost) when this driver connected to it: not proven ours.
 	Adopted bool      `json:"adopted,omitempty"`
 	At      time.Time `json:"at"`
 }
 
-// connectionLedger keeps the intent records.
 type connectionLedger struct {
 	dir    string
 	bootID string
@@ -252,8 +246,8 @@ func (l *connectionLedger) path(nqn string) string {
 	return filepath.Join(l.dir, hex.EncodeToString(sum[:16])+".json")
 }
 
-// read returns the intent record at path; ok is false when it is unreadable, of another
-// version, or not named for its NQN (it then proves nothing, and is left for a human).
+// read returns the intent record at path; ok is false when it proves nothing
+// (unreadable, another version, not named for its NQN): it is then left for a human.
 func (l *connectionLedger) read(path string) (in connectionIntent, ok bool) {
 	raw, err := os.ReadFile(path)
 	if err != nil || json.Unmarshal(raw, &in) != nil || in.Version != connectionIntentVersion || l.path(in.NQN) != path {
@@ -262,8 +256,7 @@ func (l *connectionLedger) read(path string) (in connectionIntent, ok bool) {
 	return in, true
 }
 
-// proves reports whether this driver made the current connection of nqn: a record of
-// this boot, made by a connect that found nothing connected.
+// proves: this boot's record of a connect that found nothing connected.
 func (l *connectionLedger) proves(nqn string) bool {
 	in, ok := l.read(l.path(nqn))
 	return ok && in.NQN == nqn && in.BootID == l.bootID && !in.Adopted
@@ -283,7 +276,7 @@ func (l *connectionLedger) intend(t nvme.Target, connected bool) error {
 	return nil
 }
 
-// forget removes nqn's record once its disconnect was verified.
+// forget removes nqn's record after a verified disconnect.
 func (l *connectionLedger) forget(nqn string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -317,9 +310,8 @@ func (l *connectionLedger) owned(connected map[string]bool) (map[string]bool, er
 	return owned, nil
 }
 
-// owningAttacher is the node's attacher with the ownership rule built in: every connect
-// (stage, heal) is preceded by its intent record and every verified disconnect (unstage,
-// sweep) removes it.
+// owningAttacher precedes every connect with its intent record and removes the record
+// after every verified disconnect.
 type owningAttacher struct {
 	attacher
 	ledger *connectionLedger
@@ -341,29 +333,6 @@ func (a *owningAttacher) Disconnect(ctx context.Context, nqn string) error {
 		return err
 	}
 	return a.ledger.forget(nqn)
-}
-
-// rebuild logs the node's view of its staged volumes at start (the records are loaded;
-// the mount table tells which are mounted).
-func (n *nodeService) rebuild(ctx context.Context) {
-	recs := n.records.all()
-	var mounted, block, earlier int
-	for _, r := range recs {
-		switch {
-		case r.BootID != n.bootID:
-			earlier++
-		case r.Block:
-			block++
-		default:
-			if ok, err := mount.IsMounted(ctx, r.StagingPath); err == nil && ok {
-				mounted++
-			}
-		}
-	}
-	if _, err := n.att.Probe(); err != nil {
-		n.log.Warn("NVMe/TCP is not usable on this node yet: staging fails until it is", "err", err)
-	}
-	n.log.Info("node state rebuilt", "staged_volumes", len(recs), "mounted_filesystems", mounted, "block_volumes", block, "from_an_earlier_boot", earlier)
 }
 
 // sweep disconnects the connections this driver made and abandoned (a crash between
@@ -422,7 +391,7 @@ func (n *nodeService) sweep(ctx context.Context) {
 	n.log.Info("NVMe sweep done", "disconnected", rep.Disconnected, "kept", len(rep.Kept), "unowned", len(rep.Unowned))
 }
 
-// settleUnowned notes that kubelet staged (adopted) or unstaged nqn.
+// settleUnowned: kubelet staged (adopted) or unstaged nqn.
 func (n *nodeService) settleUnowned(nqn string) {
 	n.unownedMu.Lock()
 	defer n.unownedMu.Unlock()
