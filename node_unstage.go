@@ -92,8 +92,7 @@ func (n *nodeService) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstag
 	return &csi.NodeUnstageVolumeResponse{}, nil
 }
 
-// publishUsers lists what still uses the staged volume: other mounts of the staging
-// mount's device, or for block volumes the recorded publish nodes that still exist.
+// publishUsers: other mounts of the staging mount's device, or the block publish nodes left.
 func (n *nodeService) publishUsers(ctx context.Context, rec stagingRecord, recorded bool, staging string) ([]string, error) {
 	var users []string
 	if recorded && rec.Block {
@@ -286,9 +285,8 @@ func (l *connectionLedger) forget(nqn string) error {
 	return nil
 }
 
-// owned returns the NQNs this ledger proves ours, and removes records whose subsystem is
-// gone (a crash after the disconnect, or before the connect): they describe nothing.
-// connected holds the NQNs the kernel has now.
+// owned returns the NQNs (of those connected now) this ledger proves ours, and removes
+// records whose subsystem is gone (a crash after the disconnect or before the connect).
 func (l *connectionLedger) owned(connected map[string]bool) (map[string]bool, error) {
 	names, err := jsonFiles(l.dir)
 	if err != nil {
